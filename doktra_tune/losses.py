@@ -1,0 +1,204 @@
+"""Training losses of DoKTra (paper §3.2–3.3) and the KL-divergence ablation (Table 6).
+
+All functions take raw logits / [CLS] vectors as torch tensors and return float32 torch tensors
+(inputs are upcast, so bf16 autocast is safe) on the inputs' device. Shapes: logits [B, L]; single-label targets long [B];
+multi-label (HoC) targets float multi-hot [B, L]; [CLS] vectors [B, H].
+
+Multi-label convention (HoC, sigmoid outputs): every label is an independent Bernoulli decision.
+The cross-entropy is BCE-with-logits averaged over labels (as Hugging Face's
+``problem_type="multi_label_classification"`` loss), and the entropy term of Eq. 2 is the Bernoulli
+entropy averaged over labels in the same way, so beta has the same scale as for single-label tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from doktra_tune.errors import NonFiniteLossError
+
+ABNormalizer = Literal["authors", "per_example"]
+ProjectionMode = Literal["fixed_random", "learned"]
+
+# Authors' code (DMCB-GIST/DoKTra, ABD/*_DoKTra_cpl.py): `criterion_alternative_L2(...) / 1000`,
+# then `/ batch_size`.
+AUTHORS_AB_SCALE = 1000.0
+PROJECTION_BIAS = 0.01  # authors' init_weights: m.bias.data.fill_(0.01)
+
+
+def _bernoulli_entropy(logits: Tensor) -> Tensor:
+    """Element-wise entropy (nats) of Bernoulli(sigmoid(logits)), computed stably."""
+    p = torch.sigmoid(logits)
+    return -(p * F.logsigmoid(logits) + (1.0 - p) * F.logsigmoid(-logits))
+
+
+def entropy(logits: Tensor, multi_label: bool = False) -> Tensor:
+    """Eq. 1: H(p(y|x)) = -sum_i p_i log p_i, one value per example (shape [B], nats).
+
+    Single-label: p = softmax(logits). Multi-label: the sum over labels of the Bernoulli entropies
+    of sigmoid(logits) (the entropy of the factorised label distribution).
+    """
+    logits = logits.float()
+    if multi_label:
+        return _bernoulli_entropy(logits).sum(dim=-1)
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def confidence_penalty_loss(
+    logits: Tensor, targets: Tensor, beta: float, multi_label: bool = False
+) -> Tensor:
+    """Eq. 2: L_cls = mean over the batch of (L_CE - beta * H(p(y|x))) (Pereyra et al., 2017).
+
+    Single-label: per-example softmax cross-entropy minus beta * Eq. 1 entropy, averaged — the
+    authors' `torch.mean(loss_ce - beta * negative_entropy)`. beta = 0 is plain cross-entropy.
+    Multi-label: mean over examples and labels of (BCE-with-logits - beta * Bernoulli entropy),
+    i.e. both terms averaged over labels (see the module docstring).
+    """
+    logits = logits.float()
+    if multi_label:
+        bce = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+        return (bce - beta * _bernoulli_entropy(logits)).mean()
+    ce = F.cross_entropy(logits, targets.long(), reduction="none")
+    return (ce - beta * entropy(logits)).mean()
+
+
+def activation_boundary_loss(
+    student_cls: Tensor,
+    teacher_cls: Tensor,
+    margin: float = 1.0,
+    normalizer: ABNormalizer = "authors",
+) -> Tensor:
+    """Eq. 5: the hinge-like activation-transfer loss of Heo et al. (2019), sigma = ReLU.
+
+    Per element, with s = student and t = (projected) teacher [CLS]:
+      t > 0  (rho(t) = 1): relu(mu - s)^2   = (s - mu)^2 if s <= mu   else 0
+      t <= 0 (rho(t) = 0): relu(mu + s)^2   = (s + mu)^2 if s > -mu   else 0
+    which is exactly the authors' `criterion_alternative_L2` (values at s = +-mu are 0 either way).
+
+    Normalisation — paper vs code: Eq. 5 is a squared L2 norm per example; the authors' code sums
+    over the whole batch and divides by 1000 and by the batch size. normalizer="authors" (default)
+    reproduces the code: sum / 1000 / B, with B the actual batch size (the code uses the configured
+    batch size, which differs only on a last, smaller batch). normalizer="per_example" is Eq. 5
+    averaged over the batch: sum / B.
+    """
+    if student_cls.shape != teacher_cls.shape:
+        raise ValueError(
+            f"student [CLS] {tuple(student_cls.shape)} and teacher [CLS] "
+            f"{tuple(teacher_cls.shape)} differ; project the teacher with TeacherProjection first"
+        )
+    s = student_cls.float()  # fp32 even under bf16 autocast: a sum over B * H squares
+    t = teacher_cls.float()
+    inactive = ((s > -margin) & (t <= 0)).to(s.dtype)
+    active = ((s <= margin) & (t > 0)).to(s.dtype)
+    per_element = (s + margin) ** 2 * inactive + (s - margin) ** 2 * active
+    batch = max(int(s.shape[0]), 1)
+    total = per_element.sum() / batch
+    if normalizer == "authors":
+        return total / AUTHORS_AB_SCALE
+    if normalizer == "per_example":
+        return total
+    raise ValueError(f"unknown normalizer {normalizer!r}; use 'authors' or 'per_example'")
+
+
+def activation_transfer_count(student_cls: Tensor, teacher_cls: Tensor) -> Tensor:
+    """Eq. 4: L_AT = ||rho(T) - rho(S)||_1, the number of [CLS] units whose sign differs.
+
+    Returns a float tensor [B] (one count per example); its mean is the authors' "intuitive loss"
+    (e.g. 500 for an ALBERT-xlarge student means 500 of 2,048 units disagree, §4.5).
+    """
+    with torch.no_grad():
+        return ((student_cls > 0) ^ (teacher_cls > 0)).sum(dim=-1).to(torch.float32)
+
+
+def kd_kl_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 1.0,
+    multi_label: bool = False,
+) -> Tensor:
+    """Hinton et al. (2015) KD loss, Table 6's "KLD" distillation: T^2 * KL(p_T^tau || p_S^tau).
+
+    Single-label: softmax at temperature T, KL summed over classes and averaged over the batch.
+    Multi-label: per-label Bernoulli KL between sigmoid(z_T / T) and sigmoid(z_S / T), averaged over
+    examples and labels (the same averaging as the multi-label cross-entropy). The teacher side is
+    detached. Zero when the logits are equal.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    zs = student_logits.float() / temperature
+    zt = teacher_logits.detach().float() / temperature
+    if multi_label:
+        pt = torch.sigmoid(zt)
+        kl = pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1.0 - pt) * (
+            F.logsigmoid(-zt) - F.logsigmoid(-zs)
+        )
+        return kl.mean() * temperature**2
+    log_ps = F.log_softmax(zs, dim=-1)
+    log_pt = F.log_softmax(zt, dim=-1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1)
+    return kl.mean() * temperature**2
+
+
+class TeacherProjection(nn.Module):
+    """Maps teacher [CLS] (teacher_dim) to the student's width (student_dim) before Eq. 4/5.
+
+    As the authors' `expander_model` (nn.Linear(768, 2048), xavier_uniform_ weight, bias 0.01,
+    applied under no_grad), a projection is used even when the two widths are equal.
+
+    mode="fixed_random": the seeded random map above, frozen (requires_grad False, applied under
+    no_grad). mode="learned": same initialisation, trainable (give its parameters to the optimiser).
+
+    Seeding: the weight is drawn from a local torch.Generator seeded with `seed`, so building a
+    projection neither reads nor disturbs the global RNG. The authors call torch.manual_seed(seed)
+    and draw from the global RNG (after nn.Linear's own default init), so the distribution is the
+    same (Xavier-uniform) but the exact values differ from theirs.
+    """
+
+    def __init__(
+        self, teacher_dim: int, student_dim: int, mode: ProjectionMode = "fixed_random", seed: int = 0
+    ) -> None:
+        super().__init__()
+        if mode not in ("fixed_random", "learned"):
+            raise ValueError(f"unknown projection mode {mode!r}; use 'fixed_random' or 'learned'")
+        if teacher_dim <= 0 or student_dim <= 0:
+            raise ValueError(f"projection dims must be positive, got {teacher_dim} -> {student_dim}")
+        self.mode: ProjectionMode = mode
+        self.seed = int(seed)
+        # built on the meta device and filled below: nn.Linear's default init would draw from
+        # the global RNG
+        self.linear = nn.Linear(teacher_dim, student_dim, device="meta").to_empty(device="cpu")
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(self.seed)
+        with torch.no_grad():
+            weight = torch.empty(student_dim, teacher_dim)
+            nn.init.xavier_uniform_(weight, generator=generator)
+            self.linear.weight.copy_(weight)
+            self.linear.bias.fill_(PROJECTION_BIAS)
+        if mode == "fixed_random":
+            self.linear.requires_grad_(False)
+
+    @property
+    def trainable(self) -> bool:
+        return self.mode == "learned"
+
+    def forward(self, teacher_cls: Tensor) -> Tensor:
+        x = teacher_cls.to(self.linear.weight.dtype)
+        if self.mode == "fixed_random":
+            with torch.no_grad():
+                return self.linear(x)
+        return self.linear(x)
+
+
+def check_finite(loss: Tensor, what: str = "loss") -> Tensor:
+    """Return `loss` unchanged, or raise NonFiniteLossError if any element is NaN or inf."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        value = loss.detach().float().flatten()[:1].item() if loss.numel() else math.nan
+        raise NonFiniteLossError(
+            f"{what} became non-finite ({value}); lower the learning rate or use fp32 precision"
+        )
+    return loss
