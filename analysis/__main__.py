@@ -1,0 +1,131 @@
+"""`python -m analysis <run-dir or search id> [--tracking-uri URI] [--out DIR]`.
+
+Reads the search's runs from MLflow, writes every table the runs support (Markdown, LaTeX, CSV)
+under `<run_dir>/tables/` and the figures under `<run_dir>/plots/`, and prints Table 2 (Table 7
+when the search is financial only). Bad input: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.runs import (
+    SearchSource,
+    load_json_artifact,
+    load_runs,
+    resolve_source,
+    search_curve_rows,
+    tag,
+    trial_runs,
+)
+from analysis.tables import final_results, to_markdown, write_all_tables
+from doktra_tune.errors import DoktraError
+
+SEARCH_STAGES = ("ctt", "student", "abd")
+
+
+def _first_run(final: pd.DataFrame, task: str, variant: str) -> str | None:
+    mask = (tag(final, "doktra.task") == task) & (tag(final, "doktra.variant") == variant)
+    chosen = final[mask.fillna(False).astype(bool)]
+    if chosen.empty:
+        return None
+    chosen = chosen.assign(_seed=pd.to_numeric(tag(chosen, "doktra.seed"), errors="coerce"))
+    return str(chosen.sort_values("_seed", kind="stable")["run_id"].iloc[0])
+
+
+def _artifact(uri: str, run_id: str | None, stem: str) -> dict | None:
+    if run_id is None:
+        return None
+    for split in ("test", "dev"):
+        value = load_json_artifact(uri, run_id, f"{stem}_{split}.json")
+        if value is not None:
+            return value
+    return None
+
+
+def write_plots(source: SearchSource, runs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Reliability (teacher CTT vs beta1 = 0), confusion (DoKTra student), each search stage's
+    curve and the ABD gamma x beta2 grid, for every task with the runs to draw them."""
+    uri = source.tracking_uri
+    written: list[Path] = []
+    trials = trial_runs(runs)
+    final = trial_runs(runs, "final")
+    for task in sorted(tag(trials, "doktra.task").dropna().unique()):
+        task_trials = trials[(tag(trials, "doktra.task") == task).fillna(False).astype(bool)]
+        ctt = _artifact(uri, _first_run(final, task, "teacher_ctt"), "reliability")
+        ft = _artifact(uri, _first_run(final, task, "teacher_ft"), "reliability")
+        if ctt and ft:
+            written.append(plots.plot_reliability_compare(
+                ctt, ft, ["teacher CTT", "teacher beta1=0"], out_dir / f"{task}_reliability_teachers.png",
+                title=f"{task}: teacher reliability with vs without CTT"))
+        for name, bins in (("teacher_ctt", ctt), ("teacher_ft", ft)):
+            if bins:
+                written.append(plots.plot_reliability(
+                    bins, out_dir / f"{task}_reliability_{name}.png", title=f"{task}: {name}"))
+        confusion = _artifact(uri, _first_run(final, task, "doktra"), "confusion")
+        if confusion:
+            written.append(plots.plot_confusion(
+                confusion["matrix"], confusion["labels"], out_dir / f"{task}_confusion_doktra.png",
+                title=f"{task}: student-DoKTra"))
+        for stage in SEARCH_STAGES:
+            stage_trials = task_trials[(tag(task_trials, "doktra.stage") == stage).fillna(False).astype(bool)]
+            if stage_trials.empty:
+                continue
+            rows = search_curve_rows(uri, stage_trials)
+            written.append(plots.plot_search_curve(
+                rows, out_dir / f"{task}_search_{stage}.png", title=f"{task}: {stage} search"))
+            if stage == "abd" and {"params.gamma", "params.beta"} <= set(stage_trials.columns):
+                grid = stage_trials[["run_id", "params.gamma", "params.beta"]].merge(
+                    rows[["run_id", "dev_f1", "status"]], on="run_id")
+                grid = grid[~grid["status"].isin(["errored"])].rename(
+                    columns={"params.gamma": "gamma", "params.beta": "beta"})
+                if grid["dev_f1"].notna().any():
+                    written.append(plots.plot_grid_heatmap(
+                        grid, x="gamma", y="beta", value="dev_f1",
+                        path=out_dir / f"{task}_abd_grid.png", title=f"{task}: ABD dev F1"))
+    return written
+
+
+def run(target: str, tracking_uri: str | None = None, out: str | None = None) -> int:
+    source = resolve_source(target, tracking_uri)
+    out_dir = Path(out).resolve() if out else source.out_dir
+    runs = load_runs(source)
+    if runs.empty:
+        raise DoktraError(
+            f"no MLflow runs for {target!r} in {source.tracking_uri}; run a search first "
+            "(python -m doktra_tune.search ...) or check the search id / --tracking-uri"
+        )
+    tables = write_all_tables(runs, out_dir / "tables")
+    figures = write_plots(source, runs, out_dir / "plots")
+    main = tables.get("table2", tables.get("table7"))
+    if main is not None:
+        print(to_markdown(main))
+    else:
+        n_final = len(final_results(runs))
+        print(f"no final seed runs yet ({n_final}); Table 2 needs the final stage's runs")
+    print(f"wrote {len(tables)} tables to {out_dir / 'tables'} and {len(figures)} plots to "
+          f"{out_dir / 'plots'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    parser.add_argument("target", help="run directory (runs/<search_id>) or a search id")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the "
+                        "run directory's sqlite store, or $MLFLOW_TRACKING_URI for a search id)")
+    parser.add_argument("--out", default=None, help="where tables/ and plots/ go (default: the run dir)")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.target, args.tracking_uri, args.out)
+    except DoktraError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

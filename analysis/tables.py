@@ -1,0 +1,386 @@
+"""The paper's result tables from a search's final (seed) runs, mean ± std over seeds.
+
+Final runs are MLflow trial runs tagged `doktra.stage=final`, `doktra.variant`, `doktra.seed`,
+with metrics `test_f1`, `test_ece`, `test_lat` (the last logged value). F1 and ECE are shown x100.
+std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. Errored/pruned
+final runs are left out.
+
+Teacher for Table 2's Retain %: the paper's "BioBERT-ft (teacher)" row is the teacher that is
+distilled from, i.e. fine-tuned with its dev-tuned confidence penalty beta1 (Table A1; beta1 = 0
+for HoC). So the teacher row and Retain % use variant `teacher_ctt`
+(Retain = Avg(student-DoKTra) / Avg(teacher) x 100, §4.3), falling back to `teacher_ft` when no
+`teacher_ctt` run exists; `teacher_ft` (beta1 = 0) is shown as its own row when present.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import paper_values as paper
+from analysis.runs import stage_runs, tag, trial_runs
+
+FINANCIAL_TASKS = ("fpb", "fts")
+TASK_ORDER = ("chemprot", "gad", "ddi", "i2b2", "hoc", "fpb", "fts")
+TASK_NAMES = {"chemprot": "ChemProt", "gad": "GAD", "ddi": "DDI", "i2b2": "i2b2", "hoc": "HoC",
+              "fpb": "FPB", "fts": "FTS"}
+ABLATION_ROWS = (  # Table 6: label, our variant
+    ("teacher-ft", "teacher_ft"),
+    ("student-ft", "student_ft"),
+    ("+KLD", "kld"),
+    ("+CTT+KLD", "ctt_kld"),
+    ("+ABD", "doktra_no_ctt"),
+    ("+CTT+ABD (DoKTra)", "doktra"),
+    ("student-ft+CPL", "student_ft_cpl"),
+)
+MISSING = "–"
+
+
+# --------------------------------------------------------------------------------------------
+# numbers
+
+
+def final_results(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of final runs: task, variant, seed, test_f1, test_ece, test_lat, student_model."""
+    final = trial_runs(runs, "final")
+    columns = ["task", "variant", "seed", "test_f1", "test_ece", "test_lat", "student_model",
+               "teacher_model"]
+    if final.empty:
+        return pd.DataFrame(columns=columns)
+    status = tag(final, "doktra.status").astype("string").fillna("")
+    final = final[~status.isin(["errored", "pruned"]).to_numpy(dtype=bool)]
+    out = pd.DataFrame(
+        {
+            "task": tag(final, "doktra.task"),
+            "variant": tag(final, "doktra.variant"),
+            "seed": tag(final, "doktra.seed"),
+            "student_model": tag(final, "doktra.student_model"),
+            "teacher_model": tag(final, "doktra.teacher_model"),
+        }
+    )
+    for metric in ("test_f1", "test_ece", "test_lat"):
+        column = f"metrics.{metric}"
+        out[metric] = pd.to_numeric(final[column], errors="coerce") if column in final else np.nan
+    return out[columns].reset_index(drop=True)
+
+
+def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """mean, std (ddof=1; NaN for one seed) and n per (variant, task), NaN values dropped."""
+    valid = results.dropna(subset=[metric])
+    grouped = valid.groupby(["variant", "task"])[metric]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
+
+
+def fmt(mean: float | None, std: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
+    """`77.42 ± 0.04` (values x scale); the mean alone when std is NaN/None; `–` when missing."""
+    if mean is None or not math.isfinite(mean):
+        return MISSING
+    text = f"{mean * scale:.{digits}f}"
+    if std is not None and math.isfinite(std):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def _cell(stats: pd.DataFrame, variant: str, task: str, scale: float = 100.0) -> str:
+    if (variant, task) not in stats.index:
+        return MISSING
+    row = stats.loc[(variant, task)]
+    return fmt(row["mean"], row["std"], scale)
+
+
+def _mean(stats: pd.DataFrame, variant: str, task: str) -> float:
+    return float(stats.loc[(variant, task), "mean"]) if (variant, task) in stats.index else math.nan
+
+
+def _avg(values: Iterable[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _pct(value: float) -> str:
+    return f"{value:.2f}%" if math.isfinite(value) else MISSING
+
+
+def _ordered_tasks(tasks: Iterable[str]) -> list[str]:
+    tasks = {t for t in tasks if isinstance(t, str)}
+    return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
+
+
+def _student_model(results: pd.DataFrame) -> str | None:
+    models = results["student_model"].dropna()
+    return str(models.iloc[0]) if len(models) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Table 2 / Table 7
+
+
+def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) -> pd.DataFrame:
+    stats = summarize(results, "test_f1")
+    variants = set(results["variant"].dropna())
+    teacher = "teacher_ctt" if "teacher_ctt" in variants else "teacher_ft"
+    rows: list[tuple[str, str]] = [("teacher-ft (CTT, tuned beta1)", "teacher_ctt")]
+    if "teacher_ft" in variants or teacher == "teacher_ft":
+        rows.append(("teacher-ft (beta1 = 0)", "teacher_ft"))
+    rows += [("student-ft", "student_ft"), ("student-DoKTra", "doktra")]
+    rows = [(label, v) for label, v in rows if v in variants]
+    names = [TASK_NAMES.get(t, t) for t in tasks]
+    table = []
+    teacher_avg = _avg(_mean(stats, teacher, t) for t in tasks)
+    for label, variant in rows:
+        avg = _avg(_mean(stats, variant, t) for t in tasks)
+        retain = 100 * avg / teacher_avg if variant == "doktra" and teacher_avg else math.nan
+        table.append([label, *(_cell(stats, variant, t) for t in tasks), fmt(avg),
+                      _pct(retain) if variant == "doktra" else ""])
+    # the paper's rows for the same tasks
+    family = paper.student_family(_student_model(results))
+    source = paper.TABLE7 if financial else paper.TABLE2
+    teacher_row = "FinBERT-ft (teacher)" if financial else "BioBERT-ft (teacher)"
+    paper_rows = [teacher_row, f"{family}-ft (student)", f"{family}-DoKTra"]
+    paper_teacher = _avg(source[teacher_row].get(t, (math.nan, None))[0] for t in tasks)
+    if any(t in source[teacher_row] for t in tasks):
+        for row in paper_rows:
+            cells = [
+                fmt(source[row][t][0], source[row][t][1], scale=1.0) if t in source[row] else MISSING
+                for t in tasks
+            ]
+            avg = _avg(source[row].get(t, (math.nan, None))[0] for t in tasks)
+            retain = _pct(100 * avg / paper_teacher) if row.endswith("DoKTra") else ""
+            table.append([f"paper: {row}", *cells, fmt(avg, scale=1.0), retain])
+    return pd.DataFrame(table, columns=["Model", *names, "Avg.", "Retain"])
+
+
+def table2(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 2: teacher-ft, student-ft, student-DoKTra test F1 per biomedical/clinical task,
+    Avg. and Retain %, next to the paper's rows (ALBERT or RoBERTa by the student model)."""
+    tasks = _ordered_tasks(t for t in results["task"].unique() if t not in FINANCIAL_TASKS)
+    return _main_table(results[results["task"].isin(tasks)], tasks, financial=False)
+
+
+def table7(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 7: the same for the financial tasks (FPB, FTS)."""
+    tasks = _ordered_tasks(t for t in results["task"].unique() if t in FINANCIAL_TASKS)
+    return _main_table(results[results["task"].isin(tasks)], tasks, financial=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Table 5 / Table 6
+
+
+def table5(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 5: test F1 and L_AT (Eq. 4) of DoKTra without CTT (`doktra_no_ctt`) vs with CTT
+    (`doktra`), plus the two teachers' test ECE (beta1 = 0 vs CTT) and the paper's values."""
+    f1 = summarize(results, "test_f1")
+    lat = summarize(results, "test_lat")
+    ece = summarize(results, "test_ece")
+    rows = []
+    for task in _ordered_tasks(results["task"].unique()):
+        p = paper.TABLE5.get(task)
+        rows.append(
+            [
+                TASK_NAMES.get(task, task),
+                _cell(f1, "doktra_no_ctt", task),
+                _cell(lat, "doktra_no_ctt", task, scale=1.0),
+                _cell(f1, "doktra", task),
+                _cell(lat, "doktra", task, scale=1.0),
+                _cell(ece, "teacher_ft", task),
+                _cell(ece, "teacher_ctt", task),
+                fmt(p["no_ctt"][0], p["no_ctt"][1], 1.0) if p else MISSING,
+                fmt(p["no_ctt"][2], None, 1.0) if p else MISSING,
+                fmt(p["ctt"][0], p["ctt"][1], 1.0) if p else MISSING,
+                fmt(p["ctt"][2], None, 1.0) if p else MISSING,
+            ]
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["Task", "DoKTra−CTT F1", "DoKTra−CTT L_AT", "DoKTra F1", "DoKTra L_AT",
+                 "teacher ECE (beta1 = 0)", "teacher ECE (CTT)", "paper DoKTra−CTT F1",
+                 "paper DoKTra−CTT L_AT", "paper DoKTra F1", "paper DoKTra L_AT"],
+    )
+
+
+def table6(results: pd.DataFrame) -> pd.DataFrame | None:
+    """Table 6 ablation (test F1, improvement over student-ft in points) for every task with at
+    least one ablation run (kld, ctt_kld, doktra_no_ctt, student_ft_cpl); None when there are none.
+    The paper's ChemProt column alongside."""
+    ablations = {"kld", "ctt_kld", "doktra_no_ctt", "student_ft_cpl"}
+    stats = summarize(results, "test_f1")
+    rows = []
+    for task in _ordered_tasks(results["task"].unique()):
+        present = set(results.loc[results["task"] == task, "variant"].dropna())
+        if not present & ablations:
+            continue
+        base = _mean(stats, "student_ft", task)
+        for label, variant in ABLATION_ROWS:
+            if variant not in present and variant not in paper.TABLE6_CHEMPROT:
+                continue
+            mean = _mean(stats, variant, task)
+            improvement = (
+                f"{100 * (mean - base):+.2f}"
+                if variant not in ("teacher_ft", "student_ft") and math.isfinite(mean - base)
+                else ""
+            )
+            p = paper.TABLE6_CHEMPROT.get(variant) if task == "chemprot" else None
+            p_base = paper.TABLE6_CHEMPROT["student_ft"][0]
+            p_improvement = (
+                f"{p[0] - p_base:+.2f}" if p and variant not in ("teacher_ft", "student_ft") else ""
+            )
+            rows.append([TASK_NAMES.get(task, task), label, _cell(stats, variant, task),
+                         improvement, fmt(p[0], p[1], 1.0) if p else MISSING, p_improvement])
+    if not rows:
+        return None
+    return pd.DataFrame(
+        rows, columns=["Task", "Model", "F1 (%)", "Improvement", "paper F1 (%)", "paper Improvement"]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tables A1-A3: selected hyperparameters
+
+
+def _winner_value(row: pd.Series, *names: str) -> str:
+    """First present `params.winner.<name>` (also under `config.` / `run.` prefixes). The search
+    driver logs the winner as {trial_id, best_epoch, **the trial's sampled params}: e (e1) is the
+    selected epoch `best_epoch`; e2 is the ABD schedule length `epochs` (gamma splits it)."""
+    for name in names:
+        for prefix in ("", "config.", "run."):
+            column = f"params.winner.{prefix}{name}"
+            value = row.get(column)
+            if isinstance(value, str) and value not in ("", "None", "nan"):
+                return _short_number(value)
+    return MISSING
+
+
+def _short_number(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return f"{int(value)}" if value.is_integer() and abs(value) >= 1 else f"{value:g}"
+
+
+def _winners(runs: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    stages = stage_runs(runs)
+    out: dict[tuple[str, str], pd.Series] = {}
+    for _, row in stages.iterrows():
+        out[(row.get("tags.doktra.task"), row.get("tags.doktra.stage"))] = row
+    return out
+
+
+def _paper_cell(values: Mapping[str, float] | None, key: str) -> str:
+    return _short_number(str(values[key])) if values and key in values else MISSING
+
+
+def table_a1(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Table A1/A4: the CTT stage's selected epochs and beta1 per task (ours vs the paper's)."""
+    winners = _winners(runs)
+    tasks = _ordered_tasks(task for task, stage in winners if stage == "ctt")
+    if not tasks:
+        return None
+    rows = []
+    for task in tasks:
+        row = winners[(task, "ctt")]
+        p = paper.TABLE_A1.get(task)
+        rows.append([TASK_NAMES.get(task, task), _winner_value(row, "best_epoch", "epoch", "epochs"),
+                     _winner_value(row, "beta"), _paper_cell(p, "e"), _paper_cell(p, "beta1")])
+    return pd.DataFrame(rows, columns=["Task", "e", "beta1", "paper e", "paper beta1"])
+
+
+def table_abd(runs: pd.DataFrame, family: str) -> pd.DataFrame | None:
+    """Table A2 (ALBERT) / A3 (RoBERTa): student fine-tuning e1, lr1 and ABD e2, lr2, beta2,
+    gamma selected per task, next to the paper's."""
+    winners = _winners(runs)
+    tasks = _ordered_tasks(task for task, stage in winners if stage in ("student", "abd"))
+    if not tasks:
+        return None
+    source = paper.TABLE_A3 if family == "RoBERTa" else paper.TABLE_A2
+    rows = []
+    for task in tasks:
+        student = winners.get((task, "student"), pd.Series(dtype=object))
+        abd = winners.get((task, "abd"), pd.Series(dtype=object))
+        ours = [
+            _winner_value(student, "best_epoch", "epoch", "epochs"), _winner_value(student, "lr"),
+            _winner_value(abd, "epochs", "best_epoch", "epoch"), _winner_value(abd, "lr"),
+            _winner_value(abd, "beta"), _winner_value(abd, "gamma"),
+        ]
+        p = source.get(task)
+        theirs = [_paper_cell(p, k) for k in ("e1", "lr1", "e2", "lr2", "beta2", "gamma")]
+        rows.append([TASK_NAMES.get(task, task), *ours, *theirs])
+    keys = ["e1", "lr1", "e2", "lr2", "beta2", "gamma"]
+    return pd.DataFrame(rows, columns=["Task", *keys, *(f"paper {k}" for k in keys)])
+
+
+# --------------------------------------------------------------------------------------------
+# writers
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+_LATEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "±": r"$\pm$",
+          "−": r"$-$", "–": "--"}
+
+
+def _latex_escape(text: str) -> str:
+    text = "".join(_LATEX.get(ch, ch) for ch in str(text))
+    return (text.replace("beta1", r"$\beta_1$").replace("beta2", r"$\beta_2$")
+            .replace("gamma", r"$\gamma$").replace("L\\_AT", r"$\mathcal{L}_{AT}$"))
+
+
+def to_latex(df: pd.DataFrame, caption: str) -> str:
+    spec = "l" + "c" * (len(df.columns) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\hline",
+             " & ".join(_latex_escape(c) for c in df.columns) + r" \\", r"\hline"]
+    lines += [" & ".join(_latex_escape(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\hline", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, name: str, out_dir: Path, caption: str) -> list[Path]:
+    """`<out_dir>/<name>.md|.tex|.csv`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.md", out_dir / f"{name}.tex", out_dir / f"{name}.csv"]
+    paths[0].write_text(f"{caption}\n\n{to_markdown(df)}")
+    paths[1].write_text(to_latex(df, caption))
+    df.to_csv(paths[2], index=False)
+    return paths
+
+
+def write_all_tables(runs: pd.DataFrame, out_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every table that the runs support, written under `out_dir`; returns them by name."""
+    results = final_results(runs)
+    written: dict[str, pd.DataFrame] = {}
+    if not results.empty:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results.to_csv(out_dir / "final_runs.csv", index=False)
+    family = paper.student_family(_student_model(results)) if not results.empty else "ALBERT"
+    candidates: list[tuple[str, pd.DataFrame | None, str]] = []
+    if not results.empty:
+        bio = results[~results["task"].isin(FINANCIAL_TASKS)]
+        fin = results[results["task"].isin(FINANCIAL_TASKS)]
+        if not bio.empty:
+            candidates.append(("table2", table2(results), "Table 2: test F1 (%) over seeds "
+                               "(mean ± std); Retain = Avg(student-DoKTra) / Avg(teacher)."))
+            candidates.append(("table5", table5(bio), "Table 5: DoKTra with vs without the "
+                               "calibrated teacher: test F1 (%), L_AT (Eq. 4), teacher ECE (%)."))
+        if not fin.empty:
+            candidates.append(("table7", table7(results), "Table 7: financial tasks, test F1 (%)."))
+        candidates.append(("table6", table6(results), "Table 6: ablation, test F1 (%), "
+                           "improvement over student-ft in points."))
+    candidates.append(("tableA1", table_a1(runs), "Table A1/A4: CTT hyperparameters selected on dev."))
+    abd_name = "tableA3" if family == "RoBERTa" else "tableA2"
+    candidates.append((abd_name, table_abd(runs, family), f"Table {abd_name[-2:]}: student "
+                       f"fine-tuning and ABD hyperparameters selected on dev ({family} rows)."))
+    for name, df, caption in candidates:
+        if df is not None and not df.empty:
+            write_table(df, name, out_dir, caption)
+            written[name] = df
+    return written

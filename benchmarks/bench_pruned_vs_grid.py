@@ -1,0 +1,219 @@
+"""Compute to the winner: the exhaustive grid vs a pruned search, on the real stage code.
+
+Runs one DoKTra stage through Ray Tune twice with the real trainable (`trainables/`), the real
+core (`doktra_tune.stages`) and `doktra_tune.pruning.build_search`:
+
+  1. grid:   Optuna GridSampler over the whole grid, no pruning (the paper's protocol, Sec. 4.2);
+  2. pruned: the same grid (or a TPE budget) with an Optuna pruner (default successive halving).
+
+and prints the epoch-units each spent (sum over trials of the epochs they trained) and the dev F1
+of each search's winner (best epoch of the best non-pruned trial, as the driver's selection rule:
+pruned rows never win). Goal (issue 3): <= 30 % of the grid's epochs for a winner within 0.5 F1
+points.
+
+Setting ("cpu-preset-like", on ChemProt from ../shared/data): a seeded stratified subsample,
+a MiniLM teacher (CTT, 1 epoch) and a small random BERT student fine-tuned first (both made once and
+cached under --workdir), then the stage under test:
+  --stage abd:     lr2 x beta2 x gamma, the paper's 4 x 4 beta/gamma grid with lrs for a small
+                   random student (48 points, 10 epochs, as Appendix A);
+  --stage student: lr1 x batch size (12 points).
+
+    python benchmarks/bench_pruned_vs_grid.py --stage abd [--pruner successive_halving] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GRIDS = {
+    "abd": {
+        "lr": [1e-4, 3e-4, 1e-3],
+        "beta": [0.0, 0.3, 0.5, 0.7],
+        "gamma": [0.6, 0.7, 0.8, 0.9],
+    },
+    "student": {
+        "lr": [3e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3],
+        "batch_size": [16, 32],
+    },
+}
+QUICK_GRIDS = {
+    "abd": {"lr": [1e-4, 1e-3], "beta": [0.0, 0.5], "gamma": [0.6, 0.8]},
+    "student": {"lr": [1e-4, 4e-4, 1.6e-3], "batch_size": [16, 32]},
+}
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data")).expanduser()
+
+
+def prepare(workdir: Path, args: argparse.Namespace) -> dict:
+    """Data config + teacher (CTT) + fine-tuned student checkpoints, made once under `workdir`."""
+    from doktra_tune.config import DataConfig, StageConfig
+    from doktra_tune.stages import train_student, train_teacher
+
+    data = DataConfig(
+        task="chemprot", data_dir=str(data_root() / "chemprot_scibert"), max_len=args.max_len,
+        train_limit=args.train_limit, dev_limit=args.dev_limit, test_limit=64,
+        cache_dir=str(workdir / "cache"),
+    )
+    common = dict(batch_size=32, eval_batch_size=128, seed=42, torch_threads=1,
+                  eval_splits=("dev",), keep_checkpoints="last")
+    made = {}
+    for name, fn, model, lr, epochs in (
+        ("teacher", train_teacher, "minilm", 5e-5, 1),
+        ("student", train_student, args.student_model, 3e-4, 2),
+    ):
+        out = workdir / "prep" / name
+        marker = out / "checkpoint.json"
+        if not marker.exists():
+            t0 = time.perf_counter()
+            cfg = StageConfig(data=data, model=model, output_dir=str(out), lr=lr, epochs=epochs, **common)
+            result = fn(cfg)
+            marker.write_text(json.dumps({
+                "checkpoint": str(result.last_checkpoint), "dev_f1": result.last_metrics.get("dev_f1"),
+            }))
+            print(f"prepared {name} ({model}) in {time.perf_counter() - t0:.0f} s: "
+                  f"dev F1 {result.last_metrics.get('dev_f1'):.4f}", flush=True)
+        made[name] = json.loads(marker.read_text())["checkpoint"]
+    return {"data": data, "common": common, "student_model": args.student_model, **made}
+
+
+def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, storage: Path,
+               *, mode: str, num_samples: int | None, pruner: str, grace_period: int,
+               n_startup_trials: int, seed: int) -> dict:
+    from ray import tune
+
+    from doktra_tune.config import DistillConfig, StageConfig
+    from doktra_tune.pruning import build_search, pruned_trial_ids, tuned_run_settings
+    from doktra_tune.search_space import SearchSpace
+    from trainables.abd import abd_trainable
+    from trainables.student import student_trainable
+
+    if stage == "abd":
+        base = DistillConfig(
+            data=prep["data"], model=prep["student"], teacher_checkpoint=prep["teacher"],
+            output_dir="", epochs=epochs, **prep["common"],
+        ).to_dict()
+        trainable = abd_trainable
+    else:
+        base = StageConfig(
+            data=prep["data"], model=prep["student_model"], output_dir="", epochs=epochs, **prep["common"],
+        ).to_dict()
+        trainable = student_trainable
+    space = SearchSpace(stage=stage, params=grid, fixed={"epochs": epochs})
+    searcher, scheduler, n = build_search(
+        space, mode=mode, num_samples=num_samples, pruner=pruner, max_t=epochs, seed=seed,
+        grace_period=grace_period, n_startup_trials=n_startup_trials,
+    )
+    settings = tuned_run_settings()
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trainable, base=base, tracking=None), {"cpu": 1}),
+        param_space=dict(space.fixed),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
+                                    max_concurrent_trials=2, **settings["tune_config"]),
+        run_config=tune.RunConfig(
+            name=label, storage_path=str(storage),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"),
+            **settings["run_config"],
+        ),
+    )
+    t0 = time.perf_counter()
+    results = tuner.fit()
+    wall = time.perf_counter() - t0
+    pruned = pruned_trial_ids(scheduler)
+    trials = []
+    for r in results:
+        df = r.metrics_dataframe
+        f1s = list(df["dev_f1"]) if df is not None and "dev_f1" in df else [r.metrics.get("dev_f1")]
+        trials.append({
+            "trial_id": r.metrics["trial_id"],
+            "params": {k: r.config[k] for k in grid},
+            "epochs": int(r.metrics.get("training_iteration", 0)),
+            "best_f1": max(f for f in f1s if f is not None),
+            "pruned": r.metrics["trial_id"] in pruned,
+            "error": r.error is not None,
+        })
+    eligible = [t for t in trials if not t["pruned"] and not t["error"]]
+    winner = max(eligible, key=lambda t: t["best_f1"])
+    return {
+        "label": label, "trials": trials, "wall_s": wall, "n_trials": len(trials),
+        "n_pruned": sum(t["pruned"] for t in trials),
+        "epochs_spent": sum(t["epochs"] for t in trials), "winner": winner,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=["abd", "student"], default="abd")
+    parser.add_argument("--pruner", default="successive_halving",
+                        choices=["median", "successive_halving", "hyperband", "asha"])
+    parser.add_argument("--mode", choices=["grid", "tpe"], default="grid",
+                        help="the pruned search's sampler (the baseline is always the full grid)")
+    parser.add_argument("--num-samples", type=int, default=None, help="tpe budget")
+    parser.add_argument("--grace-period", type=int, default=1)
+    parser.add_argument("--n-startup-trials", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None, help="default: abd 10, student 6")
+    parser.add_argument("--quick", action="store_true", help="8-point grid, 4 epochs")
+    parser.add_argument("--student-model", default="random:bert:L2-H128")
+    parser.add_argument("--train-limit", type=int, default=400)
+    parser.add_argument("--dev-limit", type=int, default=200)
+    parser.add_argument("--max-len", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/doktra_bench_pruned"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from doktra_tune.pruning import tuned_run_settings
+
+    settings = tuned_run_settings(num_cpus=2)
+    os.environ.update(settings["env"])
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    prep = prepare(args.workdir, args)
+    grid = (QUICK_GRIDS if args.quick else GRIDS)[args.stage]
+    epochs = args.epochs or (4 if args.quick else (10 if args.stage == "abd" else 6))
+    storage = args.workdir / "ray"
+    shutil.rmtree(storage, ignore_errors=True)
+    ray.init(**settings["init"])
+    common = dict(grace_period=args.grace_period, n_startup_trials=args.n_startup_trials, seed=args.seed)
+    full = run_search("grid", args.stage, prep, grid, epochs, storage,
+                      mode="grid", num_samples=None, pruner="none", **common)
+    pruned = run_search("pruned", args.stage, prep, grid, epochs, storage,
+                        mode=args.mode, num_samples=args.num_samples, pruner=args.pruner, **common)
+    ray.shutdown()
+
+    print(f"\nstage {args.stage}: grid {json.dumps(grid)}, {epochs} epochs per trial; "
+          f"pruned search = mode {args.mode}, pruner {args.pruner}, grace {args.grace_period}")
+    for run in (full, pruned):
+        w = run["winner"]
+        print(f"{run['label']:>6}: {run['n_trials']} trials ({run['n_pruned']} pruned), "
+              f"{run['epochs_spent']} epoch-units, {run['wall_s']:.0f} s wall; "
+              f"winner {w['params']} dev F1 {100 * w['best_f1']:.2f}")
+    share = pruned["epochs_spent"] / full["epochs_spent"]
+    gap = 100 * (full["winner"]["best_f1"] - pruned["winner"]["best_f1"])
+    ok = share <= 0.30 and gap <= 0.5
+    print(f"pruned/grid epochs: {100 * share:.1f} % (goal <= 30 %); "
+          f"winner F1 gap: {gap:.2f} points (goal <= 0.5) -> {'MET' if ok else 'NOT MET'}")
+    if args.json:
+        args.json.write_text(json.dumps({"grid": full, "pruned": pruned, "share": share,
+                                         "gap_points": gap}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Search spaces: the paper's grids (Section 4.2, Appendix A) loaded from `search_spaces/*.yaml`.
+
+A `SearchSpace` holds, for one stage, the grid of every searched hyperparameter (`params`) and the
+values every trial shares (`fixed`). `load_search_space` reads the packaged file (or a user's file),
+applies command-line overrides and validates every value, raising a one-line `ConfigError` that
+names the file or override and the fix.
+
+Turning a `SearchSpace` into a Ray Tune searcher and scheduler (Optuna grid/TPE sampling and
+pruning) lives in `doktra_tune.pruning` (`build_search`, `pruned_trial_ids`); both names are also
+reachable from this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from doktra_tune.errors import ConfigError
+from search_spaces import STAGES, search_space_path
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Type and admissible range of one hyperparameter."""
+
+    kind: type  # float or int
+    check: Callable[[float], bool]
+    expected: str  # the admissible range, in words, for error messages
+    example: str  # a valid override, for error messages
+
+
+_FLOAT_RULES: dict[str, _Rule] = {
+    "lr": _Rule(float, lambda v: v > 0, "> 0", "[6e-6, 1e-5]"),
+    "beta": _Rule(float, lambda v: v >= 0, ">= 0", "[0, 0.3, 0.5, 0.7]"),
+    "weight_decay": _Rule(float, lambda v: v >= 0, ">= 0", "[0, 0.01]"),
+    "warmup_ratio": _Rule(float, lambda v: 0 <= v < 1, "in [0, 1)", "[0, 0.1]"),
+    "adam_eps": _Rule(float, lambda v: v > 0, "> 0", "[1e-8]"),
+    "max_grad_norm": _Rule(float, lambda v: v > 0, "> 0", "[1.0]"),
+}
+_INT_RULES: dict[str, _Rule] = {
+    "epochs": _Rule(int, lambda v: v >= 1, "an integer >= 1", "[10]"),
+    "batch_size": _Rule(int, lambda v: v >= 1, "an integer >= 1", "[16, 32]"),
+    "seed": _Rule(int, lambda v: v >= 0, "an integer >= 0", "[42]"),
+}
+_DISTILL_RULES: dict[str, _Rule] = {
+    "gamma": _Rule(float, lambda v: 0 < v <= 1, "in (0, 1]", "[0.6, 0.7, 0.8, 0.9]"),
+    "margin": _Rule(float, lambda v: v > 0, "> 0", "[1.0]"),
+    "kd_temperature": _Rule(float, lambda v: v > 0, "> 0", "[1.0]"),
+}
+
+#: hyperparameters each stage may search or fix (StageConfig / DistillConfig fields)
+HYPERPARAMETERS: dict[str, dict[str, _Rule]] = {
+    "ctt": {**_FLOAT_RULES, **_INT_RULES},
+    "student": {**_FLOAT_RULES, **_INT_RULES},
+    "abd": {**_FLOAT_RULES, **_INT_RULES, **_DISTILL_RULES},
+}
+
+
+@dataclass
+class SearchSpace:
+    """One stage's grid: `params` maps each searched hyperparameter to its values (the grid),
+    `fixed` holds the values every trial shares, `source` is the YAML file it came from."""
+
+    stage: str
+    params: dict[str, list] = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    source: Path = Path()
+
+    @property
+    def grid_size(self) -> int:
+        """Number of points of the full grid (product of the grid lengths)."""
+        return math.prod(len(values) for values in self.params.values())
+
+
+def load_search_space(
+    stage: str, path: str | Path | None = None, overrides: dict | None = None
+) -> SearchSpace:
+    """Read, override and validate one stage's grid.
+
+    `path` None reads the packaged `search_spaces/<stage>.yaml`. `overrides` maps a hyperparameter
+    to its new grid (a list, or a scalar meaning a one-value grid): a key of `params` gets the new
+    grid; a key of `fixed` gets the new value (a one-value list or scalar) or becomes searched
+    (a list of several values); a new known key is added to the grid.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown search stage {stage!r}; use one of {', '.join(STAGES)}")
+    source = Path(path).expanduser() if path is not None else search_space_path(stage)
+    where = str(source)
+    raw = _read_yaml(source)
+
+    unknown_top = sorted(set(raw) - {"stage", "params", "fixed"})
+    if unknown_top:
+        raise ConfigError(
+            f"{where}: unknown top-level key(s) {unknown_top}; "
+            "a search-space file holds only 'stage', 'params' and 'fixed'"
+        )
+    file_stage = raw.get("stage", stage)
+    if file_stage != stage:
+        raise ConfigError(
+            f"{where}: the file is for stage {file_stage!r}, not {stage!r}; "
+            f"point the {stage} search at a {stage} grid file"
+        )
+    raw_params = raw.get("params") or {}
+    raw_fixed = raw.get("fixed") or {}
+    for key, section in (("params", raw_params), ("fixed", raw_fixed)):
+        if not isinstance(section, Mapping):
+            raise ConfigError(
+                f"{where}: '{key}' must be a mapping of hyperparameter names, got "
+                f"{type(section).__name__}; write it as '{key}:' followed by 'name: value' lines"
+            )
+
+    rules = HYPERPARAMETERS[stage]
+    params: dict[str, list] = {}
+    fixed: dict[str, Any] = {}
+    for name, values in raw_params.items():
+        params[name] = _validate_grid(stage, rules, name, values, where)
+    for name, value in raw_fixed.items():
+        if name in params:
+            raise ConfigError(
+                f"{where}: {name!r} is both searched (params) and fixed; keep it in one section"
+            )
+        fixed[name] = _validate_value(stage, rules, name, value, f"{where}: fixed {name}")
+
+    for name, values in (overrides or {}).items():
+        origin = f"override {name}={_show(values)}"
+        grid = _validate_grid(stage, rules, name, values, origin)
+        if name in fixed and len(grid) == 1:
+            fixed[name] = grid[0]
+        else:
+            fixed.pop(name, None)
+            params[name] = grid
+
+    if not params:
+        raise ConfigError(
+            f"{where}: the {stage} grid is empty; add at least one hyperparameter under 'params'"
+        )
+    return SearchSpace(stage=stage, params=params, fixed=fixed, source=source)
+
+
+def _read_yaml(source: Path) -> dict:
+    if not source.is_file():
+        raise ConfigError(
+            f"search-space file {source} does not exist; pass an existing YAML file "
+            "or leave the path unset to use the packaged grid"
+        )
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{line}: not valid YAML; fix the syntax of that line") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping with 'stage', 'params' and 'fixed', got "
+            f"{type(raw).__name__}; see the packaged search_spaces/*.yaml for the layout"
+        )
+    return raw
+
+
+def _validate_grid(
+    stage: str, rules: Mapping[str, _Rule], name: str, values: Any, where: str
+) -> list:
+    if name not in rules:
+        raise ConfigError(
+            f"{where}: unknown hyperparameter {name!r} for stage {stage}; "
+            f"use one of {', '.join(sorted(rules))}"
+        )
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    if len(values) == 0:
+        raise ConfigError(
+            f"{where}: the grid of {name!r} is empty; give at least one value, "
+            f"e.g. {name}={rules[name].example}"
+        )
+    grid = [_validate_value(stage, rules, name, v, f"{where}: {name}") for v in values]
+    duplicates = sorted({v for v in grid if grid.count(v) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"{where}: the grid of {name!r} repeats {duplicates}; list each value once"
+        )
+    return grid
+
+
+def _validate_value(
+    stage: str, rules: Mapping[str, _Rule], name: str, value: Any, where: str
+) -> float | int:
+    rule = rules.get(name)
+    if rule is None:
+        raise ConfigError(
+            f"{where}: unknown hyperparameter {name!r} for stage {stage}; "
+            f"use one of {', '.join(sorted(rules))}"
+        )
+    converted = _convert(value, rule.kind)
+    if converted is None:
+        kind = "a number" if rule.kind is float else "an integer"
+        raise ConfigError(
+            f"{where}: value {value!r} is not {kind}; use values like {name}={rule.example}"
+        )
+    if not rule.check(converted):
+        raise ConfigError(
+            f"{where}: value {value!r} is out of range ({name} must be {rule.expected}); "
+            f"use values like {name}={rule.example}"
+        )
+    return converted
+
+
+def _convert(value: Any, kind: type) -> float | int | None:
+    """`value` as `kind`, or None when it is not one (bools are never numbers).
+
+    Strings are accepted when they parse (PyYAML reads `6e-6`, without a dot, as a string)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def _show(values: Any) -> str:
+    if isinstance(values, (list, tuple)):
+        return "[" + ",".join(str(v) for v in values) + "]"
+    return str(values)
+
+
+def __getattr__(name: str) -> Any:
+    # `build_search` / `pruned_trial_ids` need Ray and Optuna: import them only when asked for.
+    if name in ("build_search", "pruned_trial_ids"):
+        from doktra_tune import pruning
+
+        return getattr(pruning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

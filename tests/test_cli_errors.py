@@ -1,0 +1,80 @@
+"""The CLI's bad-input catalogue: one line on stderr, exit status 2, nothing in the run directory.
+
+Also `--help` / `--cfg job` work and Hydra writes no outputs/ directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DOKTRA_DATA_ROOT=str(DATA_ROOT))
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_INPUTS: dict[str, tuple[list[str], str]] = {
+    "unknown task": (["task=nosuch"], "unknown task 'nosuch'"),
+    "unknown preset": (["preset=huge"], "unknown preset 'huge'"),
+    "unknown key": (["nosuch.key=1"], "nosuch"),
+    "gamma out of range": (["stages.abd.grid.gamma=[0.5,1.5]"], "gamma"),
+    "negative lr": (["stages.student.grid.lr=[-1e-5]"], "lr"),
+    "negative beta": (["stages.ctt.grid.beta=[-0.1]"], "beta"),
+    "grid value wrong type": (["stages.ctt.grid.beta=[abc]"], "beta"),
+    "missing data root": (["data_root=/nonexistent/doktra-data"], "/nonexistent/doktra-data"),
+    "model not cached offline": (["teacher_model=no-such-org/no-such-model"], "no-such-org/no-such-model"),
+    "ray address not answering": ([f"ray.address=127.0.0.1:{_free_port()}", "ray.connect_timeout_s=2"],
+                                  "ray.address"),
+    "tpe without budget": (["search.mode=tpe"], "num_samples"),
+}
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}")
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path: Path) -> None:
+    procs = {}
+    for name, (overrides, _) in BAD_INPUTS.items():
+        runs = tmp_path / name.replace(" ", "_") / "runs"
+        cmd = [sys.executable, "-m", "doktra_tune.search", "preset=tiny", f"runs_root={runs}", *overrides]
+        procs[name] = (runs, subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True))
+    failures = []
+    for name, (runs, proc) in procs.items():
+        out, err = proc.communicate(timeout=240)
+        lines = [line for line in err.splitlines() if line.strip()]
+        expected = BAD_INPUTS[name][1]
+        ok = (proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+              and expected in lines[0] and ";" in lines[0] and not runs.exists())
+        if not ok:
+            failures.append(f"{name}: rc={proc.returncode} stderr={err!r} stdout={out[-300:]!r}")
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists()
+
+
+def test_help_and_cfg_job(tmp_path: Path) -> None:
+    help_ = subprocess.run([sys.executable, "-m", "doktra_tune.search", "--help"], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert help_.returncode == 0
+    assert "preset: cpu, paper, tiny" in help_.stdout and "chemprot" in help_.stdout
+    job = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=gad", "preset=cpu", "--cfg", "job"],
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    assert "teacher_model: minilm" in job.stdout and "name: gad" in job.stdout
+    assert "ctt_epochs: 3" in job.stdout  # Table A1: GAD's CTT runs 3 epochs
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, no .hydra/, no log file

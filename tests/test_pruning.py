@@ -1,0 +1,189 @@
+"""The Optuna pruning bridge with real Ray Tune trials (trivial function trainables).
+
+Every trainable reports a deterministic dev F1 curve, so which trial is pruned is known by hand.
+One `ray.init(num_cpus=2)` for the whole module.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from optuna.trial import TrialState  # noqa: E402
+from ray import tune  # noqa: E402
+
+from doktra_tune.errors import ConfigError  # noqa: E402
+from doktra_tune.pruning import (  # noqa: E402
+    OptunaPrunerScheduler,
+    PrunableOptunaSearch,
+    RecordingASHAScheduler,
+    build_search,
+    pruned_trial_ids,
+    tuned_run_settings,
+)
+from doktra_tune.search_space import SearchSpace  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 6
+# dev F1 at epoch 1 per beta; every curve then rises by 0.01 per epoch.
+BASE_F1 = {0.0: 0.80, 0.3: 0.82, 0.5: 0.85, 0.7: 0.30}
+
+
+def curve_trainable(config: dict) -> None:
+    """dev_f1 = BASE_F1[beta] + 0.01 * (epoch - 1), one report per epoch."""
+    for epoch in range(1, config["epochs"] + 1):
+        tune.report({"epoch": epoch, "dev_f1": BASE_F1[config["beta"]] + 0.01 * (epoch - 1)})
+
+
+def lr_trainable(config: dict) -> None:
+    """Larger lr -> higher F1 (the lr grid of the student stage); `epochs` comes from `fixed`."""
+    for epoch in range(1, config["epochs"] + 1):
+        tune.report({"epoch": epoch, "dev_f1": config["lr"] * 1e4 + 0.001 * epoch})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    for key, value in tuned_run_settings()["env"].items():
+        os.environ.setdefault(key, value)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def run(trainable, space: SearchSpace, tmp_path, *, max_concurrent: int = 1, **search_kwargs):
+    searcher, scheduler, num_samples = build_search(space, **search_kwargs)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=dict(space.fixed),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="t", storage_path=str(tmp_path), verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    results = tuner.fit()
+    by_id = {r.metrics["trial_id"]: r for r in results}
+    return searcher, scheduler, num_samples, by_id
+
+
+def beta_space() -> SearchSpace:
+    return SearchSpace(stage="ctt", params={"beta": [0.0, 0.3, 0.5, 0.7]}, fixed={"epochs": EPOCHS})
+
+
+def test_median_pruner_prunes_the_bad_trial_and_tells_optuna(tmp_path):
+    searcher, scheduler, num_samples, by_id = run(
+        curve_trainable, beta_space(), tmp_path,
+        mode="grid", num_samples=None, pruner="median", max_t=EPOCHS, seed=0,
+    )
+    assert isinstance(searcher, PrunableOptunaSearch)
+    assert isinstance(scheduler, OptunaPrunerScheduler)
+    assert num_samples == 4
+    # Grid order = trial order; trials 0, 1 are the median's 2 startup trials; the bad trial
+    # (beta 0.7, F1 0.30 < median 0.81 at epoch 1) is stopped after its first epoch.
+    betas = {tid: r.config["beta"] for tid, r in by_id.items()}
+    pruned = pruned_trial_ids(scheduler)
+    assert {betas[t] for t in pruned} == {0.7}
+    (bad,) = pruned
+    assert by_id[bad].metrics["training_iteration"] == 1
+    assert by_id[bad].error is None
+    for tid, result in by_id.items():
+        if tid != bad:
+            assert result.metrics["training_iteration"] == EPOCHS
+            assert result.metrics["dev_f1"] == pytest.approx(BASE_F1[betas[tid]] + 0.05)
+
+    trials = searcher.study.trials
+    states = {t.params["beta"]: t.state for t in trials}
+    assert states == {
+        0.0: TrialState.COMPLETE, 0.3: TrialState.COMPLETE,
+        0.5: TrialState.COMPLETE, 0.7: TrialState.PRUNED,
+    }
+    by_beta = {t.params["beta"]: t for t in trials}
+    assert by_beta[0.7].intermediate_values == {1: pytest.approx(0.30)}
+    assert by_beta[0.5].value == pytest.approx(0.90)
+    assert by_beta[0.5].intermediate_values == {
+        e: pytest.approx(0.85 + 0.01 * (e - 1)) for e in range(1, EPOCHS + 1)
+    }
+    assert searcher.study.best_params == {"beta": 0.5}
+
+
+def test_grid_visits_exactly_the_grid_with_concurrent_trials(tmp_path):
+    space = SearchSpace(
+        stage="abd",
+        params={"beta": [0.0, 0.3, 0.5, 0.7], "lr": [6e-6, 1e-5]},
+        fixed={"epochs": 2},
+    )
+    searcher, scheduler, num_samples, by_id = run(
+        lr_trainable, space, tmp_path, max_concurrent=2,
+        mode="grid", num_samples=None, pruner="none", max_t=2, seed=3,
+    )
+    assert num_samples == 8
+    visited = sorted((r.config["beta"], r.config["lr"]) for r in by_id.values())
+    assert visited == sorted((b, lr) for b in [0.0, 0.3, 0.5, 0.7] for lr in [6e-6, 1e-5])
+    assert all(r.config["epochs"] == 2 for r in by_id.values())  # `fixed` reaches every trial
+    assert pruned_trial_ids(scheduler) == set()
+    assert [t.state for t in searcher.study.trials] == [TrialState.COMPLETE] * 8
+
+
+def test_tpe_respects_num_samples(tmp_path):
+    space = SearchSpace(
+        stage="abd",
+        params={"lr": [6e-6, 8e-6, 1e-5], "gamma": [0.6, 0.7, 0.8, 0.9]},
+        fixed={"epochs": 1},
+    )
+    searcher, _, num_samples, by_id = run(
+        lr_trainable, space, tmp_path, max_concurrent=2,
+        mode="tpe", num_samples=5, pruner="none", max_t=1, seed=0,
+    )
+    assert num_samples == 5
+    assert len(by_id) == 5
+    assert len(searcher.study.trials) == 5
+    for r in by_id.values():
+        assert r.config["lr"] in (6e-6, 8e-6, 1e-5)
+        assert r.config["gamma"] in (0.6, 0.7, 0.8, 0.9)
+
+
+def test_asha_stops_the_bad_trial_and_records_it(tmp_path):
+    searcher, scheduler, _, by_id = run(
+        curve_trainable, beta_space(), tmp_path,
+        mode="grid", num_samples=None, pruner="asha", max_t=EPOCHS, seed=0,
+        grace_period=1,
+    )
+    assert isinstance(scheduler, RecordingASHAScheduler)
+    betas = {tid: r.config["beta"] for tid, r in by_id.items()}
+    pruned = pruned_trial_ids(scheduler)
+    # rung at t=1 (reduction 3): the bad trial's 0.30 is below the top third of {0.80, 0.82, 0.85}
+    assert 0.7 in {betas[t] for t in pruned}
+    assert 0.5 not in {betas[t] for t in pruned}
+    states = {t.params["beta"]: t.state for t in searcher.study.trials}
+    assert states[0.7] == TrialState.PRUNED
+    assert states[0.0] == TrialState.COMPLETE
+    for tid in pruned:
+        assert by_id[tid].metrics["training_iteration"] < EPOCHS
+
+
+def test_build_search_rejects_bad_arguments():
+    space = beta_space()
+    with pytest.raises(ConfigError, match="unknown pruner 'asha2'; use one of"):
+        build_search(space, mode="grid", num_samples=None, pruner="asha2", max_t=3, seed=0)
+    with pytest.raises(ConfigError, match="unknown search mode 'random'"):
+        build_search(space, mode="random", num_samples=4, pruner="none", max_t=3, seed=0)
+    with pytest.raises(ConfigError, match="mode=tpe needs a trial budget"):
+        build_search(space, mode="tpe", num_samples=None, pruner="none", max_t=3, seed=0)
+    # grid mode runs the whole grid whatever num_samples says
+    assert build_search(space, mode="grid", num_samples=3, pruner="none", max_t=3, seed=0)[2] == 4
+    with pytest.raises(ConfigError, match=r"grace_period=5 must be an integer in \[1, max_t=3\]"):
+        build_search(space, mode="grid", num_samples=None, pruner="median", max_t=3, seed=0,
+                     grace_period=5)
+    err = pytest.raises(ConfigError, build_search, space, mode="x", num_samples=1, pruner="none",
+                        max_t=1, seed=0)
+    assert "\n" not in str(err.value)

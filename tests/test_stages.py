@@ -1,0 +1,254 @@
+"""doktra_tune.stages on real ChemProt / HoC subsets with tiny random encoders (seconds per test).
+
+The tiny end-to-end pipeline CTT -> student FT -> ABD (Algorithm 1) is built once per module and
+shared by the tests that inspect it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from doktra_tune import teacher_cache
+from doktra_tune.config import DataConfig, DistillConfig, EpochReport, StageConfig
+from doktra_tune.errors import ConfigError, NonFiniteLossError
+from doktra_tune.stages import distill, evaluate_checkpoint, switch_epoch, train_student, train_teacher
+
+TEACHER = "random:bert:L2-H64"
+STUDENT = "random:albert:L2-H48"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    """The stages run with torch_threads=1 (tiny models; robust on a busy 2-core box); restore after."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("stages")
+
+
+@pytest.fixture(scope="module")
+def chemprot(data_root, workdir) -> DataConfig:
+    return DataConfig(
+        task="chemprot",
+        data_dir=str(data_root / "chemprot_scibert"),
+        max_len=64,
+        train_limit=64,
+        dev_limit=48,
+        cache_dir=str(workdir / "cache"),
+    )
+
+
+def _stage(data: DataConfig, model: str, out: Path, **kw) -> StageConfig:
+    base = dict(lr=1e-3, epochs=2, batch_size=16, eval_batch_size=64, torch_threads=1, keep_checkpoints="last")
+    base.update(kw)
+    return StageConfig(data=data, model=model, output_dir=str(out), **base)
+
+
+@pytest.fixture(scope="module")
+def pipeline(chemprot, workdir):
+    """CTT teacher (beta1 = 0.3), fine-tuned student, then 5 distillation epochs with gamma = 0.6."""
+    teacher = train_teacher(_stage(chemprot, TEACHER, workdir / "ctt", beta=0.3))
+    student = train_student(_stage(chemprot, STUDENT, workdir / "student"))
+    count_before = teacher_cache.compute_count()
+    reports: list[EpochReport] = []
+    abd_cfg = DistillConfig(
+        data=chemprot,
+        model=str(student.last_checkpoint),
+        teacher_checkpoint=str(teacher.last_checkpoint),
+        output_dir=str(workdir / "abd"),
+        lr=1e-3,
+        epochs=5,
+        gamma=0.6,
+        beta=0.3,
+        batch_size=16,
+        torch_threads=1,
+        keep_checkpoints="best_and_last",
+    )
+    abd = distill(abd_cfg, on_epoch=reports.append)
+    return {
+        "teacher": teacher,
+        "student": student,
+        "abd": abd,
+        "abd_cfg": abd_cfg,
+        "reports": reports,
+        "computed": teacher_cache.compute_count() - count_before,
+    }
+
+
+def test_epoch_reports_carry_the_contract_metrics(pipeline):
+    for result in (pipeline["teacher"], pipeline["student"]):
+        assert len(result.history) == 2
+        for m in result.history:
+            for key in ("epoch", "train_loss", "epoch_seconds", "dev_f1", "dev_ece", "dev_loss", "dev_accuracy"):
+                assert math.isfinite(m[key]), key
+            assert 0.0 <= m["dev_f1"] <= 1.0 and 0.0 <= m["dev_ece"] <= 1.0
+            assert "phase" not in m and "dev_lat" not in m
+    abd = pipeline["abd"]
+    assert [m["epoch"] for m in abd.history] == [1, 2, 3, 4, 5]
+    assert all("dev_lat" in m and "phase" in m for m in abd.history)
+    assert [r.epoch for r in pipeline["reports"]] == [1, 2, 3, 4, 5]
+
+
+def test_switch_rule_matches_authors_code(pipeline):
+    # epoch_switch = int(epochs * gamma) = int(5 * 0.6) = 3: epochs 0, 1, 2 (0-based) are Eq. 5.
+    assert switch_epoch(5, 0.6) == 3 and switch_epoch(10, 0.9) == 9 and switch_epoch(3, 0.0) == 0
+    assert [m["phase"] for m in pipeline["abd"].history] == [0.0, 0.0, 0.0, 1.0, 1.0]
+    # train_lat (Eq. 4 on training batches) exists only while distilling
+    assert ["train_lat" in m for m in pipeline["abd"].history] == [True, True, True, False, False]
+
+
+def test_abd_reduces_activation_disagreement(pipeline, chemprot):
+    """Eq. 5 training pulls the student's [CLS] signs onto the teacher's: L_AT (Eq. 4) falls."""
+    abd = pipeline["abd"].history
+    before = evaluate_checkpoint(
+        pipeline["student"].last_checkpoint,
+        chemprot,
+        "dev",
+        teacher_checkpoint=pipeline["teacher"].last_checkpoint,
+    ).metrics["lat"]
+    dev_lat = [m["dev_lat"] for m in abd[:3]]
+    train_lat = [m["train_lat"] for m in abd[:3]]
+    assert before > 5.0  # a fine-tuned student disagrees with the teacher on many of 48 units
+    assert dev_lat[0] < before and dev_lat[-1] < 0.5 * before
+    assert all(b <= a for a, b in zip(dev_lat, dev_lat[1:]))
+    assert train_lat[-1] < train_lat[0]
+    # the Eq. 5 loss itself falls while distilling
+    losses = [m["train_loss"] for m in abd[:3]]
+    assert losses[2] < losses[0]
+
+
+def test_evaluate_checkpoint_reproduces_the_last_epoch(pipeline, chemprot):
+    abd = pipeline["abd"]
+    last = abd.history[-1]
+    result = evaluate_checkpoint(
+        abd.last_checkpoint, chemprot, "dev", teacher_checkpoint=pipeline["teacher"].last_checkpoint
+    )
+    assert result.metrics["f1"] == pytest.approx(last["dev_f1"], abs=1e-9)
+    assert result.metrics["ece"] == pytest.approx(last["dev_ece"], abs=1e-6)
+    assert result.metrics["loss"] == pytest.approx(last["dev_loss"], rel=1e-5)
+    assert result.metrics["lat"] == pytest.approx(last["dev_lat"], abs=1e-6)
+    n = 48
+    assert result.probs.shape == (n, 6) and np.allclose(result.probs.sum(axis=1), 1.0)
+    assert result.labels.shape == (n,) and len(result.doc_ids) == n
+    assert result.confusion.shape == (6, 6) and result.confusion.sum() == n
+    assert result.reliability.n == n and sum(result.reliability.count) == n
+    assert result.metrics["accuracy"] == pytest.approx(np.trace(result.confusion) / n)
+    assert result.confusion_dict()["labels"] == ["CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"]
+
+
+def test_teacher_cache_is_computed_once_and_reused(pipeline, workdir):
+    assert pipeline["computed"] == 2  # train + dev, first distillation
+    files = sorted((workdir / "cache" / "teacher_cls").glob("*/cls.npy"))
+    assert len(files) == 2
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    count = teacher_cache.compute_count()
+    cfg = pipeline["abd_cfg"]
+    again = DistillConfig.from_dict({**cfg.to_dict(), "output_dir": str(workdir / "abd_again"), "epochs": 1, "keep_checkpoints": "none"})
+    distill(again)
+    assert teacher_cache.compute_count() == count  # cache hit: the teacher did not run
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    cached = np.load(files[0])
+    assert cached.dtype == np.float32 and cached.shape[1] == 64  # teacher H, before projection
+
+
+def test_keep_best_and_last(pipeline):
+    abd = pipeline["abd"]
+    dirs = sorted(p.name for p in Path(abd.last_checkpoint).parent.iterdir() if p.name.startswith("epoch_"))
+    assert dirs == sorted({f"epoch_{abd.best_epoch}", "epoch_5"})
+    f1s = [m["dev_f1"] for m in abd.history]
+    assert abd.best_epoch == int(np.argmax(f1s)) + 1  # first maximum: ties go to the earlier epoch
+    assert Path(abd.best_checkpoint).name == f"epoch_{abd.best_epoch}"
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [("last", {"epoch_3"}), ("none", set()), ("best", "best"), ("best_and_last", "best_and_last")],
+)
+def test_keep_checkpoints(chemprot, tmp_path, mode, expected):
+    seen: list[bool] = []
+
+    def on_epoch(report: EpochReport) -> None:
+        assert report.checkpoint_dir is not None
+        seen.append((report.checkpoint_dir / "doktra_meta.json").is_file())
+
+    result = train_student(_stage(chemprot, STUDENT, tmp_path, epochs=3, keep_checkpoints=mode), on_epoch=on_epoch)
+    assert seen == [True, True, True]  # every epoch's checkpoint is on disk during the callback
+    if expected == "best":
+        expected = {f"epoch_{result.best_epoch}"}
+    elif expected == "best_and_last":
+        expected = {f"epoch_{result.best_epoch}", "epoch_3"}
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("epoch_")} == expected
+    assert (result.last_checkpoint is not None) == ("epoch_3" in expected)
+    assert (result.best_checkpoint is not None) == (f"epoch_{result.best_epoch}" in expected)
+
+
+def test_same_seed_same_run_different_seed_different_run(chemprot, tmp_path):
+    runs = [
+        train_student(_stage(chemprot, STUDENT, tmp_path / f"run{i}", seed=seed, keep_checkpoints="none"))
+        for i, seed in enumerate((5, 5, 6))
+    ]
+    keys = ("train_loss", "dev_f1", "dev_loss", "dev_ece")
+    first, second, other = ([[m[k] for k in keys] for m in r.history] for r in runs)
+    assert first == second  # bit-identical on CPU
+    assert [row[0] for row in first] != [row[0] for row in other]
+
+
+def test_non_finite_loss_raises(chemprot, tmp_path):
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train_teacher(_stage(chemprot, TEACHER, tmp_path, lr=1e30, keep_checkpoints="none"))
+
+
+def test_bad_model_spec_and_missing_teacher_are_config_errors(chemprot, tmp_path, pipeline):
+    with pytest.raises(ConfigError, match="random:gpt:L2-H64"):
+        train_teacher(_stage(chemprot, "random:gpt:L2-H64", tmp_path))
+    with pytest.raises(ConfigError, match="teacher_checkpoint"):
+        distill(DistillConfig(data=chemprot, model=STUDENT, output_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="not a doktra checkpoint"):
+        distill(DistillConfig(data=chemprot, model=STUDENT, output_dir=str(tmp_path), teacher_checkpoint=str(tmp_path)))
+    with pytest.raises(ConfigError, match="gamma"):
+        distill(
+            DistillConfig(
+                data=chemprot, model=STUDENT, output_dir=str(tmp_path),
+                teacher_checkpoint=str(pipeline["teacher"].last_checkpoint), gamma=1.5,
+            )
+        )
+
+
+def test_kld_variant_and_learned_projection(chemprot, tmp_path, pipeline):
+    common = dict(
+        data=chemprot, model=str(pipeline["student"].last_checkpoint),
+        teacher_checkpoint=str(pipeline["teacher"].last_checkpoint),
+        lr=1e-3, epochs=2, gamma=0.5, batch_size=16, torch_threads=1,
+    )
+    kld = distill(DistillConfig(output_dir=str(tmp_path / "kld"), distill_loss="kld", **common))
+    assert [m["phase"] for m in kld.history] == [0.0, 1.0]
+    assert kld.history[0]["train_loss"] >= 0.0 and "train_lat" not in kld.history[0]
+    learned = distill(DistillConfig(output_dir=str(tmp_path / "learned"), projection="learned", keep_checkpoints="last", **common))
+    assert (Path(learned.last_checkpoint) / "teacher_projection.pt").is_file()
+    again = evaluate_checkpoint(
+        learned.last_checkpoint, chemprot, "dev", teacher_checkpoint=pipeline["teacher"].last_checkpoint
+    )
+    assert again.metrics["lat"] == pytest.approx(learned.history[-1]["dev_lat"], abs=1e-6)
+
+
+def test_multi_label_hoc_student(data_root, tmp_path):
+    data = DataConfig(
+        task="hoc", data_dir=str(data_root / "hoc_raw"), data_format="hoc_raw", max_len=48,
+        train_limit=64, dev_limit=40, cache_dir=str(tmp_path / "cache"),
+    )
+    result = train_student(_stage(data, "random:bert:L1-H64", tmp_path / "hoc", epochs=1, eval_splits=("dev", "test"), keep_checkpoints="last"))
+    m = result.history[0]
+    assert 0.0 <= m["dev_f1"] <= 1.0 and math.isfinite(m["dev_loss"]) and "test_f1" in m
+    ev = evaluate_checkpoint(result.last_checkpoint, data, "dev")
+    assert ev.probs.shape == (40, 10) and ev.labels.shape == (40, 10)
+    assert ev.confusion.shape == (10, 2, 2)
+    assert ev.reliability.n == 400  # one decision per (sentence, label)

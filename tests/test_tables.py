@@ -1,0 +1,183 @@
+"""analysis tables and the `python -m analysis` command, on a real sqlite MLflow store filled
+through doktra_tune.tracking the way the search driver and trainables fill it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.runs import load_runs, resolve_source, search_curve_rows, trial_runs
+from analysis.tables import final_results, fmt, table2, table5, table6, to_latex, to_markdown
+from doktra_tune.tracking import SearchTracker, default_tracking_uri, trial_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+# final test F1 per variant over seeds 1..3 (hand-checkable means/stds)
+FINAL_F1 = {
+    "teacher_ctt": [0.75, 0.75, 0.75],  # 75.00 ± 0.00
+    "teacher_ft": [0.74, 0.76, 0.78],  # 76.00 ± 2.00
+    "student_ft": [0.60, 0.62, 0.64],  # 62.00 ± 2.00
+    "doktra": [0.70, 0.72, 0.74],  # 72.00 ± 2.00 -> Retain 72 / 75 = 96.00%
+    "doktra_no_ctt": [0.66, 0.68, 0.70],  # 68.00 ± 2.00
+    "kld": [0.65, 0.65, 0.65],
+}
+LAT = {"doktra": [10.0, 12.0, 14.0], "doktra_no_ctt": [20.0, 20.0, 20.0]}
+ECE = {"teacher_ctt": 0.02, "teacher_ft": 0.08}
+BINS = {
+    "n_bins": 4, "edges": [0.0, 0.25, 0.5, 0.75, 1.0], "accuracy": [None, 0.4, 0.6, 0.9],
+    "confidence": [None, 0.45, 0.62, 0.85], "count": [0, 5, 10, 20], "ece": 0.03, "n": 35,
+    "extra": {},
+}
+
+
+def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
+    """A small but complete search: ctt/student/abd trials (with pruned + errored ones), stage
+    winners, and final seed runs for every variant."""
+    tracker = SearchTracker(default_tracking_uri(run_dir), "chemprot", search_id,
+                            {"task": "chemprot"}, run_dir)
+    models = {"doktra.teacher_model": "random:bert:L1-H32",
+              "doktra.student_model": "random:albert:L1-H32"}
+    stages = {
+        "ctt": [("c0", {"beta": 0.0, "epochs": 3}, [0.5, 0.6, 0.62]),
+                ("c1", {"beta": 0.3, "epochs": 3}, [0.55, 0.66, 0.64]),
+                ("c2", {"beta": 0.5, "epochs": 3}, [0.40])],
+        "student": [("s0", {"lr": 1e-5, "epochs": 2}, [0.5, 0.58])],
+        "abd": [(f"a{i}", {"gamma": g, "beta": b, "lr": 1e-5, "epochs": 2}, [0.6 + i / 100, 0.61 + i / 100])
+                for i, (g, b) in enumerate([(0.6, 0.0), (0.6, 0.3), (0.9, 0.0), (0.9, 0.3)])],
+    }
+    outcomes = {"ctt": {"c0": "completed", "c1": "completed", "c2": "pruned"},
+                "student": {"s0": "completed"},
+                "abd": {"a0": "completed", "a1": "completed", "a2": "completed", "a3": "errored"}}
+    for stage, trials in stages.items():
+        tracking = tracker.trial_tracking(stage, models)
+        for trial_id, params, f1s in trials:
+            with trial_run(tracking, params, {"ray.trial_id": trial_id, "doktra.seed": 1}) as log:
+                for epoch, f1 in enumerate(f1s, start=1):
+                    log.log_epoch({"dev_f1": f1, "dev_ece": 0.05}, step=epoch)
+        tracker.record_outcomes(stage, outcomes[stage])
+    # as the search driver logs them: {trial_id, best_epoch, **sampled params}
+    tracker.log_stage_summary("ctt", {"trial_id": "c1", "best_epoch": 2, "beta": 0.3, "epochs": 3})
+    tracker.log_stage_summary("student", {"trial_id": "s0", "best_epoch": 2, "lr": 1e-5})
+    tracker.log_stage_summary("abd", {"trial_id": "a2", "best_epoch": 2, "gamma": 0.9, "beta": 0.0,
+                                      "lr": 1e-5})
+    tracking = tracker.trial_tracking("final", models)
+    for variant, values in FINAL_F1.items():
+        for seed, f1 in enumerate(values, start=1):
+            tags = {"ray.trial_id": f"{variant}-{seed}", "doktra.variant": variant,
+                    "doktra.seed": seed}
+            with trial_run(tracking, {"seed": seed}, tags) as log:
+                metrics = {"test_f1": f1, "test_ece": ECE.get(variant, 0.05)}
+                if variant in LAT:
+                    metrics["test_lat"] = LAT[variant][seed - 1]
+                log.log_epoch({"test_f1": 0.1}, step=1)  # the last value counts
+                log.log_epoch(metrics, step=2)
+                if variant.startswith("teacher") and seed == 1:
+                    log.log_dict({**BINS, "ece": ECE[variant]}, "reliability_test.json")
+                if variant == "doktra" and seed == 1:
+                    log.log_dict({"split": "test", "labels": ["false", "CPR:3"],
+                                  "matrix": [[30, 2], [4, 9]]}, "confusion_test.json")
+    tracker.finish()
+    return tracker
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "s1"
+    fill_search(run_dir)
+    return run_dir
+
+
+def test_fmt_mean_std_and_missing() -> None:
+    assert fmt(0.7742, 0.0004) == "77.42 ± 0.04"
+    assert fmt(0.5, float("nan")) == "50.00"
+    assert fmt(float("nan"), 0.1) == "–"
+    assert fmt(139.79, 1.5, scale=1.0) == "139.79 ± 1.50"
+
+
+def test_final_results_and_table2(filled: Path) -> None:
+    runs = load_runs(resolve_source(str(filled)))
+    results = final_results(runs)
+    assert len(results) == 18 and set(results["seed"]) == {"1", "2", "3"}
+    t2 = table2(results)
+    assert list(t2.columns) == ["Model", "ChemProt", "Avg.", "Retain"]
+    cells = dict(zip(t2["Model"], zip(t2["ChemProt"], t2["Avg."], t2["Retain"])))
+    assert cells["teacher-ft (CTT, tuned beta1)"] == ("75.00 ± 0.00", "75.00", "")
+    assert cells["teacher-ft (beta1 = 0)"] == ("76.00 ± 2.00", "76.00", "")
+    assert cells["student-ft"] == ("62.00 ± 2.00", "62.00", "")
+    assert cells["student-DoKTra"] == ("72.00 ± 2.00", "72.00", "96.00%")
+    # the paper's ALBERT rows for ChemProt: 77.42 / 76.20 = 101.60 %
+    assert cells["paper: ALBERT-DoKTra"] == ("77.42 ± 0.04", "77.42", "101.60%")
+    assert cells["paper: BioBERT-ft (teacher)"][0] == "76.20 ± 0.65"
+
+
+def test_table5_and_table6(filled: Path) -> None:
+    results = final_results(load_runs(resolve_source(str(filled))))
+    t5 = table5(results).iloc[0]
+    assert t5["DoKTra F1"] == "72.00 ± 2.00" and t5["DoKTra L_AT"] == "12.00 ± 2.00"
+    assert t5["DoKTra−CTT F1"] == "68.00 ± 2.00" and t5["DoKTra−CTT L_AT"] == "20.00 ± 0.00"
+    assert (t5["teacher ECE (beta1 = 0)"], t5["teacher ECE (CTT)"]) == ("8.00 ± 0.00", "2.00 ± 0.00")
+    assert t5["paper DoKTra L_AT"] == "139.79"
+    t6 = table6(results)
+    rows = {r["Model"]: r for _, r in t6.iterrows()}
+    assert rows["+KLD"]["F1 (%)"] == "65.00 ± 0.00" and rows["+KLD"]["Improvement"] == "+3.00"
+    assert rows["+CTT+ABD (DoKTra)"]["Improvement"] == "+10.00"
+    assert rows["+CTT+ABD (DoKTra)"]["paper Improvement"] == "+3.75"
+    assert rows["+CTT+KLD"]["F1 (%)"] == "–"  # no ctt_kld runs: the paper's value stays visible
+
+
+def test_markdown_and_latex_format() -> None:
+    df = pd.DataFrame([["DoKTra", "77.42 ± 0.04", "99.72%"]], columns=["Model", "L_AT", "Retain"])
+    assert to_markdown(df).splitlines() == [
+        "| Model | L_AT | Retain |", "|---|---|---|", "| DoKTra | 77.42 ± 0.04 | 99.72% |"]
+    latex = to_latex(df, "cap")
+    assert r"77.42 $\pm$ 0.04 & 99.72\% \\" in latex and r"$\mathcal{L}_{AT}$" in latex
+
+
+def test_search_curve_rows(filled: Path) -> None:
+    source = resolve_source(str(filled))
+    ctt = trial_runs(load_runs(source), "ctt")
+    rows = search_curve_rows(source.tracking_uri, ctt)
+    assert list(rows["trial_id"]) == ["c0", "c1", "c2"]
+    assert list(rows["epochs"]) == [3, 3, 1] and list(rows["cum_epochs"]) == [3, 6, 7]
+    assert list(rows["status"]) == ["completed", "completed", "pruned"]
+    assert list(rows["best_so_far"]) == [0.62, 0.66, 0.66]
+
+
+def test_cli_writes_tables_and_plots(filled: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(filled)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| student-DoKTra | 72.00 ± 2.00 | 72.00 | 96.00% |" in proc.stdout
+    for name in ("table2", "table5", "table6", "tableA1", "tableA2"):
+        for ext in ("md", "tex", "csv"):
+            assert (filled / "tables" / f"{name}.{ext}").stat().st_size > 0
+    a1 = pd.read_csv(filled / "tables" / "tableA1.csv", dtype=str)
+    assert a1.iloc[0].to_dict() == {"Task": "ChemProt", "e": "2", "beta1": "0.3",
+                                    "paper e": "5", "paper beta1": "0.3"}
+    a2 = pd.read_csv(filled / "tables" / "tableA2.csv", dtype=str).iloc[0]
+    assert (a2["e1"], a2["lr1"], a2["e2"], a2["beta2"], a2["gamma"]) == ("2", "1e-05", "2", "0", "0.9")
+    pngs = sorted(p.name for p in (filled / "plots").glob("*.png"))
+    assert pngs == ["chemprot_abd_grid.png", "chemprot_confusion_doktra.png",
+                    "chemprot_reliability_teacher_ctt.png", "chemprot_reliability_teacher_ft.png",
+                    "chemprot_reliability_teachers.png", "chemprot_search_abd.png",
+                    "chemprot_search_ctt.png", "chemprot_search_student.png"]
+    for png in (filled / "plots").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_one_line_errors(tmp_path: Path) -> None:
+    for args in ([str(tmp_path / "nope")], [str(tmp_path)]):
+        proc = subprocess.run([sys.executable, "-m", "analysis", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    empty = tmp_path / "empty"
+    SearchTracker(default_tracking_uri(empty), "chemprot", "e", {}, empty)
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(empty)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0  # a search that has only started: no tables yet, not an error
+    assert "no final seed runs yet" in proc.stdout

@@ -1,0 +1,105 @@
+"""Trainable adapters (trainables/): config merge, per-epoch reports, artifacts, errors.
+
+Runs the real stage functions on a tiny random BERT outside Ray (the report hook is captured),
+with a real sqlite MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from doktra_tune.config import DataConfig, StageConfig
+from doktra_tune.errors import NonFiniteLossError
+from trainables import final_trainable
+from trainables.common import STAGE_OUTPUT, merge_config, run_trial
+
+DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+CHEMPROT = DATA_ROOT / "chemprot_scibert"
+needs_data = pytest.mark.skipif(not CHEMPROT.is_dir(), reason=f"ChemProt data not found at {CHEMPROT}")
+
+
+def test_merge_config_applies_overrides_then_run_dict() -> None:
+    base = {"lr": 1e-5, "epochs": 3, "beta": 0.0, "data": {"task": "chemprot", "max_len": 128}}
+    merged, variant = merge_config(
+        base,
+        {"lr": 2e-5, "variant": "ignored-when-run-has-one",
+         "run": {"variant": "doktra", "stage": "abd", "seed": 7, "lr": 3e-5, "data": {"max_len": 64}}},
+    )
+    assert variant == "doktra"
+    assert merged["lr"] == 3e-5  # the run dict is flattened in last
+    assert merged["seed"] == 7 and merged["epochs"] == 3 and merged["beta"] == 0.0
+    assert merged["data"] == {"task": "chemprot", "max_len": 64}
+    assert "stage" not in merged and "variant" not in merged and "run" not in merged
+    assert base["lr"] == 1e-5 and base["data"]["max_len"] == 128  # base untouched
+
+    merged, variant = merge_config(base, {"beta": 0.5, "variant": "teacher_ctt"})
+    assert (merged["beta"], variant) == (0.5, "teacher_ctt")
+
+
+def test_final_trainable_rejects_unknown_stage() -> None:
+    with pytest.raises(ValueError, match="stage"):
+        final_trainable({"run": {"stage": "nope"}}, bases={})
+
+
+def _base(tmp_path: Path, **kw) -> dict:
+    data = DataConfig(task="chemprot", data_dir=str(CHEMPROT), max_len=32, train_limit=32, dev_limit=16,
+                      test_limit=16, cache_dir=str(tmp_path / "cache"))
+    return StageConfig(data=data, model="random:bert:L1-H32", output_dir="", epochs=2, batch_size=16,
+                       lr=1e-3, keep_checkpoints="last", torch_threads=1, **kw).to_dict()
+
+
+@needs_data
+def test_run_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from doktra_tune.stages import train_teacher
+    from doktra_tune.tracking import SearchTracker
+
+    monkeypatch.chdir(tmp_path)  # outside Tune the trial directory is the cwd
+    tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
+    tracking = tracker.trial_tracking("ctt", {"ray.trial_id": "t0"})
+    reports: list[tuple[dict, list[str]]] = []
+
+    def report(metrics: dict, ckpt: Path | None) -> None:
+        assert ckpt is not None and (ckpt / "doktra_meta.json").is_file()
+        reports.append((metrics, sorted(p.name for p in ckpt.iterdir())))
+
+    result = run_trial("ctt", train_teacher, {"beta": 0.5, "eval_splits": ["dev", "test"]},
+                       _base(tmp_path), tracking, report=report)
+    assert [int(m["epoch"]) for m, _ in reports] == [1, 2]
+    for metrics, files in reports:
+        assert 0.0 <= metrics["dev_f1"] <= 1.0 and 0.0 <= metrics["dev_ece"] <= 1.0
+        assert "test_f1" in metrics and "config.json" in files
+    assert len(result.history) == 2
+    assert not (tmp_path / STAGE_OUTPUT).exists()  # the stage's own copies are cleaned up
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([tracker.experiment_id], "tags.`ray.trial_id` = 't0'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["doktra.status"] == "completed" and run.data.params["beta"] == "0.5"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")] == [1, 2]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    for split in ("dev", "test"):
+        assert {f"reliability_{split}.json", f"reliability_{split}.png", f"confusion_{split}.json",
+                f"confusion_{split}.png"} <= names
+
+
+@needs_data
+def test_non_finite_loss_raises_and_marks_the_run_errored(tmp_path: Path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from doktra_tune.stages import train_student
+    from doktra_tune.tracking import SearchTracker
+
+    monkeypatch.chdir(tmp_path)
+    tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
+    tracking = tracker.trial_tracking("student", {"ray.trial_id": "bad"})
+    with pytest.raises(NonFiniteLossError):
+        run_trial("student", train_student, {"lr": 1e6}, _base(tmp_path), tracking, report=lambda m, c: None)
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
+        [tracker.experiment_id], "tags.`ray.trial_id` = 'bad'")[0]
+    assert run.data.tags["doktra.status"] == "errored" and run.info.status == "FAILED"

@@ -1,0 +1,149 @@
+"""Shared adapter between Ray Tune and the method core (docs/DESIGN.md, "Trainable contract").
+
+One trial = one call of a core stage function (`train_teacher`, `train_student`, `distill`) with the
+trial's config merged into the stage's base config. Every epoch the stage's checkpoint goes to
+Tune (`tune.report(..., checkpoint=tune.Checkpoint.from_directory(...))`) and the metrics to the
+trial's MLflow run; after the stage the last checkpoint is evaluated on each of `eval_splits` and
+its reliability diagram and confusion matrix are logged as artifacts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
+from doktra_tune.errors import NonFiniteLossError
+
+RESERVED_KEYS = ("variant", "run")
+STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ctt | student | abd)
+STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial directory
+
+
+def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """`base` with the trial's overrides applied: plain keys first, then the `run` dict.
+
+    The reserved key `variant` (or `run["variant"]`) is returned separately (the final runs'
+    `doktra.variant` tag); a `data` override dict updates the nested data config field by field.
+    """
+    merged = copy.deepcopy(dict(base))
+    overrides = {k: v for k, v in config.items() if k not in RESERVED_KEYS}
+    run = dict(config.get("run") or {})
+    variant = run.pop("variant", None) or config.get("variant")
+    run.pop(STAGE_KEY, None)
+    overrides.update(run)
+    for key, value in overrides.items():
+        if key == "data" and isinstance(value, Mapping):
+            merged["data"] = {**merged.get("data", {}), **value}
+        else:
+            merged[key] = value
+    return merged, (str(variant) if variant is not None else None)
+
+
+def trial_dir() -> Path:
+    """The trial's working directory (Tune's trial dir, or the cwd outside Tune)."""
+    try:
+        from ray import tune
+
+        path = tune.get_context().get_trial_dir()
+        if path:
+            return Path(path)
+    except Exception:  # noqa: BLE001 - not inside a Tune session
+        pass
+    return Path(os.getcwd())
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - not inside Ray
+        return ""
+
+
+def _report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+    from ray import tune
+
+    payload: dict[str, Any] = dict(metrics)
+    payload["node_id"] = _node_id()
+    if checkpoint_dir is not None:
+        tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    else:
+        tune.report(payload)
+
+
+def run_trial(
+    stage: str,
+    stage_fn: Callable[..., StageResult],
+    config: Mapping[str, Any],
+    base: Mapping[str, Any],
+    tracking: dict | None,
+    *,
+    report: Callable[[dict[str, float], Path | None], None] = _report,
+) -> StageResult:
+    """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring."""
+    from doktra_tune.tracking import trial_run
+
+    merged, variant = merge_config(base, config)
+    work = trial_dir() / STAGE_OUTPUT
+    merged["output_dir"] = str(work)
+    cfg_cls = DistillConfig if stage == "abd" else StageConfig
+    cfg = cfg_cls.from_dict(merged)
+    tags = {"doktra.seed": str(cfg.seed)}
+    if variant:
+        tags["doktra.variant"] = variant
+    with trial_run(tracking, _params(cfg.to_dict()), tags) as logger:
+
+        def on_epoch(rep: EpochReport) -> None:
+            metrics = {k: float(v) for k, v in rep.metrics.items()}
+            bad = [k for k in ("train_loss",) if k in metrics and not math.isfinite(metrics[k])]
+            if bad:
+                raise NonFiniteLossError(f"{stage}: non-finite {bad[0]} at epoch {rep.epoch}")
+            logger.log_epoch(metrics, step=rep.epoch)
+            report(metrics, rep.checkpoint_dir)
+
+        result = stage_fn(cfg, on_epoch=on_epoch)
+        checkpoint = result.last_checkpoint or result.best_checkpoint
+        if checkpoint is not None:
+            _log_evaluations(cfg, checkpoint, work / "evaluation", logger)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _params(values: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    out.pop("output_dir", None)
+    return out
+
+
+def _log_evaluations(cfg: StageConfig, checkpoint: Path, out: Path, logger: Any) -> None:
+    """Evaluate `checkpoint` on every eval split; log reliability/confusion JSON + PNG artifacts."""
+    from analysis.plots import plot_confusion, plot_reliability
+    from doktra_tune.stages import evaluate_checkpoint
+
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = getattr(cfg, "teacher_checkpoint", None) or None
+    for split in cfg.eval_splits:
+        ev = evaluate_checkpoint(
+            checkpoint, cfg.data, split, teacher_checkpoint=teacher, ece_bins=cfg.ece_bins,
+            device=cfg.device, precision=cfg.precision, batch_size=cfg.eval_batch_size,
+        )
+        rel_json = out / f"reliability_{split}.json"
+        rel_json.write_text(json.dumps(ev.reliability.to_dict(), indent=1))
+        conf_json = out / f"confusion_{split}.json"
+        conf_json.write_text(json.dumps(ev.confusion_dict(), indent=1))
+        metrics_json = out / f"metrics_{split}.json"
+        metrics_json.write_text(json.dumps(ev.metrics, indent=1))
+        title = f"{cfg.data.task} {split}"
+        rel_png = out / f"reliability_{split}.png"
+        plot_reliability({title: ev.reliability}, rel_png, title=f"reliability: {title}")
+        conf_png = out / f"confusion_{split}.png"
+        plot_confusion(ev.confusion, list(ev.label_names), conf_png)
+        for path in (rel_json, rel_png, conf_json, conf_png, metrics_json):
+            logger.log_artifact(path)

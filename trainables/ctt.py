@@ -1,0 +1,11 @@
+"""Ray Tune trainable for calibrated teacher training (CTT, Algorithm 1 line 1; Eq. 2 with β₁)."""
+
+from __future__ import annotations
+
+from doktra_tune.stages import train_teacher
+from trainables.common import run_trial
+
+
+def ctt_trainable(config: dict, base: dict, tracking: dict | None = None) -> None:
+    """One CTT trial: `base` (a StageConfig dict) with `config` (e.g. {"beta": 0.3}) applied."""
+    run_trial("ctt", train_teacher, config, base, tracking)

@@ -1,0 +1,15 @@
+"""Ray Tune trainable for the initial student fine-tuning (Algorithm 1 line 2).
+
+Every trial runs the longest e₁ considered and reports dev F1 per epoch; the search driver reads
+e₁ as the best epoch of the winning trial (its best checkpoint is the one Tune keeps).
+"""
+
+from __future__ import annotations
+
+from doktra_tune.stages import train_student
+from trainables.common import run_trial
+
+
+def student_trainable(config: dict, base: dict, tracking: dict | None = None) -> None:
+    """One student fine-tuning trial: `base` (a StageConfig dict) with `config` (e.g. {"lr": 1e-5})."""
+    run_trial("student", train_student, config, base, tracking)
