@@ -174,6 +174,7 @@ def load_json_artifact(tracking_uri: str, run_id: str, name: str) -> Any | None:
     """A JSON artifact of a run (e.g. `reliability_test.json`), or None when it is absent."""
     from mlflow.tracking import MlflowClient
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=tracking_uri)
     if name not in {a.path for a in client.list_artifacts(run_id)}:
         return None

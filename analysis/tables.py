@@ -266,8 +266,10 @@ def _short_number(text: str) -> str:
 def _winners(runs: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     stages = stage_runs(runs)
     out: dict[tuple[str, str], pd.Series] = {}
+    winner_columns = [c for c in stages.columns if c.startswith("params.winner.")]
     for _, row in stages.iterrows():
-        out[(row.get("tags.doktra.task"), row.get("tags.doktra.stage"))] = row
+        if row[winner_columns].notna().any() if winner_columns else False:
+            out[(row.get("tags.doktra.task"), row.get("tags.doktra.stage"))] = row
     return out
 
 

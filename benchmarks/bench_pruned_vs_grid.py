@@ -19,6 +19,7 @@ cached under --workdir), then the stage under test:
   --stage student: lr1 x batch size (12 points).
 
     python benchmarks/bench_pruned_vs_grid.py --stage abd [--pruner successive_halving] [--quick]
+    python benchmarks/bench_pruned_vs_grid.py --simulate   # paper-size 48 x 10 grid, synthetic curves
 """
 
 from __future__ import annotations
@@ -51,6 +52,30 @@ QUICK_GRIDS = {
 }
 
 
+def simulated_trainable(config: dict) -> None:
+    """Synthetic learning curve (no training): `--simulate`.
+
+    Each grid point gets a final dev F1 q (a smooth function of lr/beta/gamma plus seeded noise of
+    0.01) and the curve f_t = q - (q - 0.70) * exp(-t / tau) + N(0, 0.003), tau shorter for larger
+    lr: the saturating curves the pruners assume. Deterministic per config."""
+    import hashlib
+    import math as m
+
+    import numpy as np
+    from ray import tune
+
+    key = json.dumps({k: config[k] for k in sorted(config) if k != "epochs"}, sort_keys=True)
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+    lr = float(config.get("lr", 3e-4))
+    x = m.log10(lr / 3e-4)  # 0 at the best learning rate
+    q = 0.78 - 0.03 * x * x - 0.02 * (float(config.get("beta", 0.3)) - 0.3) ** 2
+    q -= 0.05 * (float(config.get("gamma", 0.8)) - 0.8) ** 2 + 0.01 * abs(rng.normal())
+    tau = 1.5 * (3e-4 / lr) ** 0.3
+    for t in range(1, int(config["epochs"]) + 1):
+        f = q - (q - 0.70) * m.exp(-t / tau) + rng.normal(0, 0.003)
+        tune.report({"epoch": t, "dev_f1": f})
+
+
 def data_root() -> Path:
     return Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data")).expanduser()
 
@@ -68,10 +93,11 @@ def prepare(workdir: Path, args: argparse.Namespace) -> dict:
     common = dict(batch_size=32, eval_batch_size=128, seed=42, torch_threads=1,
                   eval_splits=("dev",), keep_checkpoints="last")
     made = {}
-    for name, fn, model, lr, epochs in (
+    needed = (
         ("teacher", train_teacher, "minilm", 5e-5, 1),
         ("student", train_student, args.student_model, 3e-4, 2),
-    ):
+    ) if args.stage == "abd" else ()  # the student stage starts from the model spec itself
+    for name, fn, model, lr, epochs in needed:
         out = workdir / "prep" / name
         marker = out / "checkpoint.json"
         if not marker.exists():
@@ -98,7 +124,9 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     from trainables.abd import abd_trainable
     from trainables.student import student_trainable
 
-    if stage == "abd":
+    if prep is None:
+        trainable, base = simulated_trainable, None
+    elif stage == "abd":
         base = DistillConfig(
             data=prep["data"], model=prep["student"], teacher_checkpoint=prep["teacher"],
             output_dir="", epochs=epochs, **prep["common"],
@@ -116,7 +144,10 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     )
     settings = tuned_run_settings()
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trainable, base=base, tracking=None), {"cpu": 1}),
+        tune.with_resources(
+            trainable if base is None else tune.with_parameters(trainable, base=base, tracking=None),
+            {"cpu": 1},
+        ),
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
                                     max_concurrent_trials=2, **settings["tune_config"]),
@@ -164,6 +195,8 @@ def main() -> None:
     parser.add_argument("--n-startup-trials", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None, help="default: abd 10, student 6")
     parser.add_argument("--quick", action="store_true", help="8-point grid, 4 epochs")
+    parser.add_argument("--simulate", action="store_true",
+                        help="synthetic learning curves instead of training (real Ray + pruners)")
     parser.add_argument("--student-model", default="random:bert:L2-H128")
     parser.add_argument("--train-limit", type=int, default=400)
     parser.add_argument("--dev-limit", type=int, default=200)
@@ -185,8 +218,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    prep = prepare(args.workdir, args)
+    prep = None if args.simulate else prepare(args.workdir, args)
     grid = (QUICK_GRIDS if args.quick else GRIDS)[args.stage]
+    if args.simulate and args.stage == "abd" and not args.quick:
+        grid = {"lr": [1e-4, 3e-4, 1e-3], "beta": [0.0, 0.3, 0.5, 0.7], "gamma": [0.6, 0.7, 0.8, 0.9]}
     epochs = args.epochs or (4 if args.quick else (10 if args.stage == "abd" else 6))
     storage = args.workdir / "ray"
     shutil.rmtree(storage, ignore_errors=True)
@@ -198,7 +233,7 @@ def main() -> None:
                         mode=args.mode, num_samples=args.num_samples, pruner=args.pruner, **common)
     ray.shutdown()
 
-    print(f"\nstage {args.stage}: grid {json.dumps(grid)}, {epochs} epochs per trial; "
+    print(f"\n{'SIMULATED ' if args.simulate else ''}stage {args.stage}: grid {json.dumps(grid)}, {epochs} epochs per trial; "
           f"pruned search = mode {args.mode}, pruner {args.pruner}, grace {args.grace_period}")
     for run in (full, pruned):
         w = run["winner"]

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
+from ray.tune import Tuner
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -294,8 +295,18 @@ def build_search(
     return searcher, scheduler, num_samples
 
 
-def pruned_trial_ids(scheduler: TrialScheduler) -> set[str]:
-    """Tune trial ids the scheduler stopped early (tag them "pruned", not "failed")."""
+def pruned_trial_ids(scheduler: TrialScheduler | Tuner) -> set[str]:
+    """Tune trial ids the scheduler stopped early (tag them "pruned", not "failed").
+
+    Pass the scheduler `build_search` returned; after `Tuner.restore(...).fit()` pass the restored
+    Tuner instead: Tune then runs the scheduler/searcher unpickled from the experiment, whose
+    pruned set (kept in the searcher's saved state) includes trials pruned before the interruption.
+    """
+    if isinstance(scheduler, Tuner):
+        # Tuner keeps the live TuneConfig on its local tuner (no public accessor in ray 2.60).
+        local = getattr(scheduler, "_local_tuner", None)
+        config = getattr(local, "_tune_config", None)
+        scheduler = getattr(config, "scheduler", None)
     return set(getattr(scheduler, "pruned_trials", set()))
 
 

@@ -296,6 +296,15 @@ def check_ray_address(address: str, timeout: float) -> None:
         raise ConfigError(f"ray.address={address} does not answer ({err.strerror or err}); {fix}") from err
 
 
+def _error_line(err: BaseException) -> str:
+    """`Type: message` of the exception a trial raised (unwrapping Ray's RayTaskError)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        err = cause
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -327,7 +336,10 @@ def connect_ray(plan: Plan) -> bool:
             ray.init(address=plan.ray_address, **kwargs)
         else:
             num_cpus = plan.cfg["ray"].get("num_cpus") or os.cpu_count() or 1
-            ray.init(num_cpus=int(num_cpus), include_dashboard=False, **kwargs)
+            ray.init(
+                num_cpus=int(num_cpus), include_dashboard=False,
+                runtime_env={"worker_process_setup_hook": "trainables.common.preload"}, **kwargs,
+            )
     except (ConnectionError, TimeoutError, RuntimeError) as err:
         raise ConfigError(
             f"ray.address={plan.ray_address or 'local'} failed ({_first_line(err)}); start a cluster "
@@ -531,7 +543,7 @@ def collect_trials(results: Any, max_t: int, pruned_ids: set[str], pruner_on: bo
             trial_id=trial_id, status=status, params=params, epochs_run=epochs_run,
             best_epoch=best_epoch, best_metrics=best, last_metrics=last, checkpoint=ckpt,
             node_id=str(last.get("node_id", "")) if last else "",
-            error=_first_line(res.error) if res.error is not None else "",
+            error=_error_line(res.error) if res.error is not None else "",
         )))
     records.sort(key=lambda pair: (pair[0], pair[1].trial_id))
     return [record for _, record in records]
@@ -561,17 +573,29 @@ class SearchDriver:
         self.tracker: Any = None
         self.resources: Resources | None = None
         self.epochs_spent: dict[str, int] = {}
+        self.started_ray = False
+
+    def ensure_ray(self) -> Resources:
+        """Connect Ray (local or `ray.address`) the first time a stage needs to run."""
+        if self.resources is None:
+            self.started_ray = connect_ray(self.plan)
+            self.resources = plan_resources(self.cfg)
+            self.echo(
+                f"ray: {self.resources.max_concurrent} concurrent trial(s) x {self.resources.per_trial}"
+                + (f" on {self.plan.ray_address}" if self.plan.ray_address else " (local)")
+            )
+        return self.resources
 
     # ---------------------------------------------------------------- bases
     def _stage_base(self, stage: str, model: str) -> dict[str, Any]:
-        assert self.resources is not None
+        resources = self.ensure_ray()
         t = self.cfg["train"]
         cfg = StageConfig(
             data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
             batch_size=int(t["batch_size"]), eval_batch_size=int(t["eval_batch_size"]),
             seed=int(t["seed"]), weight_decay=float(t.get("weight_decay", 0.0)),
             warmup_ratio=float(t.get("warmup_ratio", 0.0)), max_grad_norm=float(t.get("max_grad_norm", 1.0)),
-            precision=t.get("precision", "auto"), torch_threads=self.resources.torch_threads,
+            precision=t.get("precision", "auto"), torch_threads=resources.torch_threads,
             eval_splits=("dev",), keep_checkpoints="last", ece_bins=int(t.get("ece_bins", 15)),
         )
         return cfg.to_dict()
@@ -599,6 +623,7 @@ class SearchDriver:
 
         from doktra_tune.pruning import pruned_trial_ids
 
+        self.ensure_ray()
         assert self.resources is not None
         storage = self.run_dir / "ray"
         exp_path = storage / spec.name
@@ -656,7 +681,6 @@ class SearchDriver:
             space, mode=s["mode"], num_samples=s.get("num_samples"), pruner=s["pruner"],
             metric="dev_f1", mode_opt="max", max_t=max_t, seed=int(s.get("seed", 0)),
         )
-        search_alg = _limit_concurrency(search_alg, self.resources.max_concurrent if self.resources else 1)
         return StageSpec(
             name=stage, trainable=trainable,
             trainable_kwargs={"base": base, "tracking": self._tracking(stage)},
@@ -901,12 +925,11 @@ class SearchDriver:
     def run(self) -> dict[str, Any]:
         from doktra_tune.tracking import SearchTracker, default_tracking_uri
 
-        self.resources = plan_resources(self.cfg)
         uri = self.plan.tracking_uri or default_tracking_uri(self.run_dir)
         self.tracker = SearchTracker(uri, self.plan.task, self.plan.search_id, self.cfg, self.run_dir)
         self.echo(
-            f"search {self.plan.search_id}: task {self.plan.task}, preset {self.plan.preset}, run dir {self.run_dir}, "
-            f"{self.resources.max_concurrent} concurrent trial(s) x {self.resources.per_trial}, mlflow {uri}"
+            f"search {self.plan.search_id}: task {self.plan.task}, preset {self.plan.preset}, "
+            f"run dir {self.run_dir}, mlflow {uri}"
         )
         status = "FAILED"
         try:
@@ -932,11 +955,10 @@ class SearchDriver:
         finally:
             if status == "FINISHED" or sys.exc_info()[0] is not None:
                 self.tracker.finish(status)
+            if self.started_ray:
+                import ray
 
-
-def _limit_concurrency(search_alg: Any, concurrent: int) -> Any:
-    """Optuna's TPE must not ask for more trials than can run (Tune's max_concurrent_trials does it)."""
-    return search_alg
+                ray.shutdown()
 
 
 def _hp(params: dict[str, Any]) -> dict[str, Any]:

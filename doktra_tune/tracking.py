@@ -161,7 +161,7 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _param_str(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    text = json.dumps(value, default=str) if isinstance(value, (list, tuple)) else str(value)
     return text[:_PARAM_VALUE_MAX]
 
 

@@ -24,6 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from doktra_tune.tracking import SearchTracker, default_tracking_uri, trial_run
+from tests.test_tracking import new_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -41,7 +42,7 @@ def _free_port() -> int:
 
 
 def _fill(run_dir: Path) -> tuple[str, list[str]]:
-    tracker = SearchTracker(default_tracking_uri(run_dir), "chemprot", "ui", {"task": "chemprot"},
+    tracker = SearchTracker(new_store(run_dir), "chemprot", "ui", {"task": "chemprot"},
                             run_dir)
     tracking = tracker.trial_tracking("ctt", {"doktra.teacher_model": "random:bert:L1-H32"})
     for i, beta in enumerate((0.0, 0.3, 0.5)):
@@ -114,10 +115,13 @@ def test_runs_list_and_stage_comparison_render(server, tmp_path: Path) -> None:
 
     shots = Path(os.environ.get("DOKTRA_UI_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    runs_url = f"{base}/#/experiments/{experiment_id}/runs"
+    # a search filter + a non-date sort makes the UI list nested runs flat (not under the parent)
+    flat = urllib.parse.quote("tags.`doktra.level` = 'trial'")
+    runs_url = (f"{base}/#/experiments/{experiment_id}/runs?searchFilter={flat}"
+                "&orderByKey=attributes.run_name&orderByAsc=true")
     text = _page_text(runs_url, shots / "mlflow_runs.png")
-    assert "doktra-chemprot" in text and "search-ui" in text  # the nested tree's top run
-    assert "5 matching runs" in text
+    assert "doktra-chemprot" in text and "3 matching runs" in text
+    assert [text.find(n) >= 0 for n in ("ctt-ui0", "ctt-ui1", "ctt-ui2")] == [True] * 3
 
     compare_url = (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(trial_ids))}"
                    f"&experiments={urllib.parse.quote(json.dumps([experiment_id]))}")

@@ -116,6 +116,26 @@ def test_median_pruner_prunes_the_bad_trial_and_tells_optuna(tmp_path):
     assert searcher.study.best_params == {"beta": 0.5}
 
 
+def test_pruned_set_survives_tuner_restore(tmp_path):
+    space = beta_space()
+    searcher, scheduler, num_samples = build_search(
+        space, mode="grid", num_samples=None, pruner="median", max_t=EPOCHS, seed=0,
+    )
+    tuner = tune.Tuner(
+        curve_trainable, param_space=dict(space.fixed),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=num_samples, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="r", storage_path=str(tmp_path), verbose=0),
+    )
+    tuner.fit()
+    pruned = pruned_trial_ids(scheduler)
+    assert len(pruned) == 1
+    restored = tune.Tuner.restore(str(tmp_path / "r"), trainable=curve_trainable)
+    results = restored.fit()
+    assert len(results) == 4
+    assert pruned_trial_ids(restored) == pruned
+
+
 def test_grid_visits_exactly_the_grid_with_concurrent_trials(tmp_path):
     space = SearchSpace(
         stage="abd",
@@ -169,6 +189,51 @@ def test_asha_stops_the_bad_trial_and_records_it(tmp_path):
     assert states[0.0] == TrialState.COMPLETE
     for tid in pruned:
         assert by_id[tid].metrics["training_iteration"] < EPOCHS
+
+
+def failing_trainable(config: dict) -> None:
+    """beta 0.3 raises at epoch 2 (as a NaN loss does); the others follow their curve."""
+    for epoch in range(1, config["epochs"] + 1):
+        if config["beta"] == 0.3 and epoch == 2:
+            raise RuntimeError("non-finite train_loss at epoch 2")
+        tune.report({"epoch": epoch, "dev_f1": BASE_F1[config["beta"]] + 0.01 * (epoch - 1)})
+
+
+def test_errored_trial_is_failed_not_pruned(tmp_path):
+    space = SearchSpace(stage="ctt", params={"beta": [0.0, 0.3, 0.5]}, fixed={"epochs": 3})
+    searcher, scheduler, _, by_id = run(
+        failing_trainable, space, tmp_path,
+        mode="grid", num_samples=None, pruner="median", max_t=3, seed=0, n_startup_trials=1,
+    )
+    states = {t.params["beta"]: t.state for t in searcher.study.trials}
+    assert states == {0.0: TrialState.COMPLETE, 0.3: TrialState.FAIL, 0.5: TrialState.COMPLETE}
+    assert pruned_trial_ids(scheduler) == set()
+    errored = [tid for tid, r in by_id.items() if r.error is not None]
+    assert [by_id[t].config["beta"] for t in errored] == [0.3]
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("median", "MedianPruner"),
+        ("successive_halving", "SuccessiveHalvingPruner"),
+        ("hyperband", "HyperbandPruner"),
+        ("asha", "NopPruner"),
+        ("none", "NopPruner"),
+    ],
+)
+def test_each_pruner_reaches_the_study(name, cls):
+    searcher, scheduler, n = build_search(
+        beta_space(), mode="tpe", num_samples=3, pruner=name, max_t=EPOCHS, seed=1, grace_period=2,
+    )
+    assert type(searcher.study.pruner).__name__ == cls
+    assert n == 3
+    expected_scheduler = {"asha": "RecordingASHAScheduler", "none": "FIFOScheduler"}.get(
+        name, "OptunaPrunerScheduler"
+    )
+    assert type(scheduler).__name__ == expected_scheduler
+    if name == "median":
+        assert searcher.study.pruner._n_warmup_steps == 1  # grace_period 2: may prune from step 2
 
 
 def test_build_search_rejects_bad_arguments():

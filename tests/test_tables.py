@@ -3,8 +3,6 @@ through doktra_tune.tracking the way the search driver and trainables fill it.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,9 +10,10 @@ import pytest
 
 from analysis.runs import load_runs, resolve_source, search_curve_rows, trial_runs
 from analysis.tables import final_results, fmt, table2, table5, table6, to_latex, to_markdown
-from doktra_tune.tracking import SearchTracker, default_tracking_uri, trial_run
+from analysis.__main__ import main as analysis_main
+from doktra_tune.tracking import SearchTracker, trial_run
+from tests.test_tracking import new_store
 
-REPO = Path(__file__).resolve().parents[1]
 
 # final test F1 per variant over seeds 1..3 (hand-checkable means/stds)
 FINAL_F1 = {
@@ -37,7 +36,7 @@ BINS = {
 def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
     """A small but complete search: ctt/student/abd trials (with pruned + errored ones), stage
     winners, and final seed runs for every variant."""
-    tracker = SearchTracker(default_tracking_uri(run_dir), "chemprot", search_id,
+    tracker = SearchTracker(new_store(run_dir), "chemprot", search_id,
                             {"task": "chemprot"}, run_dir)
     models = {"doktra.teacher_model": "random:bert:L1-H32",
               "doktra.student_model": "random:albert:L1-H32"}
@@ -147,11 +146,9 @@ def test_search_curve_rows(filled: Path) -> None:
     assert list(rows["best_so_far"]) == [0.62, 0.66, 0.66]
 
 
-def test_cli_writes_tables_and_plots(filled: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "analysis", str(filled)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "| student-DoKTra | 72.00 ± 2.00 | 72.00 | 96.00% |" in proc.stdout
+def test_cli_writes_tables_and_plots(filled: Path, capsys) -> None:
+    assert analysis_main([str(filled)]) == 0  # = python -m analysis <run dir>
+    assert "| student-DoKTra | 72.00 ± 2.00 | 72.00 | 96.00% |" in capsys.readouterr().out
     for name in ("table2", "table5", "table6", "tableA1", "tableA2"):
         for ext in ("md", "tex", "csv"):
             assert (filled / "tables" / f"{name}.{ext}").stat().st_size > 0
@@ -169,15 +166,14 @@ def test_cli_writes_tables_and_plots(filled: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_one_line_errors(tmp_path: Path) -> None:
-    for args in ([str(tmp_path / "nope")], [str(tmp_path)]):
-        proc = subprocess.run([sys.executable, "-m", "analysis", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 2
-        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+def test_cli_one_line_errors(tmp_path: Path, capsys) -> None:
+    for target in (tmp_path / "nope", tmp_path):  # missing dir; dir without mlflow.db
+        assert analysis_main([str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "; " in err
     empty = tmp_path / "empty"
-    SearchTracker(default_tracking_uri(empty), "chemprot", "e", {}, empty)
-    proc = subprocess.run([sys.executable, "-m", "analysis", str(empty)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0  # a search that has only started: no tables yet, not an error
-    assert "no final seed runs yet" in proc.stdout
+    SearchTracker(new_store(empty), "chemprot", "e", {}, empty)
+    assert analysis_main([str(empty)]) == 0  # a search that has only started: not an error
+    assert "no final seed runs yet" in capsys.readouterr().out
+    assert analysis_main([str(tmp_path / "x"), "--tracking-uri", new_store(tmp_path / "y")]) == 2
+    assert "no MLflow runs" in capsys.readouterr().err

@@ -25,6 +25,20 @@ STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ct
 STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial directory
 
 
+def preload() -> None:
+    """Ray worker setup hook: import the heavy modules (torch, transformers' BERT/ALBERT/RoBERTa,
+    the stages, MLflow, matplotlib) when a worker process starts, not when a trial starts."""
+    import importlib
+
+    for name in ("doktra_tune.stages", "doktra_tune.tracking", "analysis.plots",
+                 "transformers.models.bert.modeling_bert", "transformers.models.albert.modeling_albert",
+                 "transformers.models.roberta.modeling_roberta"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a missing optional module only costs time later
+            pass
+
+
 def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     """`base` with the trial's overrides applied: plain keys first, then the `run` dict.
 
@@ -48,9 +62,13 @@ def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[di
 def trial_dir() -> Path:
     """The trial's working directory (Tune's trial dir, or the cwd outside Tune)."""
     try:
+        import warnings
+
         from ray import tune
 
-        path = tune.get_context().get_trial_dir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = tune.get_context().get_trial_dir()
         if path:
             return Path(path)
     except Exception:  # noqa: BLE001 - not inside a Tune session

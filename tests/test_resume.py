@@ -1,0 +1,107 @@
+"""Resume: kill -9 the search mid-stage, re-run the same command, lose no finished trial.
+
+The first run is a real subprocess killed with SIGKILL (its whole process group, Ray included)
+once the CTT stage has at least one finished trial and more to go; the second run restores the
+Tune experiment (`Tuner.restore`), keeps the finished trials as they were and runs the rest; a
+third run finds the stage's winner.json and skips it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),
+]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DOKTRA_DATA_ROOT=str(DATA_ROOT))
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _trial_states(exp: Path) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for path in sorted(glob.glob(str(exp / "experiment_state-*.json"))):
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        for trial_json, _meta in data.get("trial_data", []):
+            trial = json.loads(trial_json)
+            states[trial["trial_id"]] = trial["status"]
+    return states
+
+
+def _result_lines(exp: Path, trial_id: str) -> int:
+    (path,) = glob.glob(str(exp / f"*_{trial_id}_*" / "result.json"))
+    return len(Path(path).read_text().splitlines())
+
+
+def test_kill_9_mid_stage_then_resume_keeps_finished_trials(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    cmd = [
+        sys.executable, "-m", "doktra_tune.search", "task=chemprot", "preset=tiny", f"runs_root={runs}",
+        "search_id=resume", "search.stop_after=ctt", "stages.ctt.grid.beta=[0.0,0.3,0.5]",
+        "resources.max_concurrent_trials=1",
+    ]
+    exp = runs / "resume" / "ray" / "ctt"
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    finished: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            states = _trial_states(exp)
+            finished = [t for t, s in states.items() if s == "TERMINATED"]
+            if finished and len(finished) < 3:
+                break
+            time.sleep(0.5)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray head and its trial workers
+        first.wait()
+        log.close()
+    assert finished, (tmp_path / "first.log").read_text()[-2000:]
+    assert not (runs / "resume" / "stages" / "ctt" / "winner.json").exists()
+    lines_before = {t: _result_lines(exp, t) for t in finished}
+
+    second = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "resuming the interrupted stage" in second.stdout
+    info = json.loads((runs / "resume" / "stages" / "ctt" / "winner.json").read_text())
+    trials = {t["trial_id"]: t for t in info["trials"]}
+    assert sorted(t["params"]["beta"] for t in trials.values()) == [0.0, 0.3, 0.5]  # each grid point once
+    for trial_id in finished:
+        assert trials[trial_id]["status"] == "completed"
+        assert _result_lines(exp, trial_id) == lines_before[trial_id]  # not re-run
+    for line in second.stdout.splitlines():
+        for trial_id in finished:
+            assert not (line.startswith("[ctt] trial") and trial_id in line and "epoch" in line)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{runs / 'resume' / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("doktra-chemprot").experiment_id
+    for trial_id in trials:
+        assert len(client.search_runs([exp_id], f"tags.`ray.trial_id` = '{trial_id}'")) == 1  # no duplicates
+    assert len(client.search_runs([exp_id], "tags.`doktra.level` = 'search'")) == 1
+
+    third = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "[ctt] finished earlier" in third.stdout and "[ctt] trial" not in third.stdout
