@@ -1,4 +1,4 @@
-"""`python -m analysis <run-dir or search id> [--tracking-uri URI] [--out DIR]`.
+"""`python -m analysis <run-dir or search id> [more ...] [--tracking-uri URI] [--out DIR]`.
 
 Reads the search's runs from MLflow, writes every table the runs support (Markdown, LaTeX, CSV)
 under `<run_dir>/tables/` and the figures under `<run_dir>/plots/`, and prints Table 2 (Table 7
@@ -24,7 +24,7 @@ from analysis.runs import (
     trial_runs,
 )
 from analysis.tables import final_results, to_markdown, write_all_tables
-from doktra_tune.errors import DoktraError
+from doktra_tune.errors import ConfigError, DoktraError
 
 SEARCH_STAGES = ("ctt", "student", "abd")
 
@@ -91,22 +91,36 @@ def write_plots(source: SearchSource, runs: pd.DataFrame, out_dir: Path) -> list
     return written
 
 
-def run(target: str, tracking_uri: str | None = None, out: str | None = None) -> int:
-    source = resolve_source(target, tracking_uri)
-    out_dir = Path(out).resolve() if out else source.out_dir
-    runs = load_runs(source)
-    if runs.empty:
-        raise DoktraError(
-            f"no MLflow runs for {target!r} in {source.tracking_uri}; run a search first "
-            "(python -m doktra_tune.search ...) or check the search id / --tracking-uri"
+def run(targets: list[str], tracking_uri: str | None = None, out: str | None = None) -> int:
+    """Tables over all `targets` together (one search per task gives Table 2's columns and Avg.);
+    plots per search."""
+    if len(targets) > 1 and out is None:
+        raise ConfigError(
+            f"{len(targets)} searches given but no output directory; add --out DIR for the combined "
+            "tables and plots"
         )
-    tables = write_all_tables(runs, out_dir / "tables")
-    figures = write_plots(source, runs, out_dir / "plots")
-    main = tables.get("table2", tables.get("table7"))
-    if main is not None:
-        print(to_markdown(main))
+    loaded: list[tuple[SearchSource, pd.DataFrame]] = []
+    for target in targets:
+        source = resolve_source(target, tracking_uri)
+        runs = load_runs(source)
+        if runs.empty:
+            raise DoktraError(
+                f"no MLflow runs for {target!r} in {source.tracking_uri}; run a search first "
+                "(python -m doktra_tune.search ...) or check the search id / --tracking-uri"
+            )
+        loaded.append((source, runs))
+    out_dir = Path(out).resolve() if out else loaded[0][0].out_dir
+    all_runs = pd.concat([runs for _, runs in loaded], ignore_index=True)
+    tables = write_all_tables(all_runs, out_dir / "tables")
+    figures: list[Path] = []
+    for source, runs in loaded:
+        plot_dir = out_dir / "plots" if len(loaded) == 1 else out_dir / "plots" / source.out_dir.name
+        figures += write_plots(source, runs, plot_dir)
+    main_table = tables.get("table2", tables.get("table7"))
+    if main_table is not None:
+        print(to_markdown(main_table))
     else:
-        n_final = len(final_results(runs))
+        n_final = len(final_results(all_runs))
         print(f"no final seed runs yet ({n_final}); Table 2 needs the final stage's runs")
     print(f"wrote {len(tables)} tables to {out_dir / 'tables'} and {len(figures)} plots to "
           f"{out_dir / 'plots'}")
@@ -115,13 +129,15 @@ def run(target: str, tracking_uri: str | None = None, out: str | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
-    parser.add_argument("target", help="run directory (runs/<search_id>) or a search id")
+    parser.add_argument("targets", nargs="+", metavar="target",
+                        help="run directory (runs/<search_id>) or search id; several: one table")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the "
                         "run directory's sqlite store, or $MLFLOW_TRACKING_URI for a search id)")
-    parser.add_argument("--out", default=None, help="where tables/ and plots/ go (default: the run dir)")
+    parser.add_argument("--out", default=None,
+                        help="where tables/ and plots/ go (default: the run dir; required for several)")
     args = parser.parse_args(argv)
     try:
-        return run(args.target, args.tracking_uri, args.out)
+        return run(args.targets, args.tracking_uri, args.out)
     except DoktraError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from doktra_tune.errors import ConfigError, DataError
-from doktra_tune.tracking import default_tracking_uri
+from doktra_tune.tracking import check_tracking_uri, default_tracking_uri
 
 FIX_SOURCE = (
     "pass the search's run directory (runs/<search_id>, holding mlflow.db) or a search id "
@@ -77,6 +77,8 @@ def load_runs(source: SearchSource) -> pd.DataFrame:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    if source.tracking_uri.startswith(("http://", "https://")):
+        check_tracking_uri(source.tracking_uri)  # fail in seconds, not after MLflow's retries
     client = MlflowClient(tracking_uri=source.tracking_uri)
     try:
         experiments = [

@@ -185,19 +185,26 @@ def _find_run(client, experiment_id: str, tags: Mapping[str, str]):
 
 
 def _get_or_create_run(
-    client, experiment_id: str, key_tags: Mapping[str, str], tags: Mapping[str, str], name: str
-) -> tuple[str, bool]:
-    """Run id of the (earliest) run carrying all `key_tags`, creating it if absent; reopened runs
-    go back to RUNNING. Returns (run_id, created)."""
+    client,
+    experiment_id: str,
+    key_tags: Mapping[str, str],
+    tags: Mapping[str, str],
+    name: str,
+    reopen: bool = True,
+) -> tuple[str, str]:
+    """(run id, status) of the earliest run carrying all `key_tags`, created if absent; with
+    `reopen` a terminated run goes back to RUNNING (a resumed search / restarted trial)."""
     run = _find_run(client, experiment_id, key_tags)
     all_tags = {**{k: str(v) for k, v in tags.items()}, **{k: str(v) for k, v in key_tags.items()}}
     if run is None:
         run = _retry(client.create_run, experiment_id, tags=all_tags, run_name=name)
-        return run.info.run_id, True
-    if run.info.status != "RUNNING":
+        return run.info.run_id, "RUNNING"
+    status = run.info.status
+    if reopen and status != "RUNNING":
         _retry(client.update_run, run.info.run_id, status="RUNNING")
+        status = "RUNNING"
     _set_tags(client, run.info.run_id, all_tags)
-    return run.info.run_id, False
+    return run.info.run_id, status
 
 
 def _set_tags(client, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -329,14 +336,16 @@ class SearchTracker:
                     f"unknown trial outcome {outcome!r} for trial {trial_id}; "
                     f"use one of {sorted(OUTCOME_TO_RUN_STATUS)}"
                 )
-            run_id, _ = _get_or_create_run(
+            run_id, status = _get_or_create_run(
                 self.client,
                 self.experiment_id,
                 {TRIAL_ID: trial_id, STAGE: stage, SEARCH_ID: self.search_id, PARENT: parent},
                 {LEVEL: "trial", TASK: self.task, STATUS: outcome},
                 name=f"{stage}-{trial_id}",
+                reopen=False,
             )
-            _retry(self.client.set_terminated, run_id, OUTCOME_TO_RUN_STATUS[outcome])
+            if status != OUTCOME_TO_RUN_STATUS[outcome]:  # keep the end time of a finished run
+                _retry(self.client.set_terminated, run_id, OUTCOME_TO_RUN_STATUS[outcome])
 
     def log_stage_summary(
         self, stage: str, winner: dict, artifacts: list[Path] | tuple[Path, ...] = ()

@@ -23,11 +23,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from doktra_tune.tracking import SearchTracker, default_tracking_uri, trial_run
+from doktra_tune.tracking import (
+    SearchTracker,
+    check_tracking_uri,
+    default_tracking_uri,
+    trial_run,
+)
 from tests.test_tracking import new_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
 )
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -68,14 +73,16 @@ def _get(url: str, data: dict | None = None) -> dict:
 
 def _page_text(url: str, screenshot: Path) -> str:
     """Load `url` once: save a screenshot and return the rendered DOM's visible text."""
+    assert CHROMIUM is not None
     proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, "--dump-dom", f"--screenshot={screenshot}",
                            url], capture_output=True, text=True, timeout=90)
     dom = re.sub(r"<(script|style)\b.*?</\1>", " ", proc.stdout, flags=re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
-@pytest.fixture()
-def server(tmp_path: Path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("mlflow-ui")
     run_dir = tmp_path / "ui"
     experiment_id, trial_ids = _fill(run_dir)
     port = _free_port()
@@ -83,7 +90,7 @@ def server(tmp_path: Path):
     proc = subprocess.Popen(
         [str(mlflow_cli), "server", "--backend-store-uri", default_tracking_uri(run_dir),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner
     )
     base = f"http://127.0.0.1:{port}"
@@ -106,17 +113,19 @@ def server(tmp_path: Path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@needs_chromium
 def test_runs_list_and_stage_comparison_render(server, tmp_path: Path) -> None:
     base, experiment_id, trial_ids = server
     listed = _get(f"{base}/api/2.0/mlflow/runs/search",
-                  {"experiment_ids": [experiment_id], "max_results": 100})
+                  {"experiment_ids": [experiment_id], "max_results": 100,
+                   "filter": "tags.`doktra.search_id` = 'ui'"})
     names = {r["info"]["run_name"] for r in listed["runs"]}
     assert {"search-ui", "ctt", "ctt-ui0", "ctt-ui1", "ctt-ui2"} == names
 
     shots = Path(os.environ.get("DOKTRA_UI_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     # a search filter + a non-date sort makes the UI list nested runs flat (not under the parent)
-    flat = urllib.parse.quote("tags.`doktra.level` = 'trial'")
+    flat = urllib.parse.quote("tags.`doktra.level` = 'trial' and tags.`doktra.search_id` = 'ui'")
     runs_url = (f"{base}/#/experiments/{experiment_id}/runs?searchFilter={flat}"
                 "&orderByKey=attributes.run_name&orderByAsc=true")
     text = _page_text(runs_url, shots / "mlflow_runs.png")
@@ -133,3 +142,20 @@ def test_runs_list_and_stage_comparison_render(server, tmp_path: Path) -> None:
 
     for png in ("mlflow_runs.png", "mlflow_compare_ctt.png"):
         assert (shots / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tracking_through_the_http_server(server, tmp_path: Path) -> None:
+    """`mlflow.tracking_uri=http://...`: preflight passes and the same run tree lands on the server."""
+    base, experiment_id, _ = server
+    check_tracking_uri(base)  # reachable: no error
+    tracker = SearchTracker(base, "chemprot", "remote", {"task": "chemprot"}, tmp_path / "remote")
+    assert tracker.experiment_id == experiment_id  # the task's experiment is shared
+    with trial_run(tracker.trial_tracking("ctt"), {"beta": 0.3}, {"ray.trial_id": "r0"}) as log:
+        log.log_epoch({"dev_f1": 0.7}, step=1)
+    tracker.record_outcomes("ctt", {"r0": "completed"})
+    tracker.finish()
+    found = _get(f"{base}/api/2.0/mlflow/runs/search",
+                 {"experiment_ids": [experiment_id],
+                  "filter": "tags.`doktra.search_id` = 'remote'", "max_results": 100})
+    names = sorted(r["info"]["run_name"] for r in found["runs"])
+    assert names == ["ctt", "ctt-r0", "search-remote"]

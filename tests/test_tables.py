@@ -177,3 +177,27 @@ def test_cli_one_line_errors(tmp_path: Path, capsys) -> None:
     assert "no final seed runs yet" in capsys.readouterr().out
     assert analysis_main([str(tmp_path / "x"), "--tracking-uri", new_store(tmp_path / "y")]) == 2
     assert "no MLflow runs" in capsys.readouterr().err
+
+
+def test_two_searches_make_one_table2_with_avg_and_retain(filled: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    ddi = tmp_path / "ddi-search"
+    tracker = SearchTracker(new_store(ddi), "ddi", "d1", {"task": "ddi"}, ddi)
+    tracking = tracker.trial_tracking("final", {"doktra.student_model": "random:albert:L1-H32"})
+    for variant, f1 in (("teacher_ctt", 0.85), ("student_ft", 0.70), ("doktra", 0.80)):
+        with trial_run(tracking, {}, {"ray.trial_id": variant, "doktra.variant": variant,
+                                      "doktra.seed": 1}) as log:
+            log.log_epoch({"test_f1": f1}, step=1)
+    tracker.finish()
+    assert analysis_main([str(filled), str(ddi)]) == 2  # several searches need --out
+    assert "--out" in capsys.readouterr().err
+    out = tmp_path / "combined"
+    assert analysis_main([str(filled), str(ddi), "--out", str(out)]) == 0
+    t2 = pd.read_csv(out / "tables" / "table2.csv", dtype=str, keep_default_na=False)
+    doktra = t2[t2["Model"] == "student-DoKTra"].iloc[0]
+    # ChemProt 72.00 (3 seeds), DDI 80.00 (1 seed): Avg 76.00; teacher Avg (75 + 85) / 2 = 80
+    assert (doktra["ChemProt"], doktra["DDI"], doktra["Avg."]) == ("72.00 ± 2.00", "80.00", "76.00")
+    assert doktra["Retain"] == "95.00%"
+    paper_row = t2[t2["Model"] == "paper: ALBERT-DoKTra"].iloc[0]
+    assert (paper_row["DDI"], paper_row["Avg."]) == ("82.30 ± 0.41", "79.86")  # (77.42 + 82.30) / 2
+    assert (out / "plots" / "s1" / "chemprot_search_ctt.png").is_file()
