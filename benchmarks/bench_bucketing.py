@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 from _common import header, median, parser, setup
 
 from doktra_tune.config import StageConfig
 from doktra_tune.encoding import make_batches, padding_tokens
 from doktra_tune.models import load_classifier
-from doktra_tune.stages import Runtime, _cpl_step_loss, build_optimizer, load_encoded, train_epoch
+from doktra_tune.stages import Runtime, cpl_step_loss, build_optimizer, load_encoded, train_epoch
 
 VARIANTS = ("bucketed", "dynamic", "pad_max")
 
@@ -32,10 +33,10 @@ def main() -> None:
     header("bench_bucketing: bucketed dynamic padding vs pad-to-max_len", args)
     model, tokenizer = load_classifier("minilm", data.task, seed=0)
     train = load_encoded(data, "train", tokenizer).encoded
-    rt = Runtime(device=__import__("torch").device("cpu"), amp_dtype=None)
+    rt = Runtime(device=torch.device("cpu"), amp_dtype=None)
     cfg = StageConfig(data=data, model="minilm", output_dir="unused", batch_size=args.batch_size)
     steps = math.ceil(len(train) / args.batch_size)
-    step_loss = _cpl_step_loss(0.0, multi_label=False)
+    step_loss = cpl_step_loss(0.0, multi_label=False)
     params = list(model.parameters())
     lengths = train.lengths
     print(f"   {len(train)} examples, token lengths mean {lengths.mean():.1f}, median {int(median(lengths.tolist()))}, max {lengths.max()}")

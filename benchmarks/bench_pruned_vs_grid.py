@@ -204,6 +204,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/doktra_bench_pruned"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--grid-json", type=Path, default=None,
+                        help="reuse the grid figures of an earlier --json run (same settings)")
     args = parser.parse_args()
 
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -227,8 +229,11 @@ def main() -> None:
     shutil.rmtree(storage, ignore_errors=True)
     ray.init(**settings["init"])
     common = dict(grace_period=args.grace_period, n_startup_trials=args.n_startup_trials, seed=args.seed)
-    full = run_search("grid", args.stage, prep, grid, epochs, storage,
-                      mode="grid", num_samples=None, pruner="none", **common)
+    if args.grid_json:  # the grid is deterministic: reuse an earlier run's figures
+        full = json.loads(args.grid_json.read_text())["grid"]
+    else:
+        full = run_search("grid", args.stage, prep, grid, epochs, storage,
+                          mode="grid", num_samples=None, pruner="none", **common)
     pruned = run_search("pruned", args.stage, prep, grid, epochs, storage,
                         mode=args.mode, num_samples=args.num_samples, pruner=args.pruner, **common)
     ray.shutdown()

@@ -296,6 +296,20 @@ def check_ray_address(address: str, timeout: float) -> None:
         raise ConfigError(f"ray.address={address} does not answer ({err.strerror or err}); {fix}") from err
 
 
+def experiment_trial_states(exp_path: Path) -> dict[str, str]:
+    """Tune's last recorded status (TERMINATED, ERROR, RUNNING, ...) of every trial of an experiment."""
+    states: dict[str, str] = {}
+    for path in sorted(exp_path.glob("experiment_state-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for trial_json, _meta in data.get("trial_data", []):
+            trial = json.loads(trial_json)
+            states[str(trial.get("trial_id"))] = str(trial.get("status"))
+    return states
+
+
 def _error_line(err: BaseException) -> str:
     """`Type: message` of the exception a trial raised (unwrapping Ray's RayTaskError)."""
     cause = getattr(err, "cause", None)
@@ -538,7 +552,8 @@ def collect_trials(results: Any, max_t: int, pruned_ids: set[str], pruner_on: bo
             status = "pruned"
         else:
             status = "completed"
-        params = {k: _clean(v) for k, v in (res.config or {}).items()}
+        config = dict(res.config or {})
+        params = {k: _clean(v) for k, v in {**config, **(config.pop("run", None) or {})}.items() if k != "run"}
         records.append((_trial_index(trial_id, res.path), TrialRecord(
             trial_id=trial_id, status=status, params=params, epochs_run=epochs_run,
             best_epoch=best_epoch, best_metrics=best, last_metrics=last, checkpoint=ckpt,
@@ -559,7 +574,9 @@ class StageSpec:
     search_alg: Any = None
     scheduler: Any = None
     num_samples: int = 1
-    tracking_tags: dict[str, str] = field(default_factory=dict)
+    space: Any = None  # the stage's SearchSpace (None: explicit runs)
+    points: list[dict[str, Any]] | None = None  # explicit run specs (final runs)
+    point_keys: tuple[str, ...] = ()  # what identifies a run spec
 
 
 class SearchDriver:
@@ -618,74 +635,132 @@ class SearchDriver:
         return self.tracker.trial_tracking(stage, tags)
 
     def run_tuner(self, spec: StageSpec, stage_label: str) -> list[TrialRecord]:
-        """Fit (or restore and finish) one stage's Tuner and return its trials."""
-        from ray import tune
+        """Run one stage's Tuner; after an interruption, keep the finished trials and run the rest.
 
-        from doktra_tune.pruning import pruned_trial_ids
+        Resume: `Tuner.can_restore` finds the interrupted experiment, `Tuner.restore(...,
+        resume_errored=False, restart_errored=False).get_results()` reads its trials; trials that
+        had finished (TERMINATED or ERROR in the experiment state) are kept as they are, and a new
+        experiment `<stage>-resume<k>` runs only what is missing (the grid points or run specs not
+        finished yet; with TPE, the rest of the trial budget). Restarting the interrupted
+        experiment itself with `fit()` is avoided: with a searcher, Ray 2.60 re-suggests the
+        unfinished trial's point and then waits forever on the stale one.
+        """
+        from ray import tune
 
         self.ensure_ray()
         assert self.resources is not None
         storage = self.run_dir / "ray"
-        exp_path = storage / spec.name
         trainable = tune.with_resources(
             tune.with_parameters(spec.trainable, **spec.trainable_kwargs), self.resources.per_trial
         )
-        callback = _make_progress_callback(stage_label, self.echo, spec.scheduler)
-        if tune.Tuner.can_restore(str(exp_path)):
-            from ray.tune import ResumeConfig
-
-            self.echo(f"[{stage_label}] resuming the interrupted stage from {exp_path} (finished trials kept)")
-            tuner = tune.Tuner.restore(
-                str(exp_path), trainable=trainable, resume_errored=False, restart_errored=False,
-                _resume_config=ResumeConfig(
-                    finished=ResumeConfig.ResumeType.SKIP,
-                    unfinished=ResumeConfig.ResumeType.RESTART,
-                    errored=ResumeConfig.ResumeType.SKIP,
-                ),
+        prior: list[TrialRecord] = []
+        name, attempt = spec.name, 0
+        while tune.Tuner.can_restore(str(storage / name)):
+            prior += self._finished_trials(storage / name, trainable, spec)
+            attempt += 1
+            name = f"{spec.name}-resume{attempt}"
+        if attempt:
+            self.echo(
+                f"[{stage_label}] resuming the interrupted stage from {storage / spec.name}: "
+                f"{len(prior)} finished trial(s) kept"
             )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=spec.param_space,
-                tune_config=tune.TuneConfig(
-                    search_alg=spec.search_alg, scheduler=spec.scheduler, num_samples=spec.num_samples,
-                    max_concurrent_trials=self.resources.max_concurrent,
-                    reuse_actors=True,  # a trial process keeps torch/transformers imported (~8 s each)
-                ),
-                run_config=tune.RunConfig(
-                    name=spec.name,
-                    storage_path=str(storage),
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max",
-                    ),
-                    failure_config=tune.FailureConfig(max_failures=int(self.cfg["search"].get("max_failures", 0))),
-                    callbacks=[callback],
-                    verbose=0,
-                ),
-            )
-        results = tuner.fit()
-        pruned = pruned_trial_ids(spec.scheduler) if spec.scheduler is not None else set()
-        pruner_on = self.cfg["search"]["pruner"] != "none" and spec.scheduler is not None
-        records = collect_trials(results, spec.max_t, pruned, pruner_on)
+            spec = self._remaining_spec(spec, prior, name)
+        records = list(prior)
+        if spec.num_samples > 0:
+            records += self._fit(spec, trainable, stage_label, storage)
         self.epochs_spent[spec.name] = sum(r.epochs_run for r in records)
         self.tracker.record_outcomes(stage_label, {r.trial_id: r.status for r in records})
         return records
 
-    def _search_spec(self, stage: str, trainable: Callable[..., None], base: dict[str, Any]) -> StageSpec:
+    def _fit(self, spec: StageSpec, trainable: Any, stage_label: str, storage: Path) -> list[TrialRecord]:
+        from ray import tune
+
+        from doktra_tune.pruning import pruned_trial_ids
+
+        assert self.resources is not None
+        tuner = tune.Tuner(
+            trainable,
+            param_space=spec.param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=spec.search_alg, scheduler=spec.scheduler, num_samples=spec.num_samples,
+                max_concurrent_trials=self.resources.max_concurrent,
+                reuse_actors=True,  # a trial process keeps torch/transformers imported (~8 s each)
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(storage),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max",
+                ),
+                failure_config=tune.FailureConfig(max_failures=int(self.cfg["search"].get("max_failures", 0))),
+                callbacks=[_make_progress_callback(stage_label, self.echo, spec.scheduler)],
+                verbose=0,
+            ),
+        )
+        results = tuner.fit()
+        pruned = pruned_trial_ids(spec.scheduler) if spec.scheduler is not None else set()
+        return collect_trials(results, spec.max_t, pruned, self._pruner_on(spec))
+
+    def _pruner_on(self, spec: StageSpec) -> bool:
+        return self.cfg["search"]["pruner"] != "none" and spec.space is not None
+
+    def _finished_trials(self, exp_path: Path, trainable: Any, spec: StageSpec) -> list[TrialRecord]:
+        from ray import tune
+
+        tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=False, restart_errored=False)
+        states = experiment_trial_states(exp_path)
+        done = [r for r in tuner.get_results()
+                if states.get(str((r.metrics or {}).get("trial_id", ""))) in ("TERMINATED", "ERROR")]
+        return collect_trials(done, spec.max_t, set(), self._pruner_on(spec))
+
+    def _remaining_spec(self, spec: StageSpec, prior: list[TrialRecord], name: str) -> StageSpec:
+        """`spec` reduced to what the finished trials `prior` did not cover, as experiment `name`."""
+        import itertools
+
+        from ray import tune
+
+        if spec.points is not None:  # explicit run specs (final runs)
+            keys = spec.point_keys
+            seen = {tuple(r.params.get(k) for k in keys) for r in prior}
+            todo = [p for p in spec.points if tuple(p.get(k) for k in keys) not in seen]
+            return dataclasses.replace(
+                spec, name=name, param_space={**spec.param_space, "run": tune.grid_search(todo)},
+                num_samples=1 if todo else 0, points=todo,
+            )  # (a one-point "run" becomes a one-value grid: same trial)
+        assert spec.space is not None
+        searched = list(spec.space.params)
+        mode = self.cfg["search"]["mode"]
+        if mode == "grid":
+            seen = {tuple(r.params.get(k) for k in searched) for r in prior}
+            todo = [dict(zip(searched, values)) for values in itertools.product(*spec.space.params.values())
+                    if tuple(values) not in seen]
+            return dataclasses.replace(
+                spec, name=name, search_alg=None, scheduler=None, num_samples=1 if todo else 0,
+                param_space={**spec.space.fixed, "run": tune.grid_search(todo)} if todo else {},
+            )
+        left = max(0, spec.num_samples - len(prior))
+        if not left:
+            return dataclasses.replace(spec, name=name, num_samples=0)
+        return dataclasses.replace(self._search_spec(spec.space.stage, spec.trainable, spec.trainable_kwargs["base"],
+                                                     num_samples=left), name=name)
+
+    def _search_spec(
+        self, stage: str, trainable: Callable[..., None], base: dict[str, Any], num_samples: int | None = None,
+    ) -> StageSpec:
         from doktra_tune.pruning import build_search
 
         space = self.plan.spaces[stage]
         s = self.cfg["search"]
         max_t = self.plan.stage_epochs[stage]
         search_alg, scheduler, num_samples = build_search(
-            space, mode=s["mode"], num_samples=s.get("num_samples"), pruner=s["pruner"],
+            space, mode=s["mode"], num_samples=num_samples or s.get("num_samples"), pruner=s["pruner"],
             metric="dev_f1", mode_opt="max", max_t=max_t, seed=int(s.get("seed", 0)),
         )
         return StageSpec(
             name=stage, trainable=trainable,
             trainable_kwargs={"base": base, "tracking": self._tracking(stage)},
             param_space=dict(space.fixed), max_t=max_t, search_alg=search_alg, scheduler=scheduler,
-            num_samples=num_samples,
+            num_samples=num_samples, space=space,
         )
 
     # ---------------------------------------------------------------- winners
@@ -806,7 +881,8 @@ class SearchDriver:
             spec = StageSpec(
                 name="ctt_ft", trainable=ctt_trainable,
                 trainable_kwargs={"base": base, "tracking": self._tracking("ctt")},
-                param_space={**self.plan.spaces["ctt"].fixed, "beta": 0.0}, max_t=self.plan.stage_epochs["ctt"],
+                param_space={**self.plan.spaces["ctt"].fixed, "run": {"beta": 0.0}},
+                max_t=self.plan.stage_epochs["ctt"], points=[{"beta": 0.0}], point_keys=("beta",),
             )
             best = self._pick("ctt", self.run_tuner(spec, "ctt"))
         target = self.run_dir / "stages" / "ctt" / "teacher_ft"
@@ -892,11 +968,12 @@ class SearchDriver:
             name="final", trainable=final_trainable,
             trainable_kwargs={"bases": bases, "tracking": self._tracking("final")},
             param_space={"run": tune.grid_search(specs)}, max_t=max_t,
+            points=specs, point_keys=("variant", "seed"),
         )
         records = self.run_tuner(spec, "final")
         runs = []
         for r in records:
-            run = r.params.get("run") or {}
+            run = r.params
             metrics = {k: v for k, v in r.last_metrics.items()
                        if k.startswith(("dev_", "test_")) or k in ("epoch", "train_loss")}
             runs.append({

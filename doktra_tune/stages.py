@@ -529,7 +529,7 @@ def _eval_splits(cfg: StageConfig) -> list[str]:
     return ["dev"] + [s for s in cfg.eval_splits if s != "dev"]
 
 
-def _cpl_step_loss(beta: float, multi_label: bool) -> StepLoss:
+def cpl_step_loss(beta: float, multi_label: bool) -> StepLoss:
     """Eq. 2: L_cls = CE - beta * H (beta = 0: plain CE)."""
 
     def step_loss(batch: Batch, cls: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -547,7 +547,7 @@ def _fine_tune(name: str, cfg: StageConfig, on_epoch: EpochCallback | None) -> S
     model.to(rt.device)
     train = load_encoded(cfg.data, "train", tokenizer)
     evals = {s: load_encoded(cfg.data, s, tokenizer) for s in _eval_splits(cfg)}
-    loss = _cpl_step_loss(cfg.beta, task.multi_label)
+    loss = cpl_step_loss(cfg.beta, task.multi_label)
     state = _StageState(
         name=name, cfg=cfg, task=task, model=model, tokenizer=tokenizer, model_spec=cfg.model,
         train=train, evals=evals, params=[p for p in model.parameters() if p.requires_grad], rt=rt,
@@ -641,7 +641,7 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         idx = batch.indices.to(rt.device, non_blocking=True)
         return kd_kl_loss(logits, teacher_logits[idx], cfg.kd_temperature, task.multi_label), None
 
-    refine = _cpl_step_loss(cfg.beta, task.multi_label)
+    refine = cpl_step_loss(cfg.beta, task.multi_label)
     distill_step = abd_step_loss(cached_teacher_cls, cfg.margin) if cfg.distill_loss == "abd" else kld_loss
     switch = switch_epoch(cfg.epochs, cfg.gamma)
 

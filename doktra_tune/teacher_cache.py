@@ -31,7 +31,7 @@ import torch
 
 from doktra_tune.data import Example
 from doktra_tune.device import autocast
-from doktra_tune.encoding import EncodedSplit, collate, encode_split, make_batches
+from doktra_tune.encoding import EncodedSplit, collate, encode_split
 from doktra_tune.errors import ConfigError
 from doktra_tune.models import forward_cls_logits, load_checkpoint, read_meta
 from doktra_tune.tasks import TaskSpec, get_task

@@ -252,3 +252,34 @@ def test_multi_label_hoc_student(data_root, tmp_path):
     assert ev.probs.shape == (40, 10) and ev.labels.shape == (40, 10)
     assert ev.confusion.shape == (10, 2, 2)
     assert ev.reliability.n == 400  # one decision per (sentence, label)
+
+
+def _teacher_outputs_in_process(args: tuple[str, dict, str]) -> tuple[bool, float]:
+    """Run in a separate (spawned) process: fetch the teacher outputs of the dev split."""
+    import torch as _torch
+
+    from doktra_tune.stages import load_examples
+    from doktra_tune.teacher_cache import teacher_outputs
+
+    _torch.set_num_threads(1)
+    checkpoint, data_dict, key_split = args
+    data = DataConfig(**data_dict)
+    outs = teacher_outputs(
+        checkpoint, data.task, key_split, load_examples(data, key_split),
+        max_len=data.max_len, cache_dir=data.cache_dir, device=_torch.device("cpu"), amp_dtype=None,
+    )
+    return outs.computed, float(outs.cls.sum())
+
+
+@pytest.mark.slow
+def test_parallel_trials_compute_the_teacher_cache_once(pipeline, chemprot, tmp_path):
+    import dataclasses
+    import multiprocessing
+
+    data = dataclasses.replace(chemprot, cache_dir=str(tmp_path / "fresh_cache"))
+    job = (str(pipeline["teacher"].last_checkpoint), dataclasses.asdict(data), "dev")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_teacher_outputs_in_process, [job, job])
+    assert sorted(computed for computed, _ in results) == [False, True]  # one computed, one waited and read
+    assert results[0][1] == results[1][1]
+    assert len(list((tmp_path / "fresh_cache" / "teacher_cls").glob("*/cls.npy"))) == 1

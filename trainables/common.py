@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -22,7 +23,7 @@ from doktra_tune.errors import NonFiniteLossError
 
 RESERVED_KEYS = ("variant", "run")
 STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ctt | student | abd)
-STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial directory
+STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial's scratch directory
 
 
 def preload() -> None:
@@ -59,23 +60,6 @@ def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[di
     return merged, (str(variant) if variant is not None else None)
 
 
-def trial_dir() -> Path:
-    """The trial's working directory (Tune's trial dir, or the cwd outside Tune)."""
-    try:
-        import warnings
-
-        from ray import tune
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            path = tune.get_context().get_trial_dir()
-        if path:
-            return Path(path)
-    except Exception:  # noqa: BLE001 - not inside a Tune session
-        pass
-    return Path(os.getcwd())
-
-
 def _node_id() -> str:
     try:
         import ray
@@ -106,11 +90,28 @@ def run_trial(
     report: Callable[[dict[str, float], Path | None], None] = _report,
 ) -> StageResult:
     """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring."""
+    merged, variant = merge_config(base, config)
+    # The stage's own epoch checkpoints live in a node-local scratch dir, not in the trial dir:
+    # Tune syncs the trial dir to storage, and the copies Tune keeps come from `tune.report`.
+    work = Path(tempfile.mkdtemp(prefix=f"doktra_{stage}_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
+    try:
+        return _run_in(stage, stage_fn, merged, variant, work, tracking, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(
+    stage: str,
+    stage_fn: Callable[..., StageResult],
+    merged: dict[str, Any],
+    variant: str | None,
+    work: Path,
+    tracking: dict | None,
+    report: Callable[[dict[str, float], Path | None], None],
+) -> StageResult:
     from doktra_tune.tracking import trial_run
 
-    merged, variant = merge_config(base, config)
-    work = trial_dir() / STAGE_OUTPUT
-    merged["output_dir"] = str(work)
+    merged["output_dir"] = str(work / STAGE_OUTPUT)
     cfg_cls = DistillConfig if stage == "abd" else StageConfig
     cfg = cfg_cls.from_dict(merged)
     tags = {"doktra.seed": str(cfg.seed)}
@@ -130,7 +131,6 @@ def run_trial(
         checkpoint = result.last_checkpoint or result.best_checkpoint
         if checkpoint is not None:
             _log_evaluations(cfg, checkpoint, work / "evaluation", logger)
-    shutil.rmtree(work, ignore_errors=True)
     return result
 
 
