@@ -1117,6 +1117,12 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise
     except Exception as err:  # noqa: BLE001 - hydra/omegaconf errors: one line, never a traceback
         msg = _first_line(err)
+        if msg.startswith("Could not override '"):
+            key = msg.split("'")[1]
+            raise ConfigError(
+                f"unknown config key {key!r} (override {next((o for o in overrides if key in o), key)}); "
+                "list the keys with `python -m doktra_tune.search --cfg job` or add a new one with +key=value"
+            ) from err
         raise ConfigError(
             f"bad override ({msg}); check the key against `python -m doktra_tune.search --cfg job` "
             "(new keys need a leading +)"
