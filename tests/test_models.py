@@ -141,3 +141,17 @@ def test_checkpoint_round_trip(tmp_path):
 def test_load_checkpoint_without_meta_is_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not a doktra checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def test_truncated_pretrained_spec_keeps_the_first_layers():
+    task = get_task("chemprot")
+    full, _ = load_classifier("minilm", task, seed=0)
+    short, _ = load_classifier("minilm@L2", task, seed=0)
+    assert short.config.num_hidden_layers == 2 and len(short.bert.encoder.layer) == 2
+    for i in range(2):  # layers 0..1 are the pretrained ones, not re-initialised
+        assert torch.equal(
+            short.bert.encoder.layer[i].attention.self.query.weight,
+            full.bert.encoder.layer[i].attention.self.query.weight,
+        )
+    with pytest.raises(ConfigError, match="keeps 9 layers but the model has 6"):
+        load_classifier("minilm@L9", task, seed=0)
