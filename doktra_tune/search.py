@@ -329,9 +329,12 @@ def _first_line(err: BaseException) -> str:
 
 
 def _quiet_ray_env() -> None:
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    """Tune settings measured in benchmarks/bench_ray_overhead.py (see pruning.tuned_run_settings):
+    only the JSON per-trial logger (added explicitly to every RunConfig), no console reporter."""
+    from doktra_tune.pruning import tuned_run_settings
+
+    for key, value in tuned_run_settings()["env"].items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -674,6 +677,7 @@ class SearchDriver:
 
     def _fit(self, spec: StageSpec, trainable: Any, stage_label: str, storage: Path) -> list[TrialRecord]:
         from ray import tune
+        from ray.tune.logger import JsonLoggerCallback
 
         from doktra_tune.pruning import pruned_trial_ids
 
@@ -693,7 +697,7 @@ class SearchDriver:
                     num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max",
                 ),
                 failure_config=tune.FailureConfig(max_failures=int(self.cfg["search"].get("max_failures", 0))),
-                callbacks=[_make_progress_callback(stage_label, self.echo, spec.scheduler)],
+                callbacks=[_make_progress_callback(stage_label, self.echo, spec.scheduler), JsonLoggerCallback()],
                 verbose=0,
             ),
         )

@@ -47,11 +47,14 @@ def lr_trainable(config: dict) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
+    saved = dict(os.environ)
     for key, value in tuned_run_settings()["env"].items():
         os.environ.setdefault(key, value)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
+    os.environ.clear()  # later tests (and the subprocesses they start) see the original environment
+    os.environ.update(saved)
 
 
 def run(trainable, space: SearchSpace, tmp_path, *, max_concurrent: int = 1, **search_kwargs):
