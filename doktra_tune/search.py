@@ -405,11 +405,15 @@ def _make_progress_callback(stage: str, echo: Echo, scheduler: Any = None) -> An
         def __init__(self) -> None:
             self.best: tuple[float, str] | None = None
 
-        def _counts(self, trials: list) -> str:
+        def _counts(self, trials: list, ending: Any = None, ending_status: str = "TERMINATED") -> str:
+            # Tune calls on_trial_complete/on_trial_error before it updates the ending trial's status.
             pruned = pruned_trial_ids(scheduler) if scheduler is not None else set()
-            done = sum(1 for t in trials if t.status == "TERMINATED" and t.trial_id not in pruned)
-            err = sum(1 for t in trials if t.status == "ERROR")
-            run = sum(1 for t in trials if t.status == "RUNNING")
+            status = {t.trial_id: t.status for t in trials}
+            if ending is not None:
+                status[ending.trial_id] = ending_status
+            done = sum(1 for t, s in status.items() if s == "TERMINATED" and t not in pruned)
+            err = sum(1 for s in status.values() if s == "ERROR")
+            run = sum(1 for s in status.values() if s == "RUNNING")
             best = f"best dev_f1={self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
             return f"done {done} pruned {len(pruned)} errored {err} running {run} | {best}"
 
@@ -425,10 +429,10 @@ def _make_progress_callback(stage: str, echo: Echo, scheduler: Any = None) -> An
             )
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            echo(f"[{stage}] trial {trial.trial_id} ended | {self._counts(trials)}")
+            echo(f"[{stage}] trial {trial.trial_id} ended | {self._counts(trials, trial)}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            echo(f"[{stage}] trial {trial.trial_id} ERRORED | {self._counts(trials)}")
+            echo(f"[{stage}] trial {trial.trial_id} ERRORED | {self._counts(trials, trial, 'ERROR')}")
 
     return StageProgress()
 
