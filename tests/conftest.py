@@ -12,13 +12,19 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    """tests/fixtures: small files written to each loader's documented format."""
-    return FIXTURES
+def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small files in each loader's documented format (tests/format_fixtures.py), written once per session."""
+    from tests.format_fixtures import FORMAT_FIXTURES
+
+    root = tmp_path_factory.mktemp("format_fixtures")
+    for rel, (text, encoding) in FORMAT_FIXTURES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode(encoding))
+    return root
 
 
 @pytest.fixture(scope="session")
