@@ -8,7 +8,8 @@ Metric names reported after every epoch (keys of `EpochReport.metrics`):
   epoch, train_loss, epoch_seconds,
   dev_f1, dev_ece, dev_loss, dev_accuracy, dev_lat (ABD only: Eq. 4, mean sign disagreements),
   phase (ABD only: 0 = activation-boundary distillation, 1 = CE - beta2*H refinement),
-  test_f1, test_ece, test_loss, test_accuracy, test_lat (only when "test" is in eval_splits).
+  test_f1, test_ece, test_loss, test_accuracy, test_lat (only when "test" is in eval_splits; with
+  eval_every_epoch=False only in the last epoch's report).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar, get_args
 
 from doktra_tune.errors import ConfigError
 
 DEFAULT_CACHE_DIR = "~/.cache/doktra_tune"
 
 Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 KeepCheckpoints = Literal["best", "last", "best_and_last", "none"]
 Projection = Literal["fixed_random", "learned"]
 DistillLoss = Literal["abd", "kld"]
@@ -65,6 +67,7 @@ class StageConfig:
     device: str = "auto"
     torch_threads: int | None = None  # None: leave torch's default
     eval_splits: tuple[str, ...] = ("dev",)
+    eval_every_epoch: bool = True  # False: splits other than dev are evaluated after the last epoch only
     keep_checkpoints: KeepCheckpoints = "best"
     ece_bins: int = 15  # Appendix A.1 ECE, M equal-width bins
 
@@ -134,6 +137,10 @@ class StageResult:
     best_epoch: int = 0  # by dev_f1 (ties: earlier epoch)
     best_checkpoint: Path | None = None
     last_checkpoint: Path | None = None
+    # split -> stages.EvaluationResult (probabilities, reliability bins, confusion) of the best / last
+    # epoch: what the trainables log as artifacts without evaluating the checkpoint a second time
+    best_evaluations: dict[str, Any] = field(default_factory=dict)
+    last_evaluations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_metrics(self) -> dict[str, float]:

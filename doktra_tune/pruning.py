@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -63,6 +64,15 @@ class _TuneGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+@dataclass
+class PriorTrial:
+    """A trial finished before an interruption, as the resumed study sees it."""
+
+    params: dict[str, Any]
+    curve: dict[int, float]  # epoch -> the metric reported then
+    state: str  # completed | pruned | errored
+
+
 class PrunableOptunaSearch(OptunaSearch):
     """`OptunaSearch` with a real Optuna pruner and a PRUNED end state for stopped trials."""
 
@@ -85,6 +95,21 @@ class PrunableOptunaSearch(OptunaSearch):
     def pruned_trials(self) -> set[str]:
         """Tune trial ids stopped by a pruner."""
         return set(self._pruned_trials)
+
+    def add_prior_trial(self, prior: PriorTrial, distributions: dict[str, Any]) -> None:
+        """Add a finished trial (params, per-epoch values, end state) to the study."""
+        params = {k: prior.params[k] for k in distributions if k in prior.params}
+        if len(params) != len(distributions):
+            return  # not a point of this space (e.g. the grid was edited): nothing to compare with
+        steps = {int(k): float(v) for k, v in prior.curve.items() if v is not None and math.isfinite(v)}
+        state = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(prior.state, TrialState.FAIL)
+        if state == TrialState.COMPLETE and not steps:
+            state = TrialState.FAIL
+        value = steps[max(steps)] if state == TrialState.COMPLETE else None
+        self._ot_study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: distributions[k] for k in params}, value=value,
+            intermediate_values=steps, state=state,
+        ))
 
     def mark_pruned(self, trial_id: str) -> None:
         """Record that a scheduler stopped `trial_id` early; it ends as `TrialState.PRUNED`."""
@@ -226,6 +251,8 @@ def build_search(
     grace_period: int = 1,
     n_startup_trials: int = 2,
     reduction_factor: int = 3,
+    points: list[dict[str, Any]] | None = None,
+    prior_trials: list[PriorTrial] | None = None,
 ) -> tuple[PrunableOptunaSearch, TrialScheduler, int]:
     """Searcher, scheduler and trial count for one stage (Section 4.2's grid search and beyond).
 
@@ -235,6 +262,12 @@ def build_search(
     pruner into the study and stop trials through `OptunaPrunerScheduler`; "asha" uses Tune's ASHA;
     "none" runs every trial to the end. Pass `metric`/`mode_opt` here, not to `tune.TuneConfig`
     (Ray refuses both). `space.fixed` is not sampled: put it in the Tuner's `param_space`.
+
+    Resuming an interrupted stage: `points` (grid points still to run) are enqueued and are the
+    whole search (num_samples = len(points)); `prior_trials` (the trials finished before the
+    interruption) are added to the study with their per-epoch values first, so the pruner compares
+    the new trials with them (the median pruner fully; successive halving / hyperband rungs start
+    empty, so they prune less, never more) and TPE learns from them.
     """
     if mode not in MODES:
         raise ConfigError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
@@ -271,10 +304,13 @@ def build_search(
             )
         sampler = optuna.samplers.TPESampler(seed=seed)
 
+    if points is not None:
+        num_samples = len(points)
     searcher = PrunableOptunaSearch(
         distributions,
         metric=metric,
         mode=mode_opt,
+        points_to_evaluate=list(points) if points else None,
         sampler=sampler,
         study_name=f"doktra-{space.stage}",
         pruner=make_pruner(
@@ -282,6 +318,8 @@ def build_search(
             n_startup_trials=n_startup_trials, reduction_factor=reduction_factor,
         ),
     )
+    for prior in prior_trials or []:
+        searcher.add_prior_trial(prior, distributions)
     scheduler: TrialScheduler
     if pruner == "asha":
         scheduler = RecordingASHAScheduler(

@@ -39,7 +39,7 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from doktra_tune.config import DataConfig, DistillConfig, StageConfig
+from doktra_tune.config import PRECISIONS, DataConfig, DistillConfig, StageConfig
 from doktra_tune.errors import ConfigError, DataError, DoktraError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -85,6 +85,7 @@ class Plan:
     stop_after: str | None
     teacher_model: str
     student_model: str
+    precision: dict[str, str]  # stage -> auto | fp32 | bf16 (stages.<stage>.precision, else train.precision)
 
 
 def _data_root(cfg: dict[str, Any]) -> tuple[Path, str]:
@@ -184,6 +185,13 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Plan:
     _number(tcfg["batch_size"], "train.batch_size", minimum=1, integer=True)
     _number(tcfg["eval_batch_size"], "train.eval_batch_size", minimum=1, integer=True)
     _number(tcfg["seed"], "train.seed", minimum=0, integer=True)
+    precision: dict[str, str] = {}
+    for stage in SEARCH_STAGES:
+        value = cfg["stages"][stage].get("precision") or tcfg.get("precision") or "auto"
+        where = f"stages.{stage}.precision" if cfg["stages"][stage].get("precision") else "train.precision"
+        if str(value) not in PRECISIONS:
+            raise ConfigError(f"{where}={value!r} is unknown; use one of {', '.join(PRECISIONS)}")
+        precision[stage] = str(value)
 
     # search spaces (grid values: type and range, e.g. gamma in (0, 1], lr > 0, beta >= 0)
     scfg = cfg["search"]
@@ -196,6 +204,9 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Plan:
     if scfg["mode"] == "tpe" and scfg.get("num_samples") is None:
         raise ConfigError("search.mode=tpe needs a trial budget; set search.num_samples=<n>")
     _number(scfg.get("max_failures", 0), "search.max_failures", minimum=0, integer=True)
+    _number(scfg.get("grace_period", 1), "search.grace_period", minimum=1, integer=True)
+    _number(scfg.get("reduction_factor", 3), "search.reduction_factor", minimum=2, integer=True)
+    _number(scfg.get("n_startup_trials", 2), "search.n_startup_trials", minimum=0, integer=True)
     if scfg.get("stop_after") not in (None, *SEARCH_STAGES):
         raise ConfigError(
             f"search.stop_after={scfg['stop_after']!r} is unknown; use one of {', '.join(SEARCH_STAGES)} or null"
@@ -270,7 +281,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Plan:
         tracking_uri=str(tracking_uri) if tracking_uri else None,
         ray_address=str(ray_address) if ray_address else None, seeds=[int(s) for s in seeds],
         variants=variants, eval_splits=eval_splits, stop_after=scfg.get("stop_after"),
-        teacher_model=teacher_model, student_model=student_model,
+        teacher_model=teacher_model, student_model=student_model, precision=precision,
     )
 
 
@@ -478,6 +489,7 @@ class TrialRecord:
     checkpoint: str | None  # the kept (best) checkpoint
     node_id: str = ""
     error: str = ""
+    curve: dict[int, float] = field(default_factory=dict)  # epoch -> dev F1 (what the pruner saw)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -566,6 +578,8 @@ def collect_trials(results: Any, max_t: int, pruned_ids: set[str], pruner_on: bo
             best_epoch=best_epoch, best_metrics=best, last_metrics=last, checkpoint=ckpt,
             node_id=str(last.get("node_id", "")) if last else "",
             error=_error_line(res.error) if res.error is not None else "",
+            curve={int(r["training_iteration"]): float(r["dev_f1"]) for r in history
+                   if r.get("training_iteration") is not None and r.get("dev_f1") is not None},
         )))
     records.sort(key=lambda pair: (pair[0], pair[1].trial_id))
     return [record for _, record in records]
@@ -619,7 +633,7 @@ class SearchDriver:
             batch_size=int(t["batch_size"]), eval_batch_size=int(t["eval_batch_size"]),
             seed=int(t["seed"]), weight_decay=float(t.get("weight_decay", 0.0)),
             warmup_ratio=float(t.get("warmup_ratio", 0.0)), max_grad_norm=float(t.get("max_grad_norm", 1.0)),
-            precision=t.get("precision", "auto"), torch_threads=resources.torch_threads,
+            precision=self.plan.precision[stage], torch_threads=resources.torch_threads,
             eval_splits=("dev",), keep_checkpoints="last", ece_bins=int(t.get("ece_bins", 15)),
         )
         return cfg.to_dict()
@@ -648,7 +662,9 @@ class SearchDriver:
         resume_errored=False, restart_errored=False).get_results()` reads its trials; trials that
         had finished (TERMINATED or ERROR in the experiment state) are kept as they are, and a new
         experiment `<stage>-resume<k>` runs only what is missing (the grid points or run specs not
-        finished yet; with TPE, the rest of the trial budget). Restarting the interrupted
+        finished yet; with TPE, the rest of the trial budget). Its Optuna study starts with the
+        finished trials' per-epoch dev F1 (`build_search(prior_trials=...)`), so pruning goes on
+        against them and TPE learns from them. Restarting the interrupted
         experiment itself with `fit()` is avoided: with a searcher, Ray 2.60 re-suggests the
         unfinished trial's point and then waits forever on the stale one.
         """
@@ -736,24 +752,30 @@ class SearchDriver:
                 num_samples=1 if todo else 0, points=todo,
             )  # (a one-point "run" becomes a one-value grid: same trial)
         assert spec.space is not None
+        from doktra_tune.pruning import PriorTrial
+
         searched = list(spec.space.params)
-        mode = self.cfg["search"]["mode"]
-        if mode == "grid":
+        known = [PriorTrial(params=r.params, curve=r.curve, state=r.status) for r in prior]
+        base = spec.trainable_kwargs["base"]
+        if self.cfg["search"]["mode"] == "grid":
             seen = {tuple(r.params.get(k) for k in searched) for r in prior}
             todo = [dict(zip(searched, values)) for values in itertools.product(*spec.space.params.values())
                     if tuple(values) not in seen]
+            if not todo:
+                return dataclasses.replace(spec, name=name, num_samples=0)
             return dataclasses.replace(
-                spec, name=name, search_alg=None, scheduler=None, num_samples=1 if todo else 0,
-                param_space={**spec.space.fixed, "run": tune.grid_search(todo)} if todo else {},
+                self._search_spec(spec.space.stage, spec.trainable, base, points=todo, prior=known), name=name
             )
         left = max(0, spec.num_samples - len(prior))
         if not left:
             return dataclasses.replace(spec, name=name, num_samples=0)
-        return dataclasses.replace(self._search_spec(spec.space.stage, spec.trainable, spec.trainable_kwargs["base"],
-                                                     num_samples=left), name=name)
+        return dataclasses.replace(
+            self._search_spec(spec.space.stage, spec.trainable, base, num_samples=left, prior=known), name=name
+        )
 
     def _search_spec(
         self, stage: str, trainable: Callable[..., None], base: dict[str, Any], num_samples: int | None = None,
+        points: list[dict[str, Any]] | None = None, prior: list[Any] | None = None,
     ) -> StageSpec:
         from doktra_tune.pruning import build_search
 
@@ -763,6 +785,8 @@ class SearchDriver:
         search_alg, scheduler, num_samples = build_search(
             space, mode=s["mode"], num_samples=num_samples or s.get("num_samples"), pruner=s["pruner"],
             metric="dev_f1", mode_opt="max", max_t=max_t, seed=int(s.get("seed", 0)),
+            grace_period=min(int(s.get("grace_period", 1)), max_t), reduction_factor=int(s.get("reduction_factor", 3)),
+            n_startup_trials=int(s.get("n_startup_trials", 2)), points=points, prior_trials=prior,
         )
         return StageSpec(
             name=stage, trainable=trainable,
@@ -936,7 +960,7 @@ class SearchDriver:
         """The (variant x seed) run specs of the final runs (each a `run` dict for final_trainable)."""
         hp = {"ctt": _hp(ctt["params"]), "student": _hp(student["params"]), "abd": _hp(abd["params"])}
         baseline = (ctt.get("baseline") or {}).get("checkpoint")
-        common = {"eval_splits": self.plan.eval_splits}
+        common = {"eval_splits": self.plan.eval_splits, "eval_every_epoch": False}  # test once, at the end
         per_variant: dict[str, dict[str, Any]] = {
             "teacher_ctt": {"stage": "ctt", **hp["ctt"]},
             "teacher_ft": {"stage": "ctt", **hp["ctt"], "beta": 0.0},

@@ -12,7 +12,8 @@ Training recipe as in the authors' code: AdamW (eps 1e-8, no weight decay), line
 warm-up steps over all epochs, gradient-norm clipping at 1.0, teacher in eval mode, [CLS] =
 ``hidden_states[-1][:, 0]``. Batches are length-bucketed with dynamic padding (``bucket_by_length``).
 
-Every epoch: train, evaluate on dev (and ``eval_splits``), save ``output_dir/epoch_<k>``, call
+Every epoch: train, evaluate on dev (and ``eval_splits``; with ``eval_every_epoch=False`` those only
+after the last epoch), save ``output_dir/epoch_<k>``, call
 ``on_epoch(EpochReport)``, then prune checkpoints per ``keep_checkpoints``.
 """
 
@@ -350,7 +351,7 @@ def evaluate_checkpoint(
             max_len=data.max_len,
             cache_dir=data.cache_dir,
             device=rt.device,
-            amp_dtype=rt.amp_dtype,
+            amp_dtype=teacher_amp_dtype(teacher_checkpoint, rt),
             batch_size=batch_size,
         )
         teacher_cls = torch.from_numpy(outs.cls).to(rt.device)
@@ -359,6 +360,11 @@ def evaluate_checkpoint(
         model, split_data.encoded, task, tokenizer.pad_token_id, batch_size=batch_size, rt=rt,
         teacher_cls=teacher_cls, projection=projection,
     )
+    return evaluation_result(task, split, split_data, pred, ece_bins)
+
+
+def evaluation_result(task: TaskSpec, split: str, split_data: SplitData, pred: _Predictions, ece_bins: int) -> EvaluationResult:
+    """Metrics, reliability bins (App. A.1) and confusion counts of one split's predictions."""
     labels = split_data.encoded.labels
     return EvaluationResult(
         split=split,
@@ -371,6 +377,14 @@ def evaluate_checkpoint(
         label_names=tuple(task.labels),
         lat=pred.lat,
     )
+
+
+def teacher_amp_dtype(teacher_checkpoint: str | Path, rt: Runtime) -> torch.dtype | None:
+    """The frozen teacher runs (for its cached [CLS]/logits) in the precision it was trained in
+    (its checkpoint's config), on this stage's device; checkpoints without one use the stage's."""
+    meta = read_meta(teacher_checkpoint) if is_checkpoint(teacher_checkpoint) else {}
+    precision = (meta.get("config") or {}).get("precision")
+    return resolve_precision(str(precision), rt.device) if precision else rt.amp_dtype
 
 
 def _projection_from_meta(ckpt: Path, meta: dict[str, Any], teacher_dim: int, student_dim: int) -> TeacherProjection:
@@ -452,12 +466,16 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
             metrics["train_lat"] = stats.lat
         metrics["lr"] = float(scheduler.get_last_lr()[0])
         eval_start = time.perf_counter()
+        evaluations: dict[str, EvaluationResult] = {}
         for split_name, split in state.evals.items():
+            if split_name != "dev" and not cfg.eval_every_epoch and epoch < cfg.epochs:
+                continue
             pred = predict_split(
                 state.model, split.encoded, state.task, pad_id, batch_size=cfg.eval_batch_size, rt=rt,
                 teacher_cls=state.teacher_cls.get(split_name), projection=state.projection,
             )
-            for key, value in split_metrics(state.task, split, pred, cfg.ece_bins).items():
+            evaluations[split_name] = evaluation_result(state.task, split_name, split, pred, cfg.ece_bins)
+            for key, value in evaluations[split_name].metrics.items():
                 metrics[f"{split_name}_{key}"] = value
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         result.history.append(metrics)
@@ -467,6 +485,10 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
             result.best_epoch = epoch
         if result.best_epoch == 0:
             result.best_epoch = 1  # every dev F1 NaN so far: the first epoch stands
+        if result.best_epoch == epoch:
+            result.best_evaluations = evaluations
+        if epoch == cfg.epochs:
+            result.last_evaluations = evaluations
         keep = _keep_set(cfg.keep_checkpoints, result.best_epoch, epoch)
         ckpt_dir: Path | None = None
         if on_epoch is not None or epoch in keep:
@@ -614,7 +636,7 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         outs = teacher_outputs(
             cfg.teacher_checkpoint, task, split.name, split.examples,
             max_len=cfg.data.max_len, cache_dir=cfg.data.cache_dir, device=rt.device,
-            amp_dtype=rt.amp_dtype, batch_size=cfg.eval_batch_size,
+            amp_dtype=teacher_amp_dtype(cfg.teacher_checkpoint, rt), batch_size=cfg.eval_batch_size,
         )
         raw_cls[split.name] = torch.from_numpy(outs.cls).to(rt.device)
         if split.name == "train":

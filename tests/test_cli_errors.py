@@ -43,6 +43,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
     "ray address not answering": ([f"ray.address=127.0.0.1:{_free_port()}", "ray.connect_timeout_s=2"],
                                   "ray.address"),
     "tpe without budget": (["search.mode=tpe"], "num_samples"),
+    "unknown precision": (["stages.ctt.precision=fp16"], "stages.ctt.precision"),
 }
 
 

@@ -18,6 +18,7 @@ from ray import tune  # noqa: E402
 from doktra_tune.errors import ConfigError  # noqa: E402
 from doktra_tune.pruning import (  # noqa: E402
     OptunaPrunerScheduler,
+    PriorTrial,
     PrunableOptunaSearch,
     RecordingASHAScheduler,
     build_search,
@@ -116,6 +117,30 @@ def test_median_pruner_prunes_the_bad_trial_and_tells_optuna(tmp_path):
     assert by_beta[0.5].intermediate_values == {
         e: pytest.approx(0.85 + 0.01 * (e - 1)) for e in range(1, EPOCHS + 1)
     }
+    assert searcher.study.best_params == {"beta": 0.5}
+
+
+def test_resumed_grid_runs_only_the_missing_points_and_prunes_against_the_finished_ones(tmp_path):
+    """After an interruption (betas 0.0 and 0.3 finished), the resumed search gets the two missing
+    points and the finished trials' curves: no startup trials are needed, so the bad point (0.7)
+    is pruned at its first epoch even though it is the first new trial."""
+    finished = [
+        PriorTrial(params={"beta": b}, curve={e: BASE_F1[b] + 0.01 * (e - 1) for e in range(1, EPOCHS + 1)},
+                   state="completed")
+        for b in (0.0, 0.3)
+    ]
+    searcher, scheduler, num_samples, by_id = run(
+        curve_trainable, beta_space(), tmp_path,
+        mode="grid", num_samples=None, pruner="median", max_t=EPOCHS, seed=0,
+        points=[{"beta": 0.7}, {"beta": 0.5}], prior_trials=finished,
+    )
+    assert num_samples == 2
+    betas = {tid: r.config["beta"] for tid, r in by_id.items()}
+    assert sorted(betas.values()) == [0.5, 0.7]
+    assert {betas[t] for t in pruned_trial_ids(scheduler)} == {0.7}
+    states = {t.params["beta"]: t.state for t in searcher.study.trials}
+    assert states == {0.0: TrialState.COMPLETE, 0.3: TrialState.COMPLETE,
+                      0.5: TrialState.COMPLETE, 0.7: TrialState.PRUNED}
     assert searcher.study.best_params == {"beta": 0.5}
 
 

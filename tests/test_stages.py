@@ -145,6 +145,24 @@ def test_evaluate_checkpoint_reproduces_the_last_epoch(pipeline, chemprot):
     assert result.confusion_dict()["labels"] == ["CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"]
 
 
+def test_test_split_once_at_the_end_and_evaluations_kept(chemprot, tmp_path):
+    """eval_every_epoch=False (the final runs): test is scored after the last epoch only, and the
+    stage hands back that evaluation (what the trainables log) equal to re-evaluating the checkpoint."""
+    cfg = _stage(chemprot.__class__(**{**chemprot.__dict__, "test_limit": 40}), STUDENT, tmp_path / "s",
+                 epochs=2, eval_splits=("dev", "test"), eval_every_epoch=False, keep_checkpoints="last")
+    result = train_student(cfg)
+    assert "test_f1" not in result.history[0] and "dev_f1" in result.history[0]
+    last = result.history[-1]
+    assert {"test_f1", "test_ece", "dev_f1"} <= set(last)
+    assert set(result.last_evaluations) == {"dev", "test"}
+    ev = result.last_evaluations["test"]
+    assert ev.metrics["f1"] == last["test_f1"] and ev.reliability.n == 40 and ev.confusion.sum() == 40
+    again = evaluate_checkpoint(result.last_checkpoint, cfg.data, "test")
+    assert again.metrics["f1"] == pytest.approx(ev.metrics["f1"], abs=1e-9)
+    assert np.allclose(again.probs, ev.probs, atol=1e-6)
+    assert set(result.best_evaluations) <= {"dev", "test"} and "dev" in result.best_evaluations
+
+
 def test_teacher_cache_is_computed_once_and_reused(pipeline, workdir):
     assert pipeline["computed"] == 2  # train + dev, first distillation
     files = sorted((workdir / "cache" / "teacher_cls").glob("*/cls.npy"))
@@ -283,3 +301,10 @@ def test_parallel_trials_compute_the_teacher_cache_once(pipeline, chemprot, tmp_
     assert sorted(computed for computed, _ in results) == [False, True]  # one computed, one waited and read
     assert results[0][1] == results[1][1]
     assert len(list((tmp_path / "fresh_cache" / "teacher_cls").glob("*/cls.npy"))) == 1
+
+
+def test_bf16_precision_trains_on_cpu(chemprot, tmp_path):
+    """precision=bf16 (the cpu preset's teacher): autocast forward, fp32 master weights and loss."""
+    result = train_student(_stage(chemprot, STUDENT, tmp_path / "bf16", epochs=1, precision="bf16"))
+    m = result.history[0]
+    assert math.isfinite(m["train_loss"]) and 0.0 <= m["dev_f1"] <= 1.0 and 0.0 <= m["dev_ece"] <= 1.0

@@ -3,8 +3,8 @@
 One trial = one call of a core stage function (`train_teacher`, `train_student`, `distill`) with the
 trial's config merged into the stage's base config. Every epoch the stage's checkpoint goes to
 Tune (`tune.report(..., checkpoint=tune.Checkpoint.from_directory(...))`) and the metrics to the
-trial's MLflow run; after the stage the last checkpoint is evaluated on each of `eval_splits` and
-its reliability diagram and confusion matrix are logged as artifacts.
+trial's MLflow run; after the stage, the stage's own evaluation of the epoch Tune keeps (the last,
+else the best) on each of `eval_splits` is logged: metrics, reliability diagram and confusion matrix.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
+
+if TYPE_CHECKING:
+    from doktra_tune.stages import EvaluationResult
 
 RESERVED_KEYS = ("variant", "run")
 STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ctt | student | abd)
@@ -128,9 +131,9 @@ def _run_in(
             report(metrics, rep.checkpoint_dir)
 
         result = stage_fn(cfg, on_epoch=on_epoch)
-        checkpoint = result.last_checkpoint or result.best_checkpoint
-        if checkpoint is not None:
-            _log_evaluations(cfg, checkpoint, work / "evaluation", logger)
+        # the epoch whose checkpoint Tune keeps as the trial's result: the last one, else the best
+        evaluations = result.last_evaluations if result.last_checkpoint else result.best_evaluations
+        _log_evaluations(cfg, evaluations, work / "evaluation", logger)
     return result
 
 
@@ -140,18 +143,12 @@ def _params(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _log_evaluations(cfg: StageConfig, checkpoint: Path, out: Path, logger: Any) -> None:
-    """Evaluate `checkpoint` on every eval split; log reliability/confusion JSON + PNG artifacts."""
+def _log_evaluations(cfg: StageConfig, evaluations: Mapping[str, EvaluationResult], out: Path, logger: Any) -> None:
+    """Log each split's reliability/confusion/metrics (JSON + PNG) from the stage's own last evaluation."""
     from analysis.plots import plot_confusion, plot_reliability
-    from doktra_tune.stages import evaluate_checkpoint
 
     out.mkdir(parents=True, exist_ok=True)
-    teacher = getattr(cfg, "teacher_checkpoint", None) or None
-    for split in cfg.eval_splits:
-        ev = evaluate_checkpoint(
-            checkpoint, cfg.data, split, teacher_checkpoint=teacher, ece_bins=cfg.ece_bins,
-            device=cfg.device, precision=cfg.precision, batch_size=cfg.eval_batch_size,
-        )
+    for split, ev in evaluations.items():
         rel_json = out / f"reliability_{split}.json"
         rel_json.write_text(json.dumps(ev.reliability.to_dict(), indent=1))
         conf_json = out / f"confusion_{split}.json"
