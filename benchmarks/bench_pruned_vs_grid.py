@@ -119,7 +119,7 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     from ray import tune
 
     from doktra_tune.config import DistillConfig, StageConfig
-    from doktra_tune.pruning import build_search, pruned_trial_ids, tuned_run_settings
+    from doktra_tune.pruning import SEARCH_METRIC, build_search, pruned_trial_ids, tuned_run_settings
     from doktra_tune.search_space import SearchSpace
     from trainables.abd import abd_trainable
     from trainables.student import student_trainable
@@ -140,6 +140,7 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     space = SearchSpace(stage=stage, params=grid, fixed={"epochs": epochs})
     searcher, scheduler, n = build_search(
         space, mode=mode, num_samples=num_samples, pruner=pruner, max_t=epochs, seed=seed,
+        metric="dev_f1" if prep is None else SEARCH_METRIC,  # as the driver: F1, ties by dev loss
         grace_period=grace_period, n_startup_trials=n_startup_trials,
     )
     settings = tuned_run_settings()

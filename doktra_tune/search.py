@@ -489,7 +489,7 @@ class TrialRecord:
     checkpoint: str | None  # the kept (best) checkpoint
     node_id: str = ""
     error: str = ""
-    curve: dict[int, float] = field(default_factory=dict)  # epoch -> dev F1 (what the pruner saw)
+    curve: dict[int, float] = field(default_factory=dict)  # epoch -> search_score (what the pruner saw)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -578,7 +578,7 @@ def collect_trials(results: Any, max_t: int, pruned_ids: set[str], pruner_on: bo
             best_epoch=best_epoch, best_metrics=best, last_metrics=last, checkpoint=ckpt,
             node_id=str(last.get("node_id", "")) if last else "",
             error=_error_line(res.error) if res.error is not None else "",
-            curve={int(r["training_iteration"]): float(r["dev_f1"]) for r in history
+            curve={int(r["training_iteration"]): float(r.get("search_score", r["dev_f1"])) for r in history
                    if r.get("training_iteration") is not None and r.get("dev_f1") is not None},
         )))
     records.sort(key=lambda pair: (pair[0], pair[1].trial_id))
@@ -777,14 +777,14 @@ class SearchDriver:
         self, stage: str, trainable: Callable[..., None], base: dict[str, Any], num_samples: int | None = None,
         points: list[dict[str, Any]] | None = None, prior: list[Any] | None = None,
     ) -> StageSpec:
-        from doktra_tune.pruning import build_search
+        from doktra_tune.pruning import SEARCH_METRIC, build_search
 
         space = self.plan.spaces[stage]
         s = self.cfg["search"]
         max_t = self.plan.stage_epochs[stage]
         search_alg, scheduler, num_samples = build_search(
             space, mode=s["mode"], num_samples=num_samples or s.get("num_samples"), pruner=s["pruner"],
-            metric="dev_f1", mode_opt="max", max_t=max_t, seed=int(s.get("seed", 0)),
+            metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=int(s.get("seed", 0)),
             grace_period=min(int(s.get("grace_period", 1)), max_t), reduction_factor=int(s.get("reduction_factor", 3)),
             n_startup_trials=int(s.get("n_startup_trials", 2)), points=points, prior_trials=prior,
         )

@@ -23,6 +23,7 @@ from doktra_tune.pruning import (  # noqa: E402
     RecordingASHAScheduler,
     build_search,
     pruned_trial_ids,
+    search_score,
     tuned_run_settings,
 )
 from doktra_tune.search_space import SearchSpace  # noqa: E402
@@ -280,3 +281,13 @@ def test_build_search_rejects_bad_arguments():
     err = pytest.raises(ConfigError, build_search, space, mode="x", num_samples=1, pruner="none",
                         max_t=1, seed=0)
     assert "\n" not in str(err.value)
+
+
+def test_search_score_breaks_f1_ties_by_dev_loss_only():
+    tied_low_loss = search_score({"dev_f1": 0.455, "dev_loss": 1.20})
+    tied_high_loss = search_score({"dev_f1": 0.455, "dev_loss": 1.30})
+    assert tied_low_loss > tied_high_loss
+    # the smallest F1 step on a 200-sentence dev set still dominates any loss difference
+    assert search_score({"dev_f1": 0.460, "dev_loss": 50.0}) > search_score({"dev_f1": 0.455, "dev_loss": 0.0})
+    assert search_score({"dev_f1": 0.5}) == 0.5
+    assert search_score({"dev_loss": 1.0}) is None and search_score({"dev_f1": float("nan")}) is None

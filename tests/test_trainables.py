@@ -6,6 +6,8 @@ with a real sqlite MLflow store.
 
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 
@@ -73,6 +75,7 @@ def test_run_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monkey
     for metrics, files in reports:
         assert 0.0 <= metrics["dev_f1"] <= 1.0 and 0.0 <= metrics["dev_ece"] <= 1.0
         assert "test_f1" in metrics and "config.json" in files
+        assert metrics["search_score"] == pytest.approx(metrics["dev_f1"] - 1e-6 * metrics["dev_loss"], abs=1e-12)
     assert len(result.history) == 2
     assert not (tmp_path / STAGE_OUTPUT).exists()  # the stage's own copies are cleaned up
 
@@ -85,7 +88,10 @@ def test_run_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monkey
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     for split in ("dev", "test"):
         assert {f"reliability_{split}.json", f"reliability_{split}.png", f"confusion_{split}.json",
-                f"confusion_{split}.png"} <= names
+                f"confusion_{split}.png", f"metrics_{split}.json"} <= names
+    # the logged metrics_<split>.json is the stage's own last-epoch evaluation
+    logged = json.loads(open(client.download_artifacts(run.info.run_id, "metrics_test.json", str(tmp_path))).read())
+    assert logged["f1"] == pytest.approx(result.history[-1]["test_f1"])
 
 
 @needs_data

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
+from doktra_tune.pruning import SEARCH_METRIC, search_score
 
 if TYPE_CHECKING:
     from doktra_tune.stages import EvaluationResult
@@ -128,7 +129,8 @@ def _run_in(
             if bad:
                 raise NonFiniteLossError(f"{stage}: non-finite {bad[0]} at epoch {rep.epoch}")
             logger.log_epoch(metrics, step=rep.epoch)
-            report(metrics, rep.checkpoint_dir)
+            score = search_score(metrics)
+            report({**metrics, SEARCH_METRIC: score} if score is not None else metrics, rep.checkpoint_dir)
 
         result = stage_fn(cfg, on_epoch=on_epoch)
         # the epoch whose checkpoint Tune keeps as the trial's result: the last one, else the best
