@@ -42,6 +42,8 @@ from doktra_tune.search_space import SearchSpace
 logger = logging.getLogger(__name__)
 
 PRUNERS = ("median", "successive_halving", "hyperband", "asha", "none")
+MODES = ("grid", "tpe")
+TIME_ATTR = "training_iteration"  # one Tune result per epoch: the Optuna step is the epoch
 # What the searcher (TPE) and the pruners rank trials on, reported by the trainables every epoch:
 # dev F1 with exact ties broken by the lower dev loss. Small-data runs sit on the same majority-class
 # F1 for their first epochs; with plain F1 no pruner can tell those trials apart and none is pruned
@@ -60,8 +62,6 @@ def search_score(metrics: dict[str, float]) -> float | None:
     if loss is None or not math.isfinite(loss):
         return float(f1)
     return float(f1) - TIE_BREAK_WEIGHT * float(loss)
-MODES = ("grid", "tpe")
-TIME_ATTR = "training_iteration"  # one Tune result per epoch: the Optuna step is the epoch
 
 
 class _TuneGridSampler(optuna.samplers.GridSampler):
