@@ -537,6 +537,8 @@ def _metrics_only(result: dict[str, Any]) -> dict[str, Any]:
 
 def collect_trials(results: Any, max_t: int, pruned_ids: set[str], pruner_on: bool) -> list[TrialRecord]:
     """A `TrialRecord` per trial of a finished `ResultGrid`, in trial order."""
+    from doktra_tune.pruning import SEARCH_METRIC
+
     records: list[tuple[int, TrialRecord]] = []
     for res in results:
         trial_id = str(res.metrics.get("trial_id") if res.metrics else "") or Path(res.path).name
@@ -578,7 +580,7 @@ def collect_trials(results: Any, max_t: int, pruned_ids: set[str], pruner_on: bo
             best_epoch=best_epoch, best_metrics=best, last_metrics=last, checkpoint=ckpt,
             node_id=str(last.get("node_id", "")) if last else "",
             error=_error_line(res.error) if res.error is not None else "",
-            curve={int(r["training_iteration"]): float(r.get("search_score", r["dev_f1"])) for r in history
+            curve={int(r["training_iteration"]): float(r.get(SEARCH_METRIC, r["dev_f1"])) for r in history
                    if r.get("training_iteration") is not None and r.get("dev_f1") is not None},
         )))
     records.sort(key=lambda pair: (pair[0], pair[1].trial_id))
