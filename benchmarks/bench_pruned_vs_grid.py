@@ -76,6 +76,37 @@ def simulated_trainable(config: dict) -> None:
         tune.report({"epoch": t, "dev_f1": f})
 
 
+def replayed_trainable(config: dict, curves: dict, epoch_s: float) -> None:
+    """`--replay`: report a grid run's recorded per-epoch metrics for this point (no training).
+
+    Training here is deterministic per point (fixed seed, one thread), so a pruned search over the
+    same grid sees exactly these curves; replaying them through the real Ray + Optuna pruners
+    (`epoch_s` of sleep per epoch keeps concurrent trials in step) tries a pruner setting in
+    seconds. The figures to quote come from a real run (no --replay)."""
+    import tempfile
+
+    from ray import tune
+
+    curve = curves[_point_key(config)]
+    start = 0
+    checkpoint = tune.get_checkpoint()  # synchronous halving resumes paused trials
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
+    for epoch, row in enumerate(curve[: int(config["epochs"])], start=1):
+        if epoch <= start:
+            continue
+        time.sleep(epoch_s)
+        d = tempfile.mkdtemp()
+        (Path(d) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        tune.report({k: v for k, v in row.items() if k != "training_iteration"},
+                    checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _point_key(config: dict) -> str:
+    return json.dumps({k: config[k] for k in sorted(config) if k != "epochs"}, sort_keys=True)
+
+
 def data_root() -> Path:
     return Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data")).expanduser()
 
@@ -115,16 +146,21 @@ def prepare(workdir: Path, args: argparse.Namespace) -> dict:
 
 def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, storage: Path,
                *, mode: str, num_samples: int | None, pruner: str, grace_period: int,
-               n_startup_trials: int, seed: int) -> dict:
+               n_startup_trials: int, seed: int, reduction_factor: int = 3,
+               replay: dict | None = None, replay_epoch_s: float = 0.3) -> dict:
     from ray import tune
 
     from doktra_tune.config import DistillConfig, StageConfig
-    from doktra_tune.pruning import SEARCH_METRIC, build_search, pruned_trial_ids, tuned_run_settings
+    from doktra_tune.pruning import (
+        PAUSING_PRUNERS, SEARCH_METRIC, build_search, pruned_trial_ids, tuned_run_settings,
+    )
     from doktra_tune.search_space import SearchSpace
     from trainables.abd import abd_trainable
     from trainables.student import student_trainable
 
-    if prep is None:
+    if replay is not None:
+        trainable, base = tune.with_parameters(replayed_trainable, curves=replay, epoch_s=replay_epoch_s), None
+    elif prep is None:
         trainable, base = simulated_trainable, None
     elif stage == "abd":
         base = DistillConfig(
@@ -140,10 +176,12 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     space = SearchSpace(stage=stage, params=grid, fixed={"epochs": epochs})
     searcher, scheduler, n = build_search(
         space, mode=mode, num_samples=num_samples, pruner=pruner, max_t=epochs, seed=seed,
-        metric="dev_f1" if prep is None else SEARCH_METRIC,  # as the driver: F1, ties by dev loss
-        grace_period=grace_period, n_startup_trials=n_startup_trials,
+        metric="dev_f1" if prep is None and replay is None else SEARCH_METRIC,  # as the driver
+        grace_period=grace_period, n_startup_trials=n_startup_trials, reduction_factor=reduction_factor,
     )
     settings = tuned_run_settings()
+    if pruner in PAUSING_PRUNERS and base is not None:
+        base["save_training_state"] = True  # paused trials resume from their checkpoint
     tuner = tune.Tuner(
         tune.with_resources(
             trainable if base is None else tune.with_parameters(trainable, base=base, tracking=None),
@@ -151,7 +189,8 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
         ),
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
-                                    max_concurrent_trials=2, **settings["tune_config"]),
+                                    max_concurrent_trials=None if pruner in PAUSING_PRUNERS else 2,
+                                    **settings["tune_config"]),
         run_config=tune.RunConfig(
             name=label, storage_path=str(storage),
             checkpoint_config=tune.CheckpointConfig(
@@ -167,8 +206,13 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     for r in results:
         df = r.metrics_dataframe
         f1s = list(df["dev_f1"]) if df is not None and "dev_f1" in df else [r.metrics.get("dev_f1")]
+        curve = []
+        if df is not None and "dev_f1" in df:
+            cols = [c for c in ("training_iteration", "dev_f1", "dev_loss", SEARCH_METRIC) if c in df]
+            curve = df[cols].to_dict("records")
         trials.append({
             "trial_id": r.metrics["trial_id"],
+            "curve": curve,
             "params": {k: r.config[k] for k in grid},
             "epochs": int(r.metrics.get("training_iteration", 0)),
             "best_f1": max(f for f in f1s if f is not None),
@@ -188,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["abd", "student"], default="abd")
     parser.add_argument("--pruner", default="successive_halving",
-                        choices=["median", "successive_halving", "hyperband", "asha"])
+                        choices=["median", "successive_halving", "synchronous_halving", "hyperband", "asha"])
     parser.add_argument("--mode", choices=["grid", "tpe"], default="grid",
                         help="the pruned search's sampler (the baseline is always the full grid)")
     parser.add_argument("--num-samples", type=int, default=None, help="tpe budget")
@@ -207,7 +251,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--grid-json", type=Path, default=None,
                         help="reuse the grid figures of an earlier --json run (same settings)")
+    parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument("--replay", action="store_true",
+                        help="with --grid-json: replay its recorded curves through the pruned "
+                             "search (real Ray and pruners, no training) to try a pruner setting")
+    parser.add_argument("--replay-epoch-s", type=float, default=0.3)
     args = parser.parse_args()
+    if args.replay and not args.grid_json:
+        parser.error("--replay needs --grid-json (a grid run's figures with per-epoch curves)")
 
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(key, "1")
@@ -221,7 +272,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    prep = None if args.simulate else prepare(args.workdir, args)
+    prep = None if args.simulate or args.replay else prepare(args.workdir, args)
     grid = (QUICK_GRIDS if args.quick else GRIDS)[args.stage]
     if args.simulate and args.stage == "abd" and not args.quick:
         grid = {"lr": [1e-4, 3e-4, 1e-3], "beta": [0.0, 0.3, 0.5, 0.7], "gamma": [0.6, 0.7, 0.8, 0.9]}
@@ -229,18 +280,25 @@ def main() -> None:
     storage = args.workdir / "ray"
     shutil.rmtree(storage, ignore_errors=True)
     ray.init(**settings["init"])
-    common = dict(grace_period=args.grace_period, n_startup_trials=args.n_startup_trials, seed=args.seed)
+    common = dict(grace_period=args.grace_period, n_startup_trials=args.n_startup_trials,
+                  seed=args.seed, reduction_factor=args.reduction_factor)
+    replay = None
     if args.grid_json:  # the grid is deterministic: reuse an earlier run's figures
         full = json.loads(args.grid_json.read_text())["grid"]
+        if args.replay:
+            replay = {_point_key(t["params"]): t["curve"] for t in full["trials"]}
     else:
         full = run_search("grid", args.stage, prep, grid, epochs, storage,
                           mode="grid", num_samples=None, pruner="none", **common)
     pruned = run_search("pruned", args.stage, prep, grid, epochs, storage,
-                        mode=args.mode, num_samples=args.num_samples, pruner=args.pruner, **common)
+                        mode=args.mode, num_samples=args.num_samples, pruner=args.pruner,
+                        replay=replay, replay_epoch_s=args.replay_epoch_s, **common)
     ray.shutdown()
 
-    print(f"\n{'SIMULATED ' if args.simulate else ''}stage {args.stage}: grid {json.dumps(grid)}, {epochs} epochs per trial; "
-          f"pruned search = mode {args.mode}, pruner {args.pruner}, grace {args.grace_period}")
+    kind = "SIMULATED " if args.simulate else ("REPLAYED " if args.replay else "")
+    print(f"\n{kind}stage {args.stage}: grid {json.dumps(grid)}, {epochs} epochs per trial; "
+          f"pruned search = mode {args.mode}, pruner {args.pruner}, grace {args.grace_period}, "
+          f"reduction factor {args.reduction_factor}, startup trials {args.n_startup_trials}")
     for run in (full, pruned):
         w = run["winner"]
         print(f"{run['label']:>6}: {run['n_trials']} trials ({run['n_pruned']} pruned), "

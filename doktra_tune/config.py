@@ -70,6 +70,11 @@ class StageConfig:
     eval_every_epoch: bool = True  # False: splits other than dev are evaluated after the last epoch only
     keep_checkpoints: KeepCheckpoints = "best"
     ece_bins: int = 15  # Appendix A.1 ECE, M equal-width bins
+    # Pause/resume (synchronous successive halving pauses trials at its rungs): every epoch checkpoint
+    # also holds the optimizer, LR schedule, RNG and best-so-far (TRAINING_STATE_FILE), and a run
+    # given resume_from=<such a checkpoint> goes on from the epoch after it, as if never stopped.
+    save_training_state: bool = False
+    resume_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

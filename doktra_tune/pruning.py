@@ -14,6 +14,9 @@ pruner, and a trial Tune stops early is told to Optuna as COMPLETE. The bridge:
   trial as pruned) when the pruner says so.
 * `RecordingASHAScheduler`: Tune's ASHA as the alternative pruner, recording the trials it stops
   early so they too are tagged "pruned" (and told to Optuna as PRUNED).
+* `SynchronousHalvingScheduler`: successive halving with synchronous rungs on Ray's HyperBand
+  machinery: trials pause at a rung until all have reached it, then the best resume from their
+  checkpoints. No trial runs on just for starting first, which is what keeps small grids cheap.
 * `build_search` turns a `SearchSpace` into (searcher, scheduler, num_samples): an Optuna
   `GridSampler` over the full product (the paper's exhaustive protocol, Section 4.2) or a seeded
   `TPESampler` with a trial budget.
@@ -33,7 +36,8 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from ray.tune import Tuner
 from ray.tune.logger import JsonLoggerCallback
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
+from ray.tune.schedulers.hyperband import _Bracket
 from ray.tune.search.optuna import OptunaSearch
 
 from doktra_tune.errors import ConfigError
@@ -41,7 +45,10 @@ from doktra_tune.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
-PRUNERS = ("median", "successive_halving", "hyperband", "asha", "none")
+PRUNERS = ("median", "successive_halving", "synchronous_halving", "hyperband", "asha", "none")
+# Pruners whose scheduler pauses trials at a rung and resumes them later from their checkpoint:
+# their trials save the training state with every checkpoint (StageConfig.save_training_state).
+PAUSING_PRUNERS = ("synchronous_halving",)
 MODES = ("grid", "tpe")
 TIME_ATTR = "training_iteration"  # one Tune result per epoch: the Optuna step is the epoch
 # What the searcher (TPE) and the pruners rank trials on, reported by the trainables every epoch:
@@ -234,6 +241,81 @@ class RecordingASHAScheduler(AsyncHyperBandScheduler):
         return set(self._pruned_trials)
 
 
+class _RecordingBracket(_Bracket):
+    """Ray's HyperBand bracket that tells `on_pruned` which trials each halving drops."""
+
+    def __init__(self, *args: Any, on_pruned: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._on_pruned = on_pruned
+
+    def successive_halving(self, metric: str, metric_op: float) -> tuple[list, list]:
+        good, bad = super().successive_halving(metric, metric_op)
+        for trial in bad:
+            self._on_pruned(trial.trial_id)
+        return good, bad
+
+
+class SynchronousHalvingScheduler(HyperBandScheduler):
+    """Successive halving with synchronous rungs (Jamieson & Talwalkar, 2016), on Ray's HyperBand.
+
+    One bracket holds every trial of the stage. Rungs sit at grace_period * reduction_factor**k
+    epochs, the last one at max_t. A trial reaching a rung pauses (Tune keeps its checkpoint) until
+    every trial has reached it; then the best 1/reduction_factor (by `metric`) resume from their
+    checkpoints and the rest stop, recorded as pruned. Unlike the asynchronous pruners (Optuna's
+    SuccessiveHalving, ASHA, median), no trial goes on just because it started first, so the first
+    trials of a grid do not run to the end: 12 trials x 10 epochs with grace 1 and factor 4 cost
+    12 + 3 * 3 + 1 * 6 = 27 epochs (22.5 % of the grid). Trials must resume from a checkpoint
+    (the stages do, with `save_training_state`), and the Tuner must not cap concurrency with
+    `max_concurrent_trials` (paused trials would hold the cap); resources bound it instead."""
+
+    def __init__(
+        self, searcher: PrunableOptunaSearch | None, *, num_trials: int, max_t: int, grace_period: int,
+        reduction_factor: int, metric: str, mode: str,
+    ):
+        super().__init__(
+            time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
+            reduction_factor=reduction_factor, stop_last_trials=True,
+        )
+        self.searcher = searcher
+        self._pruned_trials: set[str] = set()
+        self._num_trials = num_trials
+        self._grace_period = grace_period
+        halvings, rung = 0, grace_period
+        while rung < max_t:
+            rung *= reduction_factor
+            halvings += 1
+        self._halvings = halvings
+        self._hyperbands = [[]]
+
+    def _new_bracket(self) -> _Bracket:
+        return _RecordingBracket(
+            time_attr=self._time_attr, max_trials=self._num_trials, init_t_attr=self._grace_period,
+            max_t_attr=self._max_t_attr, eta=self._eta, s=self._halvings, stop_last_trials=True,
+            on_pruned=self._record_pruned,
+        )
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if not self._metric or not self._metric_op:
+            raise ValueError(f"{type(self).__name__} needs metric and mode")
+        band = self._hyperbands[0]
+        if not band or band[-1].filled():
+            band.append(self._new_bracket())  # more trials than announced: a further bracket
+        band[-1].add_trial(trial)
+        self._trial_info[trial] = band[-1], 0
+
+    def _record_pruned(self, trial_id: str) -> None:
+        self._pruned_trials.add(trial_id)
+        if self.searcher is not None:
+            self.searcher.mark_pruned(trial_id)
+
+    @property
+    def pruned_trials(self) -> set[str]:
+        return set(self._pruned_trials)
+
+    def debug_string(self) -> str:
+        return f"Synchronous successive halving: {len(self._pruned_trials)} pruned"
+
+
 def make_pruner(
     name: str, *, max_t: int, grace_period: int = 1, n_startup_trials: int = 2,
     reduction_factor: int = 3,
@@ -251,8 +333,8 @@ def make_pruner(
         return optuna.pruners.HyperbandPruner(
             min_resource=grace_period, max_resource=max_t, reduction_factor=reduction_factor
         )
-    if name in ("none", "asha"):
-        return optuna.pruners.NopPruner()
+    if name in ("none", "asha", "synchronous_halving"):
+        return optuna.pruners.NopPruner()  # a Tune scheduler prunes (ASHA, synchronous halving)
     raise ConfigError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
 
 
@@ -278,7 +360,8 @@ def build_search(
     grid size (a given `num_samples` is ignored). mode "tpe": TPESampler(seed) with
     `num_samples` trials. `pruner` "median" | "successive_halving" | "hyperband" plug the Optuna
     pruner into the study and stop trials through `OptunaPrunerScheduler`; "asha" uses Tune's ASHA;
-    "none" runs every trial to the end. Pass `metric`/`mode_opt` here, not to `tune.TuneConfig`
+    "synchronous_halving" pauses trials at each rung (`SynchronousHalvingScheduler`: trials need
+    save_training_state and no max_concurrent_trials); "none" runs every trial to the end. Pass `metric`/`mode_opt` here, not to `tune.TuneConfig`
     (Ray refuses both). `space.fixed` is not sampled: put it in the Tuner's `param_space`.
 
     Resuming an interrupted stage: `points` (grid points still to run) are enqueued and are the
@@ -343,6 +426,11 @@ def build_search(
         scheduler = RecordingASHAScheduler(
             time_attr=TIME_ATTR, metric=metric, mode=mode_opt, max_t=max_t,
             grace_period=grace_period, reduction_factor=reduction_factor, searcher=searcher,
+        )
+    elif pruner == "synchronous_halving":
+        scheduler = SynchronousHalvingScheduler(
+            searcher, num_trials=num_samples, max_t=max_t, grace_period=grace_period,
+            reduction_factor=reduction_factor, metric=metric, mode=mode_opt,
         )
     elif pruner == "none":
         scheduler = FIFOScheduler()

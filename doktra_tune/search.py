@@ -425,8 +425,10 @@ def _make_progress_callback(stage: str, echo: Echo, scheduler: Any = None) -> An
             done = sum(1 for t, s in status.items() if s == "TERMINATED" and t not in pruned)
             err = sum(1 for s in status.values() if s == "ERROR")
             run = sum(1 for s in status.values() if s == "RUNNING")
+            paused = sum(1 for s in status.values() if s == "PAUSED")  # synchronous halving's rungs
             best = f"best dev_f1={self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
-            return f"done {done} pruned {len(pruned)} errored {err} running {run} | {best}"
+            waiting = f" paused {paused}" if paused else ""
+            return f"done {done} pruned {len(pruned)} errored {err} running {run}{waiting} | {best}"
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             f1 = result.get("dev_f1")
@@ -701,15 +703,18 @@ class SearchDriver:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
 
-        from doktra_tune.pruning import pruned_trial_ids
+        from doktra_tune.pruning import SynchronousHalvingScheduler, pruned_trial_ids
 
         assert self.resources is not None
+        # A scheduler that pauses trials must not be capped by max_concurrent_trials (Tune's
+        # ConcurrencyLimiter counts paused trials as running); the per-trial resources bound it.
+        pauses = isinstance(spec.scheduler, SynchronousHalvingScheduler)
         tuner = tune.Tuner(
             trainable,
             param_space=spec.param_space,
             tune_config=tune.TuneConfig(
                 search_alg=spec.search_alg, scheduler=spec.scheduler, num_samples=spec.num_samples,
-                max_concurrent_trials=self.resources.max_concurrent,
+                max_concurrent_trials=None if pauses else self.resources.max_concurrent,
                 reuse_actors=True,  # a trial process keeps torch/transformers imported (~8 s each)
             ),
             run_config=tune.RunConfig(
@@ -779,10 +784,12 @@ class SearchDriver:
         self, stage: str, trainable: Callable[..., None], base: dict[str, Any], num_samples: int | None = None,
         points: list[dict[str, Any]] | None = None, prior: list[Any] | None = None,
     ) -> StageSpec:
-        from doktra_tune.pruning import SEARCH_METRIC, build_search
+        from doktra_tune.pruning import PAUSING_PRUNERS, SEARCH_METRIC, build_search
 
         space = self.plan.spaces[stage]
         s = self.cfg["search"]
+        if s["pruner"] in PAUSING_PRUNERS:  # paused trials resume from their last checkpoint
+            base = {**base, "save_training_state": True}
         max_t = self.plan.stage_epochs[stage]
         search_alg, scheduler, num_samples = build_search(
             space, mode=s["mode"], num_samples=num_samples or s.get("num_samples"), pruner=s["pruner"],

@@ -58,6 +58,7 @@ from doktra_tune.teacher_cache import teacher_outputs
 log = logging.getLogger(__name__)
 
 PROJECTION_FILE = "teacher_projection.pt"
+TRAINING_STATE_FILE = "training_state.pt"  # optimizer, LR schedule, RNG, best-so-far: resume_from
 NAN_CHECK_EVERY = 16  # steps between (device-synchronising) finiteness checks of the running loss
 KEEP_MODES = ("best", "last", "best_and_last", "none")
 
@@ -440,7 +441,10 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
     result = StageResult()
     saved: dict[int, Path] = {}
     best_f1 = -math.inf
-    for epoch0 in range(cfg.epochs):
+    start_epoch0 = 0
+    if cfg.resume_from:
+        start_epoch0, best_f1 = _resume(state, Path(cfg.resume_from).expanduser(), optimizer, scheduler, result)
+    for epoch0 in range(start_epoch0, cfg.epochs):
         epoch = epoch0 + 1
         step_loss, phase = state.step_loss_for_epoch(epoch0)
         batches = make_batches(
@@ -494,6 +498,8 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
         if on_epoch is not None or epoch in keep:
             ckpt_dir = _save_epoch(state, out_dir, epoch, metrics)
             saved[epoch] = ckpt_dir
+            if cfg.save_training_state:
+                _save_training_state(ckpt_dir, epoch, optimizer, scheduler, best_f1, result)
         _log_epoch(state.name, epoch, cfg.epochs, metrics)
         if on_epoch is not None:
             on_epoch(EpochReport(epoch=epoch, metrics=dict(metrics), checkpoint_dir=ckpt_dir))
@@ -503,6 +509,65 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
     result.best_checkpoint = saved.get(result.best_epoch)
     result.last_checkpoint = saved.get(cfg.epochs)
     return result
+
+
+# Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
+_RESUME_FREE_FIELDS = ("output_dir", "resume_from", "save_training_state", "torch_threads", "device")
+
+
+def _save_training_state(
+    ckpt_dir: Path, epoch: int, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, best_f1: float, result: StageResult,
+) -> None:
+    torch.save({
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "best_f1": best_f1,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+    }, ckpt_dir / TRAINING_STATE_FILE)
+
+
+def _resume(
+    state: _StageState, ckpt: Path, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, result: StageResult,
+) -> tuple[int, float]:
+    """Load `ckpt`'s weights and training state into this run; returns (epochs done, best dev F1).
+
+    The checkpoint must come from this stage with the same configuration (output_dir, threads and
+    device aside): the resumed epochs then equal those of an uninterrupted run."""
+    state_file = ckpt / TRAINING_STATE_FILE
+    if not state_file.is_file():
+        raise ConfigError(
+            f"resume_from={ckpt} holds no {TRAINING_STATE_FILE}; resume from a checkpoint written "
+            "with save_training_state=True, or drop resume_from"
+        )
+    meta = read_meta(ckpt)
+    theirs = {k: v for k, v in dict(meta.get("config", {})).items() if k not in _RESUME_FREE_FIELDS}
+    ours = {k: v for k, v in state.cfg.to_dict().items() if k not in _RESUME_FREE_FIELDS}
+    if meta.get("stage") != state.name or theirs != ours:
+        changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise ConfigError(
+            f"resume_from={ckpt} was written by stage {meta.get('stage')!r} with a different "
+            f"configuration ({', '.join(changed) or 'stage'}); resume with the same settings or drop resume_from"
+        )
+    saved_model, _, _ = load_checkpoint(ckpt)
+    state.model.load_state_dict(saved_model.state_dict())
+    if state.projection is not None and state.projection.trainable:
+        state.projection.load_state_dict(torch.load(ckpt / PROJECTION_FILE, map_location=state.rt.device))
+    training = torch.load(state_file, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(training["optimizer"])
+    scheduler.load_state_dict(training["scheduler"])
+    torch.set_rng_state(training["torch_rng"])
+    if training.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(training["cuda_rng"])
+    result.history = list(training["history"])
+    result.best_epoch = int(training["best_epoch"])
+    log.info("[%s] resumed from %s after epoch %d", state.name, ckpt, training["epoch"])
+    return int(training["epoch"]), float(training["best_f1"])
 
 
 def _keep_set(mode: str, best_epoch: int, epoch: int) -> set[int]:

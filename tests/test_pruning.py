@@ -21,6 +21,7 @@ from doktra_tune.pruning import (  # noqa: E402
     PriorTrial,
     PrunableOptunaSearch,
     RecordingASHAScheduler,
+    SynchronousHalvingScheduler,
     build_search,
     pruned_trial_ids,
     search_score,
@@ -220,6 +221,48 @@ def test_asha_stops_the_bad_trial_and_records_it(tmp_path):
         assert by_id[tid].metrics["training_iteration"] < EPOCHS
 
 
+def resumable_trainable(config: dict) -> None:
+    """dev_f1 = x / 10 + 0.001 * epoch, a checkpoint per epoch; resumes after the checkpoint's epoch."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
+    for epoch in range(start + 1, config["epochs"] + 1):
+        d = tempfile.mkdtemp()
+        (Path(d) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        tune.report({"epoch": epoch, "resumed_after": start, "dev_f1": config["x"] / 10 + 0.001 * epoch},
+                    checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def test_synchronous_halving_pauses_at_rungs_and_resumes_the_best(tmp_path):
+    """9 trials x 9 epochs, grace 1, factor 3: rungs at 1, 3, 9. The grid runs the worst point
+    first (as a low-to-high lr grid does); no trial goes on for having started first."""
+    space = SearchSpace(stage="student", params={"x": list(range(9))}, fixed={"epochs": 9})
+    searcher, scheduler, n, by_id = run(
+        resumable_trainable, space, tmp_path, max_concurrent=None,
+        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=9, seed=0,
+        grace_period=1, reduction_factor=3,
+    )
+    assert isinstance(scheduler, SynchronousHalvingScheduler) and n == 9
+    epochs = {r.config["x"]: r.metrics["epoch"] for r in by_id.values()}
+    assert epochs == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 3, 7: 3, 8: 9}
+    assert sum(epochs.values()) == 9 + 3 * 2 + 6  # 21 of the grid's 81 epochs
+    for r in by_id.values():  # Tune's iteration count goes on across the pause
+        assert r.metrics["training_iteration"] == r.metrics["epoch"]
+    best = next(r for r in by_id.values() if r.config["x"] == 8)
+    assert best.metrics["resumed_after"] == 3  # paused at rung 1 and at rung 3, resumed each time
+    assert best.metrics["dev_f1"] == pytest.approx(0.809)
+    pruned = pruned_trial_ids(scheduler)
+    assert {by_id[t].config["x"] for t in pruned} == set(range(8))
+    states = {t.params["x"]: t.state for t in searcher.study.trials}
+    assert states == {**{x: TrialState.PRUNED for x in range(8)}, 8: TrialState.COMPLETE}
+
+
 def failing_trainable(config: dict) -> None:
     """beta 0.3 raises at epoch 2 (as a NaN loss does); the others follow their curve."""
     for epoch in range(1, config["epochs"] + 1):
@@ -248,6 +291,7 @@ def test_errored_trial_is_failed_not_pruned(tmp_path):
         ("successive_halving", "SuccessiveHalvingPruner"),
         ("hyperband", "HyperbandPruner"),
         ("asha", "NopPruner"),
+        ("synchronous_halving", "NopPruner"),
         ("none", "NopPruner"),
     ],
 )
@@ -257,7 +301,10 @@ def test_each_pruner_reaches_the_study(name, cls):
     )
     assert type(searcher.study.pruner).__name__ == cls
     assert n == 3
-    expected_scheduler = {"asha": "RecordingASHAScheduler", "none": "FIFOScheduler"}.get(
+    expected_scheduler = {
+        "asha": "RecordingASHAScheduler", "none": "FIFOScheduler",
+        "synchronous_halving": "SynchronousHalvingScheduler",
+    }.get(
         name, "OptunaPrunerScheduler"
     )
     assert type(scheduler).__name__ == expected_scheduler

@@ -120,3 +120,47 @@ def test_final_runs_cover_every_variant_on_dev_and_test(search) -> None:
     assert summary["n"] == 1 and math.isclose(summary["test_f1"]["mean"], by["doktra"]["metrics"]["test_f1"])
     assert any(line.startswith("[final] doktra ") for line in lines)
     assert any(line.startswith("[abd] end in") and "bytes" in line for line in lines)  # disk usage per stage
+
+
+def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_checkpoints(tmp_path) -> None:
+    """The student stage with search.pruner=synchronous_halving: 3 lrs x 3 epochs, factor 2 -> rungs
+    at 1, 2, 3 epochs keep 2 then 1 trial. Paused trials go on from their checkpoint (optimizer and
+    RNG state included), so the survivor's curve is one uninterrupted run of 3 epochs."""
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[var] = "1"
+    cfg = compose_config([
+        "task=chemprot", "preset=tiny", f"runs_root={tmp_path}", f"data_root={DATA_ROOT}", "search.stop_after=student",
+        "search.pruner=synchronous_halving", "search.reduction_factor=2", "search.grace_period=1",
+        "stages.student.epochs=3", "stages.student.grid.lr=[1e-4,1e-3,3e-3]",
+    ])
+    lines: list[str] = []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_search(cfg, echo=lines.append)
+    finally:
+        ray.shutdown()
+    run_dir = Path(summary["run_dir"])
+    info = _winner(run_dir, "student")
+    trials = {t["params"]["lr"]: t for t in info["trials"]}
+    epochs = sorted(t["epochs_run"] for t in trials.values())
+    assert epochs == [1, 2, 3]  # 6 of the grid's 9 epochs
+    assert sorted(t["status"] for t in trials.values()) == ["completed", "pruned", "pruned"]
+    survivor = next(t for t in trials.values() if t["epochs_run"] == 3)
+    assert info["trial_id"] == survivor["trial_id"]
+    (trial_dir,) = (run_dir / "ray" / "student").glob(f"*_{survivor['trial_id']}_*")
+    reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert [(r["training_iteration"], r["epoch"]) for r in reports] == [(1, 1), (2, 2), (3, 3)]
+    # the linear LR schedule went on across the pauses: 2/3, 1/3, then 0 of the peak lr
+    lr = survivor["params"]["lr"]
+    assert [r["lr"] for r in reports] == pytest.approx([lr * 2 / 3, lr / 3, 0.0], abs=lr * 1e-6)
+    assert any("paused" in line for line in lines)  # the progress line shows trials waiting at a rung
+
+    client = MlflowClient(f"sqlite:///{run_dir}/mlflow.db")
+    exp = client.get_experiment_by_name("doktra-chemprot")
+    runs = client.search_runs([exp.experiment_id], f"tags.`ray.trial_id` = '{survivor['trial_id']}'")
+    assert len(runs) == 1  # the resumed trial logs into its own run, not a second one
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "dev_f1")]
+    assert sorted(steps) == [1, 2, 3]

@@ -308,3 +308,58 @@ def test_bf16_precision_trains_on_cpu(chemprot, tmp_path):
     result = train_student(_stage(chemprot, STUDENT, tmp_path / "bf16", epochs=1, precision="bf16"))
     m = result.history[0]
     assert math.isfinite(m["train_loss"]) and 0.0 <= m["dev_f1"] <= 1.0 and 0.0 <= m["dev_ece"] <= 1.0
+
+
+def _copying_epoch(epoch: int, dest: Path):
+    """on_epoch callback that keeps a copy of epoch `epoch`'s checkpoint at `dest`."""
+    import shutil
+
+    def on_epoch(rep: EpochReport) -> None:
+        if rep.epoch == epoch:
+            shutil.copytree(rep.checkpoint_dir, dest)
+
+    return on_epoch
+
+
+RESUME_KEYS = ("epoch", "train_loss", "lr", "dev_f1", "dev_loss", "dev_ece")
+
+
+def test_resume_from_a_paused_epoch_equals_the_uninterrupted_run(chemprot, tmp_path):
+    """What synchronous halving relies on: stop after epoch 1, go on later, same numbers."""
+    kw = dict(epochs=3, keep_checkpoints="last", save_training_state=True)
+    straight = train_student(_stage(chemprot, STUDENT, tmp_path / "straight", **kw),
+                             on_epoch=_copying_epoch(1, tmp_path / "paused"))
+    assert (tmp_path / "paused" / "training_state.pt").is_file()
+    reports: list[EpochReport] = []
+    resumed = train_student(
+        _stage(chemprot, STUDENT, tmp_path / "resumed", resume_from=str(tmp_path / "paused"), **kw),
+        on_epoch=reports.append,
+    )
+    assert [r.epoch for r in reports] == [2, 3]  # only the epochs left run and are reported
+    rows = lambda r: [[m[k] for k in RESUME_KEYS] for m in r.history]  # noqa: E731
+    assert rows(resumed) == rows(straight)  # bit-identical on CPU, the restored epoch 1 included
+    assert resumed.best_epoch == straight.best_epoch
+
+
+def test_resumed_abd_with_learned_projection_equals_the_uninterrupted_run(chemprot, tmp_path, pipeline):
+    common = dict(
+        data=chemprot, model=str(pipeline["student"].last_checkpoint),
+        teacher_checkpoint=str(pipeline["teacher"].last_checkpoint), lr=1e-3, epochs=3, gamma=0.5,
+        beta=0.3, batch_size=16, torch_threads=1, projection="learned", keep_checkpoints="last",
+        save_training_state=True,
+    )
+    straight = distill(DistillConfig(output_dir=str(tmp_path / "a"), **common),
+                       on_epoch=_copying_epoch(1, tmp_path / "paused"))
+    resumed = distill(DistillConfig(output_dir=str(tmp_path / "b"), resume_from=str(tmp_path / "paused"), **common))
+    keys = RESUME_KEYS + ("phase", "dev_lat")
+    assert [[m[k] for k in keys] for m in resumed.history] == [[m[k] for k in keys] for m in straight.history]
+
+
+def test_resume_from_needs_training_state_and_the_same_settings(chemprot, tmp_path, pipeline):
+    with pytest.raises(ConfigError, match="training_state.pt"):
+        train_student(_stage(chemprot, STUDENT, tmp_path / "x", resume_from=str(pipeline["student"].last_checkpoint)))
+    train_student(_stage(chemprot, STUDENT, tmp_path / "a", epochs=2, save_training_state=True),
+                  on_epoch=_copying_epoch(1, tmp_path / "paused"))
+    with pytest.raises(ConfigError, match=r"different configuration \(lr\)"):
+        train_student(_stage(chemprot, STUDENT, tmp_path / "b", epochs=2, lr=5e-4, save_training_state=True,
+                             resume_from=str(tmp_path / "paused")))

@@ -84,6 +84,22 @@ def _report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         tune.report(payload)
 
 
+def _restored_checkpoint(dest: Path) -> Path | None:
+    """The checkpoint Tune hands a resumed trial, copied to `dest`, if it holds a training state."""
+    from doktra_tune.stages import TRAINING_STATE_FILE
+
+    try:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+    except Exception:  # noqa: BLE001 - not inside a Tune trial
+        return None
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint.to_directory(str(dest)))
+    return path if (path / TRAINING_STATE_FILE).is_file() else None
+
+
 def run_trial(
     stage: str,
     stage_fn: Callable[..., StageResult],
@@ -92,14 +108,18 @@ def run_trial(
     tracking: dict | None,
     *,
     report: Callable[[dict[str, float], Path | None], None] = _report,
+    restored_checkpoint: Callable[[Path], Path | None] = _restored_checkpoint,
 ) -> StageResult:
-    """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring."""
+    """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring.
+
+    A trial Tune resumes (synchronous halving pauses trials at its rungs) goes on from the epoch
+    after its checkpoint when that checkpoint holds the training state (save_training_state)."""
     merged, variant = merge_config(base, config)
     # The stage's own epoch checkpoints live in a node-local scratch dir, not in the trial dir:
     # Tune syncs the trial dir to storage, and the copies Tune keeps come from `tune.report`.
     work = Path(tempfile.mkdtemp(prefix=f"doktra_{stage}_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
     try:
-        return _run_in(stage, stage_fn, merged, variant, work, tracking, report)
+        return _run_in(stage, stage_fn, merged, variant, work, tracking, report, restored_checkpoint)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -112,10 +132,14 @@ def _run_in(
     work: Path,
     tracking: dict | None,
     report: Callable[[dict[str, float], Path | None], None],
+    restored_checkpoint: Callable[[Path], Path | None],
 ) -> StageResult:
     from doktra_tune.tracking import trial_run
 
     merged["output_dir"] = str(work / STAGE_OUTPUT)
+    resume = restored_checkpoint(work / "resume")
+    if resume is not None:  # Tune resumes a paused (or retried) trial: go on from its checkpoint
+        merged["resume_from"] = str(resume)
     cfg_cls = DistillConfig if stage == "abd" else StageConfig
     cfg = cfg_cls.from_dict(merged)
     tags = {"doktra.seed": str(cfg.seed)}
