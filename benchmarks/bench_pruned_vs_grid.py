@@ -4,7 +4,8 @@ Runs one DoKTra stage through Ray Tune twice with the real trainable (`trainable
 core (`doktra_tune.stages`) and `doktra_tune.pruning.build_search`:
 
   1. grid:   Optuna GridSampler over the whole grid, no pruning (the paper's protocol, Sec. 4.2);
-  2. pruned: the same grid (or a TPE budget) with an Optuna pruner (default successive halving).
+  2. pruned: the same grid (or a TPE budget) with a pruner (`--pruner`: median, Optuna's
+     successive halving, synchronous halving, hyperband, ASHA).
 
 and prints the epoch-units each spent (sum over trials of the epochs they trained) and the dev F1
 of each search's winner (best epoch of the best non-pruned trial, as the driver's selection rule:
@@ -19,6 +20,8 @@ cached under --workdir), then the stage under test:
   --stage student: lr1 x batch size (12 points).
 
     python benchmarks/bench_pruned_vs_grid.py --stage abd [--pruner successive_halving] [--quick]
+    python benchmarks/bench_pruned_vs_grid.py --stage student --epochs 10 --grid-json G.json --replay
+    # (--replay: a grid run's recorded curves through a pruner, in seconds)
     python benchmarks/bench_pruned_vs_grid.py --simulate   # paper-size 48 x 10 grid, synthetic curves
 """
 
