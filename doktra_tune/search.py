@@ -405,6 +405,23 @@ def plan_resources(cfg: dict[str, Any]) -> Resources:
 # progress
 
 
+def pruning_grace_period(stage: str, grace_period: int, max_t: int, space: Any, base: dict[str, Any]) -> int:
+    """First epoch at which a pruner may judge a trial of `stage` (search.grace_period, <= max_t).
+
+    ABD trials fit Eq. 5 until epoch int(gamma * e2) and only then train the classifier on
+    CE - beta2 * H (Algorithm 1 line 3). Until every gamma of the grid has switched, dev F1 compares
+    trials in different phases and would prune the larger gammas for it, so ABD pruning starts at
+    max over the grid of int(gamma * e2) + 1, the first epoch in which every trial refines."""
+    from doktra_tune.stages import switch_epoch
+
+    grace = min(grace_period, max_t)
+    if stage != "abd":
+        return grace
+    gammas = space.params.get("gamma") or [space.fixed.get("gamma", base.get("gamma", 1.0))]
+    first_refining = max(switch_epoch(max_t, float(g)) for g in gammas) + 1
+    return min(max(grace, first_refining), max_t)
+
+
 def _make_progress_callback(stage: str, echo: Echo, scheduler: Any = None) -> Any:
     from ray.tune import Callback
 
@@ -791,10 +808,18 @@ class SearchDriver:
         if s["pruner"] in PAUSING_PRUNERS:  # paused trials resume from their last checkpoint
             base = {**base, "save_training_state": True}
         max_t = self.plan.stage_epochs[stage]
+        asked = int(s.get("grace_period", 1))
+        grace = pruning_grace_period(stage, asked, max_t, space, base)
+        if grace > min(asked, max_t) and s["pruner"] != "none":
+            self.echo(
+                f"[{stage}] pruning starts at epoch {grace}, not search.grace_period={asked}: until then some "
+                "trials are still in the activation-boundary phase (epochs < int(gamma * epochs)), where "
+                "dev F1 would rank them below trials that already refine"
+            )
         search_alg, scheduler, num_samples = build_search(
             space, mode=s["mode"], num_samples=num_samples or s.get("num_samples"), pruner=s["pruner"],
             metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=int(s.get("seed", 0)),
-            grace_period=min(int(s.get("grace_period", 1)), max_t), reduction_factor=int(s.get("reduction_factor", 3)),
+            grace_period=grace, reduction_factor=int(s.get("reduction_factor", 3)),
             n_startup_trials=int(s.get("n_startup_trials", 2)), points=points, prior_trials=prior,
         )
         return StageSpec(

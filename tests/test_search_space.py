@@ -122,3 +122,19 @@ def test_missing_file_and_unknown_stage(tmp_path: Path):
         load_search_space("abd", tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="unknown search stage 'kd'; use one of ctt, student, abd"):
         load_search_space("kd")
+
+
+def test_abd_pruning_waits_until_every_gamma_refines() -> None:
+    """Alg. 1 line 3: ABD epochs < int(gamma * e2) fit Eq. 5; dev F1 only ranks refining trials."""
+    from doktra_tune.search import pruning_grace_period
+
+    paper = SearchSpace(stage="abd", params={"lr": [1e-5], "gamma": [0.6, 0.7, 0.8, 0.9]}, fixed={"epochs": 10})
+    assert pruning_grace_period("abd", 1, 10, paper, {}) == 10  # int(0.9 * 10) + 1: no earlier pruning
+    early = SearchSpace(stage="abd", params={"gamma": [0.2, 0.3]}, fixed={"epochs": 10})
+    assert pruning_grace_period("abd", 1, 10, early, {}) == 4  # int(0.3 * 10) + 1
+    assert pruning_grace_period("abd", 6, 10, early, {}) == 6  # a later grace period stands
+    fixed = SearchSpace(stage="abd", params={"lr": [1e-5, 2e-5]}, fixed={"epochs": 10})
+    assert pruning_grace_period("abd", 1, 10, fixed, {"gamma": 0.5}) == 6  # gamma from the base config
+    student = SearchSpace(stage="student", params={"lr": [1e-5]}, fixed={"epochs": 10})
+    assert pruning_grace_period("student", 1, 10, student, {}) == 1
+    assert pruning_grace_period("student", 20, 10, student, {}) == 10  # capped at max_t
