@@ -158,10 +158,28 @@ class PrunableOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.report(trial_id, result)
 
+    def _with_last_value(self, trial_id: str, result: dict | None) -> dict | None:
+        """`result`, or its last reported value when Tune ends a trial without one.
+
+        A trial that a scheduler stops while it is paused (synchronous halving stops the trials
+        waiting at the final rung) ends with no result; Ray's OptunaSearch would tell Optuna it was
+        PRUNED. It finished its epochs: it is COMPLETE with the last value it reported."""
+        if isinstance(self.metric, list) or (result and result.get(self.metric) is not None):
+            return result
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return result
+        values = ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values
+        if not values:
+            return result
+        return {**(result or {}), self.metric: values[max(values)]}
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if trial_id not in self._pruned_trials or trial_id in self._completed_trials:
+            if not error and trial_id not in self._completed_trials:
+                result = self._with_last_value(trial_id, result)
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         ot_trial = self._ot_trials[trial_id]

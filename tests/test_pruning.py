@@ -338,3 +338,17 @@ def test_search_score_breaks_f1_ties_by_dev_loss_only():
     assert search_score({"dev_f1": 0.460, "dev_loss": 50.0}) > search_score({"dev_f1": 0.455, "dev_loss": 0.0})
     assert search_score({"dev_f1": 0.5}) == 0.5
     assert search_score({"dev_loss": 1.0}) is None and search_score({"dev_f1": float("nan")}) is None
+
+
+def test_synchronous_halving_with_grace_at_max_t_runs_every_trial_to_the_end(tmp_path):
+    """grace_period = max_t (as ABD's pruning rule can make it): no rung before the end, no pruning."""
+    space = SearchSpace(stage="abd", params={"x": [0, 1, 2]}, fixed={"epochs": 2})
+    searcher, scheduler, _, by_id = run(
+        resumable_trainable, space, tmp_path, max_concurrent=None,
+        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=2, seed=0,
+        grace_period=2, reduction_factor=3,
+    )
+    assert sorted(r.metrics["epoch"] for r in by_id.values()) == [2, 2, 2]
+    assert all(r.error is None for r in by_id.values())
+    assert pruned_trial_ids(scheduler) == set()
+    assert {t.state for t in searcher.study.trials} == {TrialState.COMPLETE}
