@@ -321,6 +321,12 @@ class SynchronousHalvingScheduler(HyperBandScheduler):
         band[-1].add_trial(trial)
         self._trial_info[trial] = band[-1], 0
 
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        value = result.get(self._metric)
+        if value is None or not math.isfinite(float(value)):  # no score (e.g. NaN dev F1): ranks last
+            result = {**result, self._metric: -math.inf * self._metric_op}
+        return super().on_trial_result(tune_controller, trial, result)
+
     def _record_pruned(self, trial_id: str) -> None:
         self._pruned_trials.add(trial_id)
         if self.searcher is not None:

@@ -340,6 +340,26 @@ def test_search_score_breaks_f1_ties_by_dev_loss_only():
     assert search_score({"dev_loss": 1.0}) is None and search_score({"dev_f1": float("nan")}) is None
 
 
+def nan_trainable(config: dict) -> None:
+    """resumable_trainable, except that x = 2 reports a NaN dev F1."""
+    if config["x"] != 2:
+        return resumable_trainable(config)
+    for epoch in range(1, config["epochs"] + 1):
+        tune.report({"epoch": epoch, "dev_f1": float("nan")})
+
+
+def test_synchronous_halving_ranks_a_nan_score_last(tmp_path):
+    space = SearchSpace(stage="student", params={"x": [0, 1, 2]}, fixed={"epochs": 3})
+    _, scheduler, _, by_id = run(
+        nan_trainable, space, tmp_path, max_concurrent=None,
+        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=3, seed=0,
+        grace_period=1, reduction_factor=3,
+    )
+    epochs = {r.config["x"]: r.metrics["epoch"] for r in by_id.values()}
+    assert epochs == {0: 1, 1: 3, 2: 1}
+    assert {by_id[t].config["x"] for t in pruned_trial_ids(scheduler)} == {0, 2}
+
+
 def test_synchronous_halving_with_grace_at_max_t_runs_every_trial_to_the_end(tmp_path):
     """grace_period = max_t (as ABD's pruning rule can make it): no rung before the end, no pruning."""
     space = SearchSpace(stage="abd", params={"x": [0, 1, 2]}, fixed={"epochs": 2})
