@@ -239,14 +239,22 @@ def resumable_trainable(config: dict) -> None:
                     checkpoint=tune.Checkpoint.from_directory(d))
 
 
+def run_synchronous_halving(trainable, xs: list[int], epochs: int, tmp_path, *, grace_period: int,
+                            reduction_factor: int, stage: str = "student"):
+    """`run` over the grid x in `xs` with the synchronous_halving pruner (no concurrency cap)."""
+    space = SearchSpace(stage=stage, params={"x": xs}, fixed={"epochs": epochs})
+    return run(
+        trainable, space, tmp_path, max_concurrent=None,
+        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=epochs, seed=0,
+        grace_period=grace_period, reduction_factor=reduction_factor,
+    )
+
+
 def test_synchronous_halving_pauses_at_rungs_and_resumes_the_best(tmp_path):
     """9 trials x 9 epochs, grace 1, factor 3: rungs at 1, 3, 9. The grid runs the worst point
     first (as a low-to-high lr grid does); no trial goes on for having started first."""
-    space = SearchSpace(stage="student", params={"x": list(range(9))}, fixed={"epochs": 9})
-    searcher, scheduler, n, by_id = run(
-        resumable_trainable, space, tmp_path, max_concurrent=None,
-        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=9, seed=0,
-        grace_period=1, reduction_factor=3,
+    searcher, scheduler, n, by_id = run_synchronous_halving(
+        resumable_trainable, list(range(9)), 9, tmp_path, grace_period=1, reduction_factor=3,
     )
     assert isinstance(scheduler, SynchronousHalvingScheduler) and n == 9
     epochs = {r.config["x"]: r.metrics["epoch"] for r in by_id.values()}
@@ -349,11 +357,8 @@ def nan_trainable(config: dict) -> None:
 
 
 def test_synchronous_halving_ranks_a_nan_score_last(tmp_path):
-    space = SearchSpace(stage="student", params={"x": [0, 1, 2]}, fixed={"epochs": 3})
-    _, scheduler, _, by_id = run(
-        nan_trainable, space, tmp_path, max_concurrent=None,
-        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=3, seed=0,
-        grace_period=1, reduction_factor=3,
+    _, scheduler, _, by_id = run_synchronous_halving(
+        nan_trainable, [0, 1, 2], 3, tmp_path, grace_period=1, reduction_factor=3,
     )
     epochs = {r.config["x"]: r.metrics["epoch"] for r in by_id.values()}
     assert epochs == {0: 1, 1: 3, 2: 1}
@@ -362,11 +367,8 @@ def test_synchronous_halving_ranks_a_nan_score_last(tmp_path):
 
 def test_synchronous_halving_with_grace_at_max_t_runs_every_trial_to_the_end(tmp_path):
     """grace_period = max_t (as ABD's pruning rule can make it): no rung before the end, no pruning."""
-    space = SearchSpace(stage="abd", params={"x": [0, 1, 2]}, fixed={"epochs": 2})
-    searcher, scheduler, _, by_id = run(
-        resumable_trainable, space, tmp_path, max_concurrent=None,
-        mode="grid", num_samples=None, pruner="synchronous_halving", max_t=2, seed=0,
-        grace_period=2, reduction_factor=3,
+    searcher, scheduler, _, by_id = run_synchronous_halving(
+        resumable_trainable, [0, 1, 2], 2, tmp_path, grace_period=2, reduction_factor=3, stage="abd",
     )
     assert sorted(r.metrics["epoch"] for r in by_id.values()) == [2, 2, 2]
     assert all(r.error is None for r in by_id.values())

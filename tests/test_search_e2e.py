@@ -22,16 +22,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def search(tmp_path_factory: pytest.TempPathFactory):
+def _run_tiny_search(runs_root: Path, *overrides: str) -> tuple[Path, dict, list[str]]:
+    """The `tiny` preset on ChemProt with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
     import ray
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[var] = "1"
-    runs = tmp_path_factory.mktemp("runs")
     cfg = compose_config([
-        "task=chemprot", "preset=tiny", f"runs_root={runs}", f"data_root={DATA_ROOT}",
-        "stages.student.grid.lr=[1e-3,1e6]",  # lr=1e6: NaN loss at step 3 -> errored trial
+        "task=chemprot", "preset=tiny", f"runs_root={runs_root}", f"data_root={DATA_ROOT}", *overrides,
     ])
     lines: list[str] = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -40,6 +38,14 @@ def search(tmp_path_factory: pytest.TempPathFactory):
     finally:
         ray.shutdown()
     return Path(summary["run_dir"]), summary, lines
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory: pytest.TempPathFactory):
+    return _run_tiny_search(
+        tmp_path_factory.mktemp("runs"),
+        "stages.student.grid.lr=[1e-3,1e6]",  # lr=1e6: NaN loss at step 3 -> errored trial
+    )
 
 
 def _winner(run_dir: Path, stage: str) -> dict:
@@ -126,23 +132,13 @@ def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_chec
     """The student stage with search.pruner=synchronous_halving: 3 lrs x 3 epochs, factor 2 -> rungs
     at 1, 2, 3 epochs keep 2 then 1 trial. Paused trials go on from their checkpoint (optimizer and
     RNG state included), so the survivor's curve is one uninterrupted run of 3 epochs."""
-    import ray
     from mlflow.tracking import MlflowClient
 
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
-    cfg = compose_config([
-        "task=chemprot", "preset=tiny", f"runs_root={tmp_path}", f"data_root={DATA_ROOT}", "search.stop_after=student",
+    run_dir, _, lines = _run_tiny_search(
+        tmp_path, "search.stop_after=student",
         "search.pruner=synchronous_halving", "search.reduction_factor=2", "search.grace_period=1",
         "stages.student.epochs=3", "stages.student.grid.lr=[1e-4,1e-3,3e-3]",
-    ])
-    lines: list[str] = []
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = run_search(cfg, echo=lines.append)
-    finally:
-        ray.shutdown()
-    run_dir = Path(summary["run_dir"])
+    )
     info = _winner(run_dir, "student")
     trials = {t["params"]["lr"]: t for t in info["trials"]}
     epochs = sorted(t["epochs_run"] for t in trials.values())
