@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from doktra_tune.errors import ConfigError, DoktraError
 
+SelectionKind = Literal["lexicographic", "pareto"]
+SELECTION_KINDS: tuple[str, ...] = get_args(SelectionKind)
 # Status values (our doktra.status tags, Ray trial states, MLflow run states) that can never win.
 INELIGIBLE_STATUSES = frozenset(
     {"pruned", "errored", "error", "failed", "killed", "terminated_early"}
@@ -45,14 +47,14 @@ class NoWinnerError(DoktraError):
 class SelectionRule:
     """How a stage's winner is chosen on the dev set (see the module docstring)."""
 
-    kind: Literal["lexicographic", "pareto"] = "lexicographic"
+    kind: SelectionKind = "lexicographic"
     use_ece: bool = True  # ECE as the second criterion (CTT); False: F1 alone (student, ABD)
     f1_tolerance: float = 0.0  # lexicographic: rows within this of the best F1 compete on ECE
 
     def __post_init__(self) -> None:
-        if self.kind not in ("lexicographic", "pareto"):
+        if self.kind not in SELECTION_KINDS:
             raise ConfigError(
-                f"unknown selection kind {self.kind!r}; use 'lexicographic' or 'pareto'"
+                f"unknown selection kind {self.kind!r}; use one of {', '.join(SELECTION_KINDS)}"
             )
         if not (isinstance(self.f1_tolerance, (int, float)) and self.f1_tolerance >= 0):
             raise ConfigError(

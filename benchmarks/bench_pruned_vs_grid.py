@@ -154,9 +154,11 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
     from ray import tune
 
     from doktra_tune.config import DistillConfig, StageConfig
-    from doktra_tune.pruning import (
-        PAUSING_PRUNERS, SEARCH_METRIC, build_search, pruned_trial_ids, tuned_run_settings,
-    )
+    from doktra_tune.metrics import SEARCH_METRIC
+    from doktra_tune.search.pruning import pruned_trial_ids
+    from doktra_tune.search.ray_session import RAY_SETTINGS
+    from doktra_tune.search.schema import PAUSING_PRUNERS
+    from doktra_tune.search.search_algorithms import build_search
     from doktra_tune.search_space import SearchSpace
     from trainables.abd import abd_trainable
     from trainables.student import student_trainable
@@ -182,7 +184,6 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
         metric="dev_f1" if prep is None and replay is None else SEARCH_METRIC,  # as the driver
         grace_period=grace_period, n_startup_trials=n_startup_trials, reduction_factor=reduction_factor,
     )
-    settings = tuned_run_settings()
     if pruner in PAUSING_PRUNERS and base is not None:
         base["save_training_state"] = True  # paused trials resume from their checkpoint
     tuner = tune.Tuner(
@@ -193,12 +194,12 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
                                     max_concurrent_trials=None if pruner in PAUSING_PRUNERS else 2,
-                                    **settings["tune_config"]),
+                                    **RAY_SETTINGS.tune_config_kwargs()),
         run_config=tune.RunConfig(
             name=label, storage_path=str(storage),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"),
-            **settings["run_config"],
+            **RAY_SETTINGS.run_config_kwargs(),
         ),
     )
     t0 = time.perf_counter()
@@ -266,10 +267,9 @@ def main() -> None:
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(key, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from doktra_tune.pruning import tuned_run_settings
+    from doktra_tune.search.ray_session import RAY_SETTINGS
 
-    settings = tuned_run_settings(num_cpus=2)
-    os.environ.update(settings["env"])
+    RAY_SETTINGS.apply_env()
     import ray
     import torch
 
@@ -282,7 +282,7 @@ def main() -> None:
     epochs = args.epochs or (4 if args.quick else (10 if args.stage == "abd" else 6))
     storage = args.workdir / "ray"
     shutil.rmtree(storage, ignore_errors=True)
-    ray.init(**settings["init"])
+    ray.init(**RAY_SETTINGS.init_kwargs(num_cpus=2))
     common = dict(grace_period=args.grace_period, n_startup_trials=args.n_startup_trials,
                   seed=args.seed, reduction_factor=args.reduction_factor)
     replay = None

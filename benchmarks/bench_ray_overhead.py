@@ -1,4 +1,4 @@
-"""Ray Tune overhead per trial: stock Tuner set-up vs `doktra_tune.pruning.tuned_run_settings()`.
+"""Ray Tune overhead per trial: stock Tuner set-up vs `doktra_tune.search.ray_session.RAY_SETTINGS`.
 
 Runs N trivial function trials (one report each, no work) under each set-up, each variant in a
 fresh Python process (Ray reads its environment variables once), and prints seconds per trial:
@@ -27,26 +27,25 @@ def trivial(config: dict) -> None:
 
 def run_variant(variant: str, trials: int, extra_env: list[str]) -> dict[str, float]:
     """One timed experiment; run in its own process."""
-    from doktra_tune.pruning import tuned_run_settings
+    from doktra_tune.search.ray_session import RAY_SETTINGS
 
-    settings = tuned_run_settings()
     if variant == "tuned":
-        os.environ.update(settings["env"])
+        RAY_SETTINGS.apply_env()
     os.environ.update(dict(item.split("=", 1) for item in extra_env))
     import ray
     from ray import tune
 
     t0 = time.perf_counter()
     if variant == "tuned":
-        ray.init(**settings["init"])
+        ray.init(**RAY_SETTINGS.init_kwargs(num_cpus=2))
     else:
         ray.init(num_cpus=2)
     t_init = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as storage:
         if variant == "tuned":
-            tune_config = tune.TuneConfig(num_samples=1, **settings["tune_config"])
+            tune_config = tune.TuneConfig(num_samples=1, **RAY_SETTINGS.tune_config_kwargs())
             run_config = tune.RunConfig(
-                name="bench", storage_path=storage, **settings["run_config"]
+                name="bench", storage_path=storage, **RAY_SETTINGS.run_config_kwargs()
             )
         else:
             tune_config = tune.TuneConfig(num_samples=1)

@@ -23,11 +23,77 @@ from doktra_tune.errors import ConfigError
 
 DEFAULT_CACHE_DIR = "~/.cache/doktra_tune"
 
+# ---------------------------------------------------------------------------------------------
+# Every allowed-value set and range, defined once: the CLI checks (doktra_tune.search.schema), the
+# grid files (doktra_tune.search_space) and the stages (doktra_tune.stages) all read these.
+
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 KeepCheckpoints = Literal["best", "last", "best_and_last", "none"]
+KEEP_MODES: tuple[str, ...] = get_args(KeepCheckpoints)
 Projection = Literal["fixed_random", "learned"]
+PROJECTIONS: tuple[str, ...] = get_args(Projection)
 DistillLoss = Literal["abd", "kld"]
+DISTILL_LOSSES: tuple[str, ...] = get_args(DistillLoss)
+EVAL_SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An admissible numeric range: bounds (open or closed), and whether values must be integers."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+            return False
+        if value in (float("inf"), float("-inf")):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """The range in words: "> 0", "in (0, 1]", "an integer >= 1"."""
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {_num(self.high)}"
+        else:
+            text = "any number"
+        return f"an integer {text}" if self.integer else text
+
+    def requirement(self) -> str:
+        """What a value must be: "an integer >= 1", "a number > 0"."""
+        return self.describe() if self.integer else f"a number {self.describe()}"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+LEARNING_RATE = Range(0, low_open=True)
+BETA = Range(0)  # confidence-penalty strength, Eq. 2
+GAMMA = Range(0, 1, low_open=True)  # loss switch rate (Alg. 1 line 3); 0 would skip distillation
+EPOCHS = Range(1, integer=True)
+BATCH_SIZE = Range(1, integer=True)
+SEED = Range(0, integer=True)
+WEIGHT_DECAY = Range(0)
+WARMUP_RATIO = Range(0, 1, high_open=True)
+POSITIVE = Range(0, low_open=True)  # adam_eps, max_grad_norm, margin mu, KD temperature
+MAX_LEN = Range(8, integer=True)  # tokens, specials included (App. A.1 uses 128)
+SUBSAMPLE_SIZE = Range(1, integer=True)
+ECE_BINS = Range(1, integer=True)
 
 
 @dataclass

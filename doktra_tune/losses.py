@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from doktra_tune.config import PROJECTIONS
+from doktra_tune.config import Projection as ProjectionMode
 from doktra_tune.errors import NonFiniteLossError
 
 ABNormalizer = Literal["authors", "per_example"]
-ProjectionMode = Literal["fixed_random", "learned"]
 
 # Authors' code (DMCB-GIST/DoKTra, ABD/*_DoKTra_cpl.py): `criterion_alternative_L2(...) / 1000`,
 # then `/ batch_size`.
@@ -163,8 +164,8 @@ class TeacherProjection(nn.Module):
         self, teacher_dim: int, student_dim: int, mode: ProjectionMode = "fixed_random", seed: int = 0
     ) -> None:
         super().__init__()
-        if mode not in ("fixed_random", "learned"):
-            raise ValueError(f"unknown projection mode {mode!r}; use 'fixed_random' or 'learned'")
+        if mode not in PROJECTIONS:
+            raise ValueError(f"unknown projection mode {mode!r}; use one of {', '.join(PROJECTIONS)}")
         if teacher_dim <= 0 or student_dim <= 0:
             raise ValueError(f"projection dims must be positive, got {teacher_dim} -> {student_dim}")
         self.mode: ProjectionMode = mode

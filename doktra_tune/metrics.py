@@ -14,6 +14,7 @@ the reliability bins and `accuracy` are taken over these N * L decisions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -328,3 +329,25 @@ def reliability_for_task(
     """`reliability_bins` of the task's decisions (convenience for stages/plots)."""
     conf, ok = confidences_and_correct(task, y_true, probs)
     return reliability_bins(conf, ok, n_bins)
+
+
+# ----------------------------------------------------------------------------- search score
+
+# What the searcher (TPE) and the pruners rank trials on, reported by the trainables every epoch:
+# dev F1 with exact ties broken by the lower dev loss. Small-data runs sit on the same majority-class
+# F1 for their first epochs; with plain F1 no pruner can tell those trials apart and none is pruned
+# (bench_pruned_vs_grid.py measured 0 of 12). Winners are still chosen on dev F1 (and ECE) by
+# analysis.selection.
+SEARCH_METRIC = "search_score"
+TIE_BREAK_WEIGHT = 1e-6  # x dev_loss: far below any F1 difference two different predictions make
+
+
+def search_score(metrics: Mapping[str, float]) -> float | None:
+    """dev_f1 - TIE_BREAK_WEIGHT * dev_loss (None without dev_f1; plain dev_f1 without dev_loss)."""
+    f1 = metrics.get("dev_f1")
+    if f1 is None or not math.isfinite(f1):
+        return None
+    loss = metrics.get("dev_loss")
+    if loss is None or not math.isfinite(loss):
+        return float(f1)
+    return float(f1) - TIE_BREAK_WEIGHT * float(loss)

@@ -2,12 +2,12 @@
 
 A `SearchSpace` holds, for one stage, the grid of every searched hyperparameter (`params`) and the
 values every trial shares (`fixed`). `load_search_space` reads the packaged file (or a user's file),
-applies command-line overrides and validates every value, raising a one-line `ConfigError` that
-names the file or override and the fix.
+applies command-line overrides and validates every value against the ranges of
+`doktra_tune.config` (the same ones the stages and the CLI use), raising a one-line `ConfigError`
+that names the file or override and the fix.
 
 Turning a `SearchSpace` into a Ray Tune searcher and scheduler (Optuna grid/TPE sampling and
-pruning) lives in `doktra_tune.pruning` (`build_search`, `pruned_trial_ids`); both names are also
-reachable from this module.
+pruning) is the search driver's job: `doktra_tune.search.pruning.build_search`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
+from doktra_tune.config import (
+    BATCH_SIZE,
+    BETA,
+    EPOCHS,
+    GAMMA,
+    LEARNING_RATE,
+    POSITIVE,
+    SEED,
+    WARMUP_RATIO,
+    WEIGHT_DECAY,
+    Range,
+)
 from doktra_tune.errors import ConfigError
 from search_spaces import STAGES, search_space_path
 
@@ -27,29 +39,31 @@ from search_spaces import STAGES, search_space_path
 class _Rule:
     """Type and admissible range of one hyperparameter."""
 
-    kind: type  # float or int
-    check: Callable[[float], bool]
-    expected: str  # the admissible range, in words, for error messages
+    range: Range
     example: str  # a valid override, for error messages
+
+    @property
+    def kind(self) -> type:
+        return int if self.range.integer else float
 
 
 _FLOAT_RULES: dict[str, _Rule] = {
-    "lr": _Rule(float, lambda v: v > 0, "> 0", "[6e-6, 1e-5]"),
-    "beta": _Rule(float, lambda v: v >= 0, ">= 0", "[0, 0.3, 0.5, 0.7]"),
-    "weight_decay": _Rule(float, lambda v: v >= 0, ">= 0", "[0, 0.01]"),
-    "warmup_ratio": _Rule(float, lambda v: 0 <= v < 1, "in [0, 1)", "[0, 0.1]"),
-    "adam_eps": _Rule(float, lambda v: v > 0, "> 0", "[1e-8]"),
-    "max_grad_norm": _Rule(float, lambda v: v > 0, "> 0", "[1.0]"),
+    "lr": _Rule(LEARNING_RATE, "[6e-6, 1e-5]"),
+    "beta": _Rule(BETA, "[0, 0.3, 0.5, 0.7]"),
+    "weight_decay": _Rule(WEIGHT_DECAY, "[0, 0.01]"),
+    "warmup_ratio": _Rule(WARMUP_RATIO, "[0, 0.1]"),
+    "adam_eps": _Rule(POSITIVE, "[1e-8]"),
+    "max_grad_norm": _Rule(POSITIVE, "[1.0]"),
 }
 _INT_RULES: dict[str, _Rule] = {
-    "epochs": _Rule(int, lambda v: v >= 1, "an integer >= 1", "[10]"),
-    "batch_size": _Rule(int, lambda v: v >= 1, "an integer >= 1", "[16, 32]"),
-    "seed": _Rule(int, lambda v: v >= 0, "an integer >= 0", "[42]"),
+    "epochs": _Rule(EPOCHS, "[10]"),
+    "batch_size": _Rule(BATCH_SIZE, "[16, 32]"),
+    "seed": _Rule(SEED, "[42]"),
 }
 _DISTILL_RULES: dict[str, _Rule] = {
-    "gamma": _Rule(float, lambda v: 0 < v <= 1, "in (0, 1]", "[0.6, 0.7, 0.8, 0.9]"),
-    "margin": _Rule(float, lambda v: v > 0, "> 0", "[1.0]"),
-    "kd_temperature": _Rule(float, lambda v: v > 0, "> 0", "[1.0]"),
+    "gamma": _Rule(GAMMA, "[0.6, 0.7, 0.8, 0.9]"),
+    "margin": _Rule(POSITIVE, "[1.0]"),
+    "kd_temperature": _Rule(POSITIVE, "[1.0]"),
 }
 
 #: hyperparameters each stage may search or fix (StageConfig / DistillConfig fields)
@@ -202,9 +216,9 @@ def _validate_value(
         raise ConfigError(
             f"{where}: value {value!r} is not {kind}; use values like {name}={rule.example}"
         )
-    if not rule.check(converted):
+    if converted not in rule.range:
         raise ConfigError(
-            f"{where}: value {value!r} is out of range ({name} must be {rule.expected}); "
+            f"{where}: value {value!r} is out of range ({name} must be {rule.range.describe()}); "
             f"use values like {name}={rule.example}"
         )
     return converted
@@ -233,11 +247,3 @@ def _show(values: Any) -> str:
         return "[" + ",".join(str(v) for v in values) + "]"
     return str(values)
 
-
-def __getattr__(name: str) -> Any:
-    # `build_search` / `pruned_trial_ids` need Ray and Optuna: import them only when asked for.
-    if name in ("build_search", "pruned_trial_ids"):
-        from doktra_tune import pruning
-
-        return getattr(pruning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

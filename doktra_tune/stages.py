@@ -30,7 +30,25 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from doktra_tune.config import DataConfig, DistillConfig, EpochCallback, EpochReport, StageConfig, StageResult
+from doktra_tune.config import (
+    BATCH_SIZE,
+    DISTILL_LOSSES,
+    EPOCHS,
+    EVAL_SPLITS,
+    GAMMA,
+    KEEP_MODES,
+    LEARNING_RATE,
+    MAX_LEN,
+    POSITIVE,
+    PROJECTIONS,
+    WARMUP_RATIO,
+    DataConfig,
+    DistillConfig,
+    EpochCallback,
+    EpochReport,
+    StageConfig,
+    StageResult,
+)
 from doktra_tune.data import Example, load_split
 from doktra_tune.device import apply_torch_threads, autocast, resolve_device, resolve_precision
 from doktra_tune.encoding import Batch, EncodedSplit, collate, encode_split, make_batches
@@ -60,7 +78,6 @@ log = logging.getLogger(__name__)
 PROJECTION_FILE = "teacher_projection.pt"
 TRAINING_STATE_FILE = "training_state.pt"  # optimizer, LR schedule, RNG, best-so-far: resume_from
 NAN_CHECK_EVERY = 16  # steps between (device-synchronising) finiteness checks of the running loss
-KEEP_MODES = ("best", "last", "best_and_last", "none")
 
 # step_loss(batch, student_cls, logits) -> (loss, per-example L_AT counts or None)
 StepLoss = Callable[[Batch, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -123,22 +140,22 @@ def _runtime(cfg: StageConfig) -> Runtime:
 
 def _validate(cfg: StageConfig) -> None:
     checks = [
-        (cfg.epochs >= 1, f"epochs={cfg.epochs} must be >= 1; set epochs=1 or more"),
-        (cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be >= 1; set batch_size=32 (or what fits)"),
-        (cfg.eval_batch_size >= 1, f"eval_batch_size={cfg.eval_batch_size} must be >= 1; set eval_batch_size=128"),
-        (cfg.lr > 0, f"lr={cfg.lr} must be > 0; set e.g. lr=2e-5"),
-        (0.0 <= cfg.warmup_ratio < 1.0, f"warmup_ratio={cfg.warmup_ratio} must be in [0, 1); the authors use 0"),
+        (cfg.epochs in EPOCHS, f"epochs={cfg.epochs} must be {EPOCHS.requirement()}; set epochs=1 or more"),
+        (cfg.batch_size in BATCH_SIZE, f"batch_size={cfg.batch_size} must be {BATCH_SIZE.requirement()}; set batch_size=32 (or what fits)"),
+        (cfg.eval_batch_size in BATCH_SIZE, f"eval_batch_size={cfg.eval_batch_size} must be {BATCH_SIZE.requirement()}; set eval_batch_size=128"),
+        (cfg.lr in LEARNING_RATE, f"lr={cfg.lr} must be {LEARNING_RATE.requirement()}; set e.g. lr=2e-5"),
+        (cfg.warmup_ratio in WARMUP_RATIO, f"warmup_ratio={cfg.warmup_ratio} must be {WARMUP_RATIO.describe()}; the authors use 0"),
         (cfg.keep_checkpoints in KEEP_MODES, f"keep_checkpoints={cfg.keep_checkpoints!r} is unknown; use one of {list(KEEP_MODES)}"),
-        (cfg.data.max_len >= 8, f"data.max_len={cfg.data.max_len} is too short; the paper uses 128"),
+        (cfg.data.max_len in MAX_LEN, f"data.max_len={cfg.data.max_len} must be {MAX_LEN.requirement()}; the paper uses 128"),
     ]
     for split in cfg.eval_splits:
-        checks.append((split in ("train", "dev", "test"), f"eval_splits holds {split!r}; use train, dev and/or test"))
+        checks.append((split in EVAL_SPLITS, f"eval_splits holds {split!r}; use train, dev and/or test"))
     if isinstance(cfg, DistillConfig):
         checks += [
-            (0.0 <= cfg.gamma <= 1.0, f"gamma={cfg.gamma} must be in [0, 1] (loss switch rate); e.g. gamma=0.9"),
-            (cfg.projection in ("fixed_random", "learned"), f"projection={cfg.projection!r} is unknown; use fixed_random or learned"),
-            (cfg.distill_loss in ("abd", "kld"), f"distill_loss={cfg.distill_loss!r} is unknown; use abd or kld"),
-            (cfg.kd_temperature > 0, f"kd_temperature={cfg.kd_temperature} must be > 0; e.g. kd_temperature=1.0"),
+            (cfg.gamma in GAMMA, f"gamma={cfg.gamma} must be {GAMMA.describe()} (loss switch rate); e.g. gamma=0.9"),
+            (cfg.projection in PROJECTIONS, f"projection={cfg.projection!r} is unknown; use one of {', '.join(PROJECTIONS)}"),
+            (cfg.distill_loss in DISTILL_LOSSES, f"distill_loss={cfg.distill_loss!r} is unknown; use one of {', '.join(DISTILL_LOSSES)}"),
+            (cfg.kd_temperature in POSITIVE, f"kd_temperature={cfg.kd_temperature} must be {POSITIVE.describe()}; e.g. kd_temperature=1.0"),
         ]
     for ok, message in checks:
         if not ok:

@@ -16,17 +16,17 @@ from optuna.trial import TrialState  # noqa: E402
 from ray import tune  # noqa: E402
 
 from doktra_tune.errors import ConfigError  # noqa: E402
-from doktra_tune.pruning import (  # noqa: E402
+from doktra_tune.metrics import search_score  # noqa: E402
+from doktra_tune.search.pruning import (  # noqa: E402
     OptunaPrunerScheduler,
     PriorTrial,
     PrunableOptunaSearch,
     RecordingASHAScheduler,
     SynchronousHalvingScheduler,
-    build_search,
     pruned_trial_ids,
-    search_score,
-    tuned_run_settings,
 )
+from doktra_tune.search.ray_session import RAY_SETTINGS  # noqa: E402
+from doktra_tune.search.search_algorithms import build_search  # noqa: E402
 from doktra_tune.search_space import SearchSpace  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -51,8 +51,7 @@ def lr_trainable(config: dict) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
     saved = dict(os.environ)
-    for key, value in tuned_run_settings()["env"].items():
-        os.environ.setdefault(key, value)
+    RAY_SETTINGS.apply_env()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

@@ -126,7 +126,7 @@ def test_missing_file_and_unknown_stage(tmp_path: Path):
 
 def test_abd_pruning_waits_until_every_gamma_refines() -> None:
     """Alg. 1 line 3: ABD epochs < int(gamma * e2) fit Eq. 5; dev F1 only ranks refining trials."""
-    from doktra_tune.search import pruning_grace_period
+    from doktra_tune.search.search_algorithms import pruning_grace_period
 
     paper = SearchSpace(stage="abd", params={"lr": [1e-5], "gamma": [0.6, 0.7, 0.8, 0.9]}, fixed={"epochs": 10})
     assert pruning_grace_period("abd", 1, 10, paper, {}) == 10  # int(0.9 * 10) + 1: no earlier pruning

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
-from doktra_tune.pruning import SEARCH_METRIC, search_score
+from doktra_tune.metrics import SEARCH_METRIC, search_score
 
 if TYPE_CHECKING:
     from doktra_tune.stages import EvaluationResult

@@ -1,0 +1,121 @@
+"""The plan of a search: its typed configuration, grids, run directory and search id.
+
+`build_plan` needs no network and no data: it checks the configuration (`schema`), reads the grid
+files (`search_spaces/*.yaml` or the user's) and derives the search id and run directory. The I/O
+checks come after it (`preflight`), before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from doktra_tune.config import DataConfig
+from doktra_tune.errors import ConfigError
+from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig
+from doktra_tune.search_space import SearchSpace, load_search_space
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# config keys that do not change what a search computes (left out of the default search id)
+_ID_EXCLUDED = ("runs_root", "search_id", "data_root", "cache_dir", "ray", "mlflow", "resources", "hydra")
+_ID_EXCLUDED_SEARCH = ("max_failures", "stop_after")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked search: what to run and where."""
+
+    config: SearchConfig
+    raw: dict[str, Any]  # the resolved config as composed: config.yaml, the search id, MLflow params
+    search_id: str
+    run_dir: Path
+    data_root: Path
+    data_root_origin: str  # which setting gave data_root (for error messages)
+    data: DataConfig  # the data every stage trains and evaluates on
+    spaces: dict[str, SearchSpace]  # stage -> its grid
+    stage_epochs: dict[str, int]  # stage -> epochs of one trial (e, e1 max, e2)
+
+    @property
+    def task(self) -> str:
+        return self.config.task.name
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def resolved_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The composed config as a plain dict (interpolations resolved, Hydra's own section dropped)."""
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        except Exception as err:  # noqa: BLE001 - interpolation errors from user overrides
+            raise ConfigError(f"cannot resolve the configuration ({first_line(err)}); check the overrides") from err
+    assert isinstance(cfg, dict)
+    return {k: v for k, v in cfg.items() if k != "hydra"}
+
+
+def search_id_for(raw: dict[str, Any]) -> str:
+    """`<task>-<preset>-<8 hex>`: a hash of everything that changes what the search computes."""
+    keyed = {k: v for k, v in raw.items() if k not in _ID_EXCLUDED}
+    keyed["search"] = {k: v for k, v in (raw.get("search") or {}).items() if k not in _ID_EXCLUDED_SEARCH}
+    digest = hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{raw['task']['name']}-{raw.get('preset_name', 'custom')}-{digest}"
+
+
+def data_root(config: SearchConfig) -> tuple[Path, str]:
+    """(data root, where it came from): data_root, else $DOKTRA_DATA_ROOT, else <repo>/../shared/data."""
+    if config.data_root:
+        return Path(config.data_root).expanduser(), "data_root"
+    if os.environ.get("DOKTRA_DATA_ROOT"):
+        return Path(os.environ["DOKTRA_DATA_ROOT"]).expanduser(), "DOKTRA_DATA_ROOT"
+    return (REPO_ROOT.parent / "shared" / "data").resolve(), "the default data_root"
+
+
+def load_spaces(config: SearchConfig) -> dict[str, SearchSpace]:
+    """Each stage's grid: its file with the stage's overrides applied; grid mode runs all of it."""
+    spaces: dict[str, SearchSpace] = {}
+    for stage in SEARCH_STAGES:
+        options = config.stages[stage]
+        try:
+            space = load_search_space(stage, options.search_space, options.grid_overrides())
+        except ConfigError as err:
+            raise ConfigError(f"stages.{stage}: {err}") from err
+        num_samples = config.search.num_samples
+        if config.search.mode == "grid" and num_samples not in (None, space.grid_size):
+            raise ConfigError(
+                f"search.num_samples={num_samples} but the {stage} grid has {space.grid_size} "
+                "points; drop num_samples for the exhaustive grid or use search.mode=tpe"
+            )
+        spaces[stage] = space
+    return spaces
+
+
+def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
+    """Check `cfg` and derive everything the search needs that is not I/O (ConfigError otherwise)."""
+    raw = resolved_dict(cfg)
+    config = SearchConfig.from_raw(raw)
+    root, origin = data_root(config)
+    data = DataConfig(
+        task=config.task.name, data_dir=str(root / config.task.data_subdir), data_format=config.task.data_format,
+        max_len=config.data.max_len, train_limit=config.data.train_limit, dev_limit=config.data.dev_limit,
+        test_limit=config.data.test_limit, subsample_seed=config.data.subsample_seed, cache_dir=config.cache_dir,
+    )
+    spaces = load_spaces(config)
+    search_id = config.search_id or search_id_for(raw)
+    if any(c in search_id for c in "/\\") or search_id in (".", ".."):
+        raise ConfigError(f"search_id={search_id!r} must be a plain name; drop the slashes")
+    return Plan(
+        config=config, raw=raw, search_id=search_id,
+        run_dir=Path(config.runs_root).expanduser().resolve() / search_id,
+        data_root=root, data_root_origin=origin, data=data, spaces=spaces,
+        stage_epochs={stage: int(space.fixed.get("epochs", config.stages[stage].epochs))
+                      for stage, space in spaces.items()},
+    )

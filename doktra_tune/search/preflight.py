@@ -1,0 +1,86 @@
+"""The I/O checks of a plan, before anything is written: data files, models, Ray address, MLflow
+URI, run directory. Each failure is a one-line `ConfigError`/`DataError` naming the fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from doktra_tune.data import load_split
+from doktra_tune.errors import ConfigError, DataError
+from doktra_tune.models import resolve_model_source
+from doktra_tune.ray_compat import local_cluster_addresses
+from doktra_tune.search.plan import Plan
+from doktra_tune.tracking import check_tracking_uri
+
+RAY_FIX = "start a cluster with `ray start --head` or drop the override ray.address to run locally"
+
+
+def check_data(plan: Plan) -> None:
+    """The data root exists and every split loads (labels in the task's set, subsamples drawn)."""
+    if not plan.data_root.is_dir():
+        raise DataError(
+            f"data root {plan.data_root} (from {plan.data_root_origin}) does not exist; set data_root=<folder "
+            f"holding {plan.config.task.data_subdir}/> or export DOKTRA_DATA_ROOT"
+        )
+    data = plan.data
+    for split, limit in (("train", data.train_limit), ("dev", data.dev_limit), ("test", data.test_limit)):
+        load_split(data.task, split, data.data_dir, data_format=data.data_format, limit=limit, seed=data.subsample_seed)
+
+
+def check_models(plan: Plan) -> None:
+    """Both model specs resolve (a hub id must be cached while the hub is offline)."""
+    for key, spec in (("teacher_model", plan.config.teacher_model), ("student_model", plan.config.student_model)):
+        try:
+            resolve_model_source(spec)
+        except ConfigError as err:
+            raise ConfigError(f"{key}={spec}: {err}") from err
+
+
+def check_ray_address(address: str, timeout: float) -> None:
+    """ConfigError unless `address` (auto | host:port | ray://host:port) answers within `timeout`."""
+    if address == "auto":
+        env = os.environ.get("RAY_ADDRESS")
+        found = [env] if env else local_cluster_addresses()
+        if not found:
+            raise ConfigError(f"ray.address=auto found no running Ray cluster on this machine; {RAY_FIX}")
+        address = found[0]
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"ray.address={address!r} is not auto, <host>:<port> or ray://<host>:<port>; {RAY_FIX}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConfigError(f"ray.address={address} does not answer ({err.strerror or err}); {RAY_FIX}") from err
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """The run directory can be created (or written): a probe directory is made and removed again
+    in its nearest existing ancestor, so nothing stays behind."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        probe = tempfile.mkdtemp(prefix=".doktra-probe-", dir=existing)
+    except OSError as err:
+        raise ConfigError(
+            f"run directory {run_dir} cannot be created ({existing}: {err.strerror or err}); "
+            "set runs_root=<a writable folder>"
+        ) from err
+    shutil.rmtree(probe, ignore_errors=True)
+
+
+def preflight(plan: Plan) -> None:
+    """Every I/O check of `plan`; the first failure raises its one-line error."""
+    check_data(plan)
+    check_models(plan)
+    if plan.config.ray.address:
+        check_ray_address(plan.config.ray.address, plan.config.ray.connect_timeout_s)
+    if plan.config.tracking_uri:
+        check_tracking_uri(plan.config.tracking_uri)
+    check_run_dir(plan.run_dir)

@@ -1,0 +1,329 @@
+"""The search configuration, typed: `SearchConfig.from_raw` turns the composed Hydra config (a plain
+dict, `doktra_tune/conf/config.yaml` + task + preset + overrides) into frozen dataclasses, once.
+
+Every check that needs no I/O happens here, against the ranges and value sets of
+`doktra_tune.config` (shared with the stages and the grid files) and the search's own value sets
+below. A bad value raises a one-line `ConfigError` naming the override and the fix. The I/O checks
+(data files, models, Ray address, MLflow URI, run directory) are `doktra_tune.search.preflight`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, get_args
+
+from analysis.selection import SELECTION_KINDS, SelectionKind
+from doktra_tune.config import (
+    BATCH_SIZE,
+    DEFAULT_CACHE_DIR,
+    ECE_BINS,
+    EPOCHS,
+    MAX_LEN,
+    POSITIVE,
+    PRECISIONS,
+    PROJECTIONS,
+    SEED,
+    SUBSAMPLE_SIZE,
+    WARMUP_RATIO,
+    WEIGHT_DECAY,
+    Precision,
+    Projection,
+    Range,
+)
+from doktra_tune.errors import ConfigError
+from doktra_tune.tasks import get_task
+from search_spaces import STAGES
+
+SearchMode = Literal["grid", "tpe"]
+MODES: tuple[str, ...] = get_args(SearchMode)
+Pruner = Literal["median", "successive_halving", "synchronous_halving", "hyperband", "asha", "none"]
+PRUNERS: tuple[str, ...] = get_args(Pruner)
+# Pruners whose scheduler pauses trials at a rung and resumes them later from their checkpoint:
+# their trials save the training state with every checkpoint (StageConfig.save_training_state).
+PAUSING_PRUNERS: tuple[str, ...] = ("synchronous_halving",)
+SEARCH_STAGES: tuple[str, ...] = STAGES  # ctt, student, abd: Algorithm 1's three searches
+Variant = Literal[
+    "teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt", "kld", "ctt_kld", "student_ft_cpl",
+]
+FINAL_VARIANTS: tuple[str, ...] = get_args(Variant)
+FINAL_EVAL_SPLITS: tuple[str, ...] = ("dev", "test")
+
+NON_NEGATIVE_INT = Range(0, integer=True)
+POSITIVE_INT = Range(1, integer=True)
+NON_NEGATIVE = Range(0)
+REDUCTION_FACTOR = Range(2, integer=True)
+
+
+# ----------------------------------------------------------------------------- value checks
+
+
+def number(value: Any, name: str, allowed: Range) -> Any:
+    """`value` (an int for integer ranges) if it lies in `allowed`, else a one-line ConfigError."""
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} must be {allowed.requirement()}; fix the override {name}=...")
+    return int(value) if allowed.integer else value
+
+
+def optional_number(value: Any, name: str, allowed: Range) -> Any:
+    return None if value is None else number(value, name, allowed)
+
+
+def choice(value: Any, name: str, choices: tuple[str, ...], *, null_ok: bool = False) -> Any:
+    """`value` if it is one of `choices` (or None with `null_ok`), else a one-line ConfigError."""
+    if (value is None and null_ok) or value in choices:
+        return value
+    extra = " or null" if null_ok else ""
+    raise ConfigError(f"{name}={value!r} is unknown; use one of {', '.join(choices)}{extra}")
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    name: str  # a registered task (doktra_tune.tasks)
+    data_subdir: str  # <data_root>/<data_subdir>
+    data_format: str | None  # None: the task's default loader
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> TaskOptions:
+        return cls(get_task(raw["name"]).name, str(raw["data_subdir"]), _optional_str(raw.get("data_format")))
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    max_len: int
+    train_limit: int | None  # seeded stratified subsample sizes (None: the whole split)
+    dev_limit: int | None
+    test_limit: int | None
+    subsample_seed: int
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> DataOptions:
+        limits = {k: optional_number(raw.get(k), f"data.{k}", SUBSAMPLE_SIZE)
+                  for k in ("train_limit", "dev_limit", "test_limit")}
+        return cls(
+            max_len=number(raw["max_len"], "data.max_len", MAX_LEN), **limits,
+            subsample_seed=number(raw.get("subsample_seed") or 0, "data.subsample_seed", SEED),
+        )
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """StageConfig fields shared by every stage."""
+
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float
+    precision: Precision
+    ece_bins: int
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> TrainOptions:
+        return cls(
+            batch_size=number(raw["batch_size"], "train.batch_size", BATCH_SIZE),
+            eval_batch_size=number(raw["eval_batch_size"], "train.eval_batch_size", BATCH_SIZE),
+            seed=number(raw["seed"], "train.seed", SEED),
+            weight_decay=float(number(raw.get("weight_decay", 0.0), "train.weight_decay", WEIGHT_DECAY)),
+            warmup_ratio=float(number(raw.get("warmup_ratio", 0.0), "train.warmup_ratio", WARMUP_RATIO)),
+            max_grad_norm=float(number(raw.get("max_grad_norm", 1.0), "train.max_grad_norm", POSITIVE)),
+            precision=choice(raw.get("precision") or "auto", "train.precision", PRECISIONS),
+            ece_bins=number(raw.get("ece_bins", 15), "train.ece_bins", ECE_BINS),
+        )
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """One search stage: its epochs, grid file and overrides, and the precision it trains in."""
+
+    name: str
+    epochs: int
+    search_space: str | None  # None: search_spaces/<stage>.yaml
+    grid: dict[str, Any]  # hyperparameter -> values replacing the file's (None entries dropped)
+    precision: Precision  # stages.<stage>.precision, else train.precision
+    margin: float = 1.0  # ABD only: mu of Eq. 5
+    projection: Projection = "fixed_random"  # ABD only
+
+    @classmethod
+    def from_raw(cls, name: str, raw: Mapping[str, Any], train: TrainOptions) -> StageOptions:
+        key = f"stages.{name}"
+        grid: dict[str, Any] = {}
+        for param, values in (raw.get("grid") or {}).items():
+            if values is None:
+                continue
+            if not isinstance(values, (list, int, float)) or isinstance(values, bool):
+                raise ConfigError(
+                    f"{key}.grid.{param}={values!r} must be a list of numbers; "
+                    f"write it as {key}.grid.{param}=[v1,v2]"
+                )
+            grid[param] = values
+        own = raw.get("precision")
+        precision = choice(own, f"{key}.precision", PRECISIONS) if own else train.precision
+        extra: dict[str, Any] = {}
+        if name == "abd":
+            extra["margin"] = float(number(raw.get("margin", 1.0), f"{key}.margin", POSITIVE))
+            extra["projection"] = choice(raw.get("projection", "fixed_random"), f"{key}.projection", PROJECTIONS)
+        return cls(
+            name=name, epochs=number(raw["epochs"], f"{key}.epochs", EPOCHS),
+            search_space=_optional_str(raw.get("search_space")), grid=grid, precision=precision, **extra,
+        )
+
+    def grid_overrides(self) -> dict[str, Any]:
+        """The grid-file overrides: `epochs` (the stage's) first, then the grid lists given."""
+        return {"epochs": [self.epochs], **self.grid}
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    kind: SelectionKind
+    f1_tolerance: float  # CTT: trials within this dev F1 of the best compete on dev ECE
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any] | None) -> SelectionOptions:
+        raw = raw or {}
+        return cls(
+            kind=choice(raw.get("kind", "lexicographic"), "search.selection.kind", SELECTION_KINDS),
+            f1_tolerance=float(number(raw.get("f1_tolerance", 0.0), "search.selection.f1_tolerance", NON_NEGATIVE)),
+        )
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    mode: SearchMode
+    num_samples: int | None
+    pruner: Pruner
+    grace_period: int
+    reduction_factor: int
+    n_startup_trials: int
+    seed: int
+    max_failures: int
+    stop_after: str | None
+    selection: SelectionOptions
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> SearchOptions:
+        mode = choice(raw["mode"], "search.mode", MODES)
+        num_samples = optional_number(raw.get("num_samples"), "search.num_samples", POSITIVE_INT)
+        if mode == "tpe" and num_samples is None:
+            raise ConfigError("search.mode=tpe needs a trial budget; set search.num_samples=<n>")
+        return cls(
+            mode=mode, num_samples=num_samples,
+            pruner=choice(raw["pruner"], "search.pruner", PRUNERS),
+            grace_period=number(raw.get("grace_period", 1), "search.grace_period", POSITIVE_INT),
+            reduction_factor=number(raw.get("reduction_factor", 3), "search.reduction_factor", REDUCTION_FACTOR),
+            n_startup_trials=number(raw.get("n_startup_trials", 2), "search.n_startup_trials", NON_NEGATIVE_INT),
+            seed=number(raw.get("seed", 0), "search.seed", SEED),
+            max_failures=number(raw.get("max_failures", 0), "search.max_failures", NON_NEGATIVE_INT),
+            stop_after=choice(raw.get("stop_after"), "search.stop_after", SEARCH_STAGES, null_ok=True),
+            selection=SelectionOptions.from_raw(raw.get("selection")),
+        )
+
+    @property
+    def pauses_trials(self) -> bool:
+        """Whether the pruner pauses trials at its rungs (they then save their training state)."""
+        return self.pruner in PAUSING_PRUNERS
+
+
+@dataclass(frozen=True)
+class FinalOptions:
+    seeds: tuple[int, ...]
+    variants: tuple[str, ...]
+    eval_splits: tuple[str, ...]
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> FinalOptions:
+        seeds = list(raw.get("seeds") or [])
+        if not seeds:
+            raise ConfigError("final.seeds is empty; give at least one seed, e.g. final.seeds=[1,2,3]")
+        variants = list(raw.get("variants") or [])
+        bad = [v for v in variants if v not in FINAL_VARIANTS]
+        if bad:
+            raise ConfigError(f"final.variants has unknown {bad}; use any of {', '.join(FINAL_VARIANTS)}")
+        splits = list(raw.get("eval_splits") or FINAL_EVAL_SPLITS)
+        if [s for s in splits if s not in FINAL_EVAL_SPLITS] or "dev" not in splits:
+            raise ConfigError(f"final.eval_splits={splits} must hold dev (and test); e.g. final.eval_splits=[dev,test]")
+        return cls(tuple(number(s, "final.seeds", SEED) for s in seeds), tuple(variants), tuple(splits))
+
+
+@dataclass(frozen=True)
+class ResourceOptions:
+    cpus_per_trial: float
+    gpus_per_trial: float  # used only when torch sees a GPU; fractions allowed
+    max_concurrent_trials: int | None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> ResourceOptions:
+        return cls(
+            cpus_per_trial=float(number(raw["cpus_per_trial"], "resources.cpus_per_trial", POSITIVE)),
+            gpus_per_trial=float(number(raw["gpus_per_trial"], "resources.gpus_per_trial", NON_NEGATIVE)),
+            max_concurrent_trials=optional_number(
+                raw.get("max_concurrent_trials"), "resources.max_concurrent_trials", POSITIVE_INT),
+        )
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None  # None: a local Ray; auto | <host>:<port> | ray://<host>:<port>
+    num_cpus: int | None  # local Ray only (None: os.cpu_count())
+    connect_timeout_s: float
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> RayOptions:
+        return cls(
+            address=_optional_str(raw.get("address")),
+            num_cpus=optional_number(raw.get("num_cpus"), "ray.num_cpus", POSITIVE_INT),
+            connect_timeout_s=float(number(raw.get("connect_timeout_s") or 10, "ray.connect_timeout_s", POSITIVE)),
+        )
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The whole search configuration (see doktra_tune/conf/config.yaml for every key's meaning)."""
+
+    preset: str
+    runs_root: str
+    search_id: str | None
+    data_root: str | None
+    cache_dir: str
+    teacher_model: str
+    student_model: str
+    task: TaskOptions
+    data: DataOptions
+    train: TrainOptions
+    stages: dict[str, StageOptions]  # ctt, student, abd
+    search: SearchOptions
+    final: FinalOptions
+    resources: ResourceOptions
+    ray: RayOptions
+    tracking_uri: str | None  # mlflow.tracking_uri (None: the run directory's sqlite store)
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> SearchConfig:
+        """Build and check the typed configuration; one-line ConfigError on the first bad value."""
+        task = TaskOptions.from_raw(raw["task"])
+        train = TrainOptions.from_raw(raw["train"])
+        return cls(
+            preset=str(raw.get("preset_name", "custom")),
+            runs_root=str(raw.get("runs_root") or "runs"),
+            search_id=_optional_str(raw.get("search_id")),
+            data_root=_optional_str(raw.get("data_root")),
+            cache_dir=str(raw.get("cache_dir") or DEFAULT_CACHE_DIR),
+            teacher_model=str(raw["teacher_model"]),
+            student_model=str(raw["student_model"]),
+            task=task,
+            data=DataOptions.from_raw(raw["data"]),
+            train=train,
+            stages={name: StageOptions.from_raw(name, raw["stages"][name], train) for name in SEARCH_STAGES},
+            search=SearchOptions.from_raw(raw["search"]),
+            final=FinalOptions.from_raw(raw["final"]),
+            resources=ResourceOptions.from_raw(raw["resources"]),
+            ray=RayOptions.from_raw(raw["ray"]),
+            tracking_uri=_optional_str((raw.get("mlflow") or {}).get("tracking_uri")),
+        )

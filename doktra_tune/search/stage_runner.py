@@ -1,0 +1,120 @@
+"""One stage = one Tuner: fit it, resume it after an interruption, collect its trials.
+
+A `StageSpec` says what to run (trainable, its fixed kwargs, the param space, searcher and
+scheduler, trial count). The runner builds specs through a `SpecBuilder`, called with the trials
+an interrupted run of the same stage already finished (none the first time), so the builder decides
+what is left to run (the missing grid points, the rest of a TPE budget, the missing run specs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ray import tune
+
+from doktra_tune.search.progress import Echo, StageProgress
+from doktra_tune.search.pruning import SynchronousHalvingScheduler, pruned_trial_ids
+from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
+from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states
+from doktra_tune.tracking import SearchTracker
+
+
+@dataclass
+class StageSpec:
+    name: str  # Tune experiment name (ray/<name>)
+    trainable: Callable[..., None]
+    trainable_kwargs: dict[str, Any]
+    param_space: dict[str, Any]
+    max_t: int  # epochs of a full trial
+    search_alg: Any = None
+    scheduler: Any = None
+    num_samples: int = 1
+    pruner_on: bool = False  # a trial that ran fewer than max_t epochs was pruned
+
+
+SpecBuilder = Callable[[list[TrialRecord]], StageSpec]
+
+
+class StageRunner:
+    """Runs stage Tuners under `<run_dir>/ray/` with the session's resources and settings."""
+
+    def __init__(
+        self, run_dir: Path, resources: Resources, tracker: SearchTracker, echo: Echo, *, max_failures: int,
+    ) -> None:
+        self.storage = run_dir / "ray"
+        self.resources = resources
+        self.tracker = tracker
+        self.echo = echo
+        self.max_failures = max_failures
+
+    def _trainable(self, spec: StageSpec) -> Any:
+        return tune.with_resources(
+            tune.with_parameters(spec.trainable, **spec.trainable_kwargs), self.resources.per_trial
+        )
+
+    def run(self, label: str, build: SpecBuilder) -> list[TrialRecord]:
+        """Run stage `label`; after an interruption, keep the finished trials and run the rest.
+
+        Resume: `Tuner.can_restore` finds the interrupted experiment, `Tuner.restore(...,
+        resume_errored=False, restart_errored=False).get_results()` reads its trials; trials that
+        had finished (TERMINATED or ERROR in the experiment state) are kept as they are, and a new
+        experiment `<stage>-resume<k>` runs only what `build(finished trials)` says is missing.
+        Restarting the interrupted experiment itself with `fit()` is avoided: with a searcher,
+        Ray 2.60 re-suggests the unfinished trial's point and then waits forever on the stale one.
+        """
+        spec = build([])
+        prior: list[TrialRecord] = []
+        name, attempt = spec.name, 0
+        while tune.Tuner.can_restore(str(self.storage / name)):
+            prior += self._finished_trials(self.storage / name, spec)
+            attempt += 1
+            name = f"{spec.name}-resume{attempt}"
+        if attempt:
+            self.echo(
+                f"[{label}] resuming the interrupted stage from {self.storage / spec.name}: "
+                f"{len(prior)} finished trial(s) kept"
+            )
+            spec = dataclasses.replace(build(prior), name=name)
+        records = list(prior)
+        if spec.num_samples > 0:
+            records += self._fit(spec, label)
+        self.tracker.record_outcomes(label, {r.trial_id: r.status for r in records})
+        return records
+
+    def _fit(self, spec: StageSpec, label: str) -> list[TrialRecord]:
+        # A scheduler that pauses trials must not be capped by max_concurrent_trials (Tune's
+        # ConcurrencyLimiter counts paused trials as running); the per-trial resources bound it.
+        pauses = isinstance(spec.scheduler, SynchronousHalvingScheduler)
+        tuner = tune.Tuner(
+            self._trainable(spec),
+            param_space=spec.param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=spec.search_alg, scheduler=spec.scheduler, num_samples=spec.num_samples,
+                max_concurrent_trials=None if pauses else self.resources.max_concurrent,
+                **RAY_SETTINGS.tune_config_kwargs(),
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(self.storage),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max",
+                ),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                **RAY_SETTINGS.run_config_kwargs([StageProgress(label, self.echo, spec.scheduler)]),
+            ),
+        )
+        results = tuner.fit()
+        pruned = pruned_trial_ids(spec.scheduler) if spec.scheduler is not None else set()
+        return collect_trials(results, spec.max_t, pruned, spec.pruner_on)
+
+    def _finished_trials(self, exp_path: Path, spec: StageSpec) -> list[TrialRecord]:
+        tuner = tune.Tuner.restore(
+            str(exp_path), trainable=self._trainable(spec), resume_errored=False, restart_errored=False
+        )
+        states = experiment_trial_states(exp_path)
+        done = [r for r in tuner.get_results()
+                if states.get(str((r.metrics or {}).get("trial_id", ""))) in ("TERMINATED", "ERROR")]
+        return collect_trials(done, spec.max_t, set(), spec.pruner_on)

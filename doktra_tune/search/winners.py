@@ -1,0 +1,96 @@
+"""A stage's winner: chosen by the one selection rule (`analysis.selection`), written to
+`stages/<stage>/winner.json` with its checkpoint copied to `stages/<stage>/winner/`, read back when
+the stage is skipped on a rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from analysis.selection import SelectionRule, select_winner
+from doktra_tune.errors import DoktraError
+from doktra_tune.search.schema import SelectionOptions
+from doktra_tune.search.trials import TrialRecord, clean
+
+WINNER_FILE = "winner.json"
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """`data` as JSON at `path`, written to a temporary file and renamed (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean(data), indent=1))
+    tmp.replace(path)
+
+
+def copy_checkpoint(source: str | Path, target: Path) -> Path:
+    """`source` copied to `target` (replacing what was there)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    return target
+
+
+def selection_rule(options: SelectionOptions, stage: str) -> SelectionRule:
+    """The winner rule of `stage`: dev F1; the CTT teacher also on dev ECE (App. A.1)."""
+    return SelectionRule(kind=options.kind, use_ece=(stage == "ctt"), f1_tolerance=options.f1_tolerance)
+
+
+def pick_winner(
+    stage: str, records: list[TrialRecord], rule: SelectionRule, where: Path,
+    only: Callable[[TrialRecord], bool] | None = None,
+) -> TrialRecord:
+    """The winning trial among those with a checkpoint (and `only`); one-line error if none."""
+    pool = [r for r in records if r.checkpoint and (only is None or only(r))]
+    if not pool:
+        raise DoktraError(
+            f"stage {stage}: no trial left a checkpoint to select from; inspect {where} "
+            "and rerun with a wider grid or more epochs"
+        )
+    rows = pd.DataFrame([r.row() for r in pool])
+    if not (rows["status"] == "completed").any():
+        rows["status"] = rows["status"].where(rows["status"] == "errored", "completed")
+    winner = select_winner(rows, rule, status_col="status")
+    return pool[int(winner.name)]
+
+
+def winner_info(
+    stage: str, winner: TrialRecord, records: list[TrialRecord], rule: SelectionRule, checkpoint: Path,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The content of winner.json."""
+    return clean({
+        "stage": stage,
+        "trial_id": winner.trial_id,
+        "params": winner.params,
+        "best_epoch": winner.best_epoch,
+        "metrics": winner.best_metrics,
+        "checkpoint": str(checkpoint),
+        "selection": {**dataclasses.asdict(rule), "rows": "one per trial: its best dev_f1 epoch (the kept checkpoint)"},
+        "epochs_spent": sum(r.epochs_run for r in records),
+        "trials": [r.summary() for r in records],
+        **extra,
+    })
+
+
+def write_winner(
+    stage_dir: Path, stage: str, winner: TrialRecord, records: list[TrialRecord], rule: SelectionRule,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Copy the winner's checkpoint to `<stage_dir>/winner/` and write `<stage_dir>/winner.json`."""
+    assert winner.checkpoint is not None
+    target = copy_checkpoint(winner.checkpoint, stage_dir / "winner")
+    info = winner_info(stage, winner, records, rule, target, extra)
+    atomic_write_json(stage_dir / WINNER_FILE, info)
+    return info
+
+
+def read_winner(stage_dir: Path) -> dict[str, Any] | None:
+    """The winner.json of a finished stage, None when the stage has not finished."""
+    path = stage_dir / WINNER_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
