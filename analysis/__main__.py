@@ -14,12 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots
+from analysis.caveats import comparison_caveats
 from analysis.runs import (
     SearchSource,
     load_json_artifact,
     load_runs,
     resolve_source,
+    search_configs,
     search_curve_rows,
+    stage_winner_info,
     tag,
     trial_runs,
 )
@@ -91,6 +94,16 @@ def write_plots(source: SearchSource, runs: pd.DataFrame, out_dir: Path) -> list
     return written
 
 
+def caveat_text(runs: pd.DataFrame) -> str:
+    """What differs from the paper's setting, per task, as one Markdown paragraph ("" if nothing)."""
+    configs = search_configs(runs)
+    lines = [f"{task}: {line}" if len(configs) > 1 else line
+             for task, config in sorted(configs.items()) for line in comparison_caveats(config)]
+    if not lines:
+        return ""
+    return "**Not the paper's setting — compare directions, not values:** " + " ".join(lines)
+
+
 def run(targets: list[str], tracking_uri: str | None = None, out: str | None = None) -> int:
     """Tables over all `targets` together (one search per task gives Table 2's columns and Avg.);
     plots per search."""
@@ -111,7 +124,10 @@ def run(targets: list[str], tracking_uri: str | None = None, out: str | None = N
         loaded.append((source, runs))
     out_dir = Path(out).resolve() if out else loaded[0][0].out_dir
     all_runs = pd.concat([runs for _, runs in loaded], ignore_index=True)
-    tables = write_all_tables(all_runs, out_dir / "tables")
+    caveats = caveat_text(all_runs)
+    ctt_winners = {task: info for source, runs in loaded for task in search_configs(runs)
+                   if (info := stage_winner_info(source.tracking_uri, runs, task, "ctt")) is not None}
+    tables = write_all_tables(all_runs, out_dir / "tables", caveats=caveats, ctt_winners=ctt_winners)
     figures: list[Path] = []
     for source, runs in loaded:
         plot_dir = out_dir / "plots" if len(loaded) == 1 else out_dir / "plots" / source.out_dir.name
@@ -119,6 +135,8 @@ def run(targets: list[str], tracking_uri: str | None = None, out: str | None = N
     main_table = tables.get("table2", tables.get("table7"))
     if main_table is not None:
         print(to_markdown(main_table))
+        if caveats:
+            print(caveats)
     else:
         n_final = len(final_results(all_runs))
         print(f"no final seed runs yet ({n_final}); Table 2 needs the final stage's runs")

@@ -79,9 +79,10 @@ def comparison_caveats(config: Mapping[str, Any]) -> list[str]:
         epochs.append(f"CTT e={_get(config, 'stages.ctt.epochs')} (Table A1: {ctt_e})")
     if _get(config, "stages.abd.epochs") not in (None, 10):
         epochs.append(f"ABD e2={_get(config, 'stages.abd.epochs')} (paper: 10)")
-    e1 = _get(config, "stages.student.grid.epochs") or [_get(config, "stages.student.epochs")]
-    if e1 and max(int(e) for e in e1 if e is not None) < 5:
-        epochs.append(f"student e1 up to {max(int(e) for e in e1 if e is not None)} (paper: 5-10)")
+    e1 = [int(e) for e in (_get(config, "stages.student.grid.epochs") or [_get(config, "stages.student.epochs")])
+          if isinstance(e, (int, float))]
+    if e1 and max(e1) < 5:
+        epochs.append(f"student e1 up to {max(e1)} (paper: 5-10)")
     if epochs:
         lines.append(f"epochs: {'; '.join(epochs)}.")
     max_len = _get(config, "data.max_len")
@@ -89,10 +90,3 @@ def comparison_caveats(config: Mapping[str, Any]) -> list[str]:
         lines.append(f"max_len {max_len} tokens (paper: {PAPER_MAX_LEN}).")
     return lines
 
-
-def caveat_block(config: Mapping[str, Any] | None) -> str:
-    """The caveats as a Markdown paragraph ("" when there are none)."""
-    lines = comparison_caveats(config or {})
-    if not lines:
-        return ""
-    return "**Not the paper's setting — compare directions, not values:** " + " ".join(lines)

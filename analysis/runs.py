@@ -188,3 +188,52 @@ def load_json_artifact(tracking_uri: str, run_id: str, name: str) -> Any | None:
             raise DataError(
                 f"artifact {name} of run {run_id} is not valid JSON ({err}); re-run that trial"
             ) from err
+
+
+def _param_value(text: Any) -> Any:
+    """A logged param back as a value: numbers, lists, None ("None"/"null"), else the string."""
+    import yaml
+
+    if not isinstance(text, str):
+        return None if text is None or (isinstance(text, float) and text != text) else text
+    if text in ("None", "null", ""):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def search_configs(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """task -> the resolved configuration of its search (the search run's params, unflattened)."""
+    if runs.empty:
+        return {}
+    searches = runs[(tag(runs, "doktra.level") == "search").fillna(False).astype(bool)]
+    out: dict[str, dict[str, Any]] = {}
+    for _, row in searches.iterrows():
+        config: dict[str, Any] = {}
+        for column, value in row.items():
+            if not str(column).startswith("params."):
+                continue
+            parts = str(column)[len("params."):].split(".")
+            node = config
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[parts[-1]] = _param_value(value)
+        task = row.get("tags.doktra.task") or (config.get("task") or {}).get("name")
+        if isinstance(task, str):
+            out[task] = config
+    return out
+
+
+def stage_winner_info(tracking_uri: str, runs: pd.DataFrame, task: str, stage: str) -> dict[str, Any] | None:
+    """The winner.json a stage run carries (its trials with the rows the winner rule ranked)."""
+    stages = stage_runs(runs)
+    mask = (tag(stages, "doktra.stage") == stage) & (tag(stages, "doktra.task") == task)
+    chosen = stages[mask.fillna(False).astype(bool)]
+    if chosen.empty:
+        return None
+    return load_json_artifact(tracking_uri, str(chosen["run_id"].iloc[-1]), "winner.json")

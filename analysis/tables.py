@@ -10,19 +10,26 @@ distilled from, i.e. fine-tuned with its dev-tuned confidence penalty beta1 (Tab
 for HoC). So the teacher row and Retain % use variant `teacher_ctt`
 (Retain = Avg(student-DoKTra) / Avg(teacher) x 100, §4.3), falling back to `teacher_ft` when no
 `teacher_ctt` run exists; `teacher_ft` (beta1 = 0) is shown as its own row when present.
+
+Every row says which models it measured (column "Which model", from the runs' `doktra.origin` tag):
+the seed re-runs of `final.protocol=chain` (the teachers and students the DoKTra rows of the same
+seeds distilled from and started from), or the search's own winners (`final.protocol=winners`).
+Wherever the paper's numbers stand beside ours, the caption says what differs
+(`analysis.caveats`).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from analysis import paper_values as paper
 from analysis.runs import stage_runs, tag, trial_runs
+from analysis.selection import NoWinnerError, SelectionRule, select_winner
 
 FINANCIAL_TASKS = ("fpb", "fts")
 TASK_ORDER = ("chemprot", "gad", "ddi", "i2b2", "hoc", "fpb", "fts")
@@ -45,10 +52,11 @@ MISSING = "–"
 
 
 def final_results(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long frame of final runs: task, variant, seed, test_f1, test_ece, test_lat, student_model."""
+    """Long frame of final runs: task, variant, seed, fold, origin, teacher, test_f1, test_ece,
+    test_lat, test_macro_f1, student_model, teacher_model."""
     final = trial_runs(runs, "final")
-    columns = ["task", "variant", "seed", "test_f1", "test_ece", "test_lat", "student_model",
-               "teacher_model"]
+    columns = ["task", "variant", "seed", "fold", "origin", "teacher", "test_f1", "test_ece", "test_lat",
+               "test_macro_f1", "student_model", "teacher_model"]
     if final.empty:
         return pd.DataFrame(columns=columns)
     status = tag(final, "doktra.status").astype("string").fillna("")
@@ -58,11 +66,14 @@ def final_results(runs: pd.DataFrame) -> pd.DataFrame:
             "task": tag(final, "doktra.task"),
             "variant": tag(final, "doktra.variant"),
             "seed": tag(final, "doktra.seed"),
+            "fold": tag(final, "doktra.fold"),
+            "origin": tag(final, "doktra.origin"),
+            "teacher": tag(final, "doktra.teacher"),
             "student_model": tag(final, "doktra.student_model"),
             "teacher_model": tag(final, "doktra.teacher_model"),
         }
     )
-    for metric in ("test_f1", "test_ece", "test_lat"):
+    for metric in ("test_f1", "test_ece", "test_lat", "test_macro_f1"):
         column = f"metrics.{metric}"
         out[metric] = pd.to_numeric(final[column], errors="coerce") if column in final else np.nan
     return out[columns].reset_index(drop=True)
@@ -119,6 +130,32 @@ def _student_model(results: pd.DataFrame) -> str | None:
 # Table 2 / Table 7
 
 
+ROLES = {  # variant -> what the model is to the DoKTra rows
+    "teacher_ctt": "the teacher DoKTra distilled from",
+    "teacher_ft": "the teacher DoKTra−CTT distilled from",
+    "student_ft": "the student DoKTra started from",
+    "doktra": "distilled from the rows above",
+}
+
+
+def which_model(results: pd.DataFrame, variant: str) -> str:
+    """What the runs of a row are: seed re-runs (how many) or the search's winner, and their role."""
+    rows = results[results["variant"] == variant]
+    if rows.empty:
+        return ""
+    origins = set(rows["origin"].dropna())
+    n = len(rows)
+    folds = rows["fold"].dropna().nunique() if "fold" in rows else 0
+    if origins == {"search winner"}:
+        what = "search winner"
+    elif origins == {"seed re-run"}:
+        what = f"seed re-runs (n={n}{f', {folds} folds' if folds > 1 else ''})"
+    else:
+        what = f"n={n}"
+    role = ROLES.get(variant)
+    return f"{what}; {role}" if role else what
+
+
 def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) -> pd.DataFrame:
     stats = summarize(results, "test_f1")
     variants = set(results["variant"].dropna())
@@ -129,13 +166,15 @@ def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) ->
     rows += [("student-ft", "student_ft"), ("student-DoKTra", "doktra")]
     rows = [(label, v) for label, v in rows if v in variants]
     names = [TASK_NAMES.get(t, t) for t in tasks]
+    macro = summarize(results, "test_macro_f1") if financial else None
     table = []
     teacher_avg = _avg(_mean(stats, teacher, t) for t in tasks)
     for label, variant in rows:
         avg = _avg(_mean(stats, variant, t) for t in tasks)
         retain = 100 * avg / teacher_avg if variant == "doktra" and teacher_avg else math.nan
-        table.append([label, *(_cell(stats, variant, t) for t in tasks), fmt(avg),
-                      _pct(retain) if variant == "doktra" else ""])
+        extra = [_cell(macro, variant, t) for t in tasks] if macro is not None else []
+        table.append([label, which_model(results, variant), *(_cell(stats, variant, t) for t in tasks), fmt(avg),
+                      _pct(retain) if variant == "doktra" else "", *extra])
     # the paper's rows for the same tasks
     family = paper.student_family(_student_model(results))
     source = paper.TABLE7 if financial else paper.TABLE2
@@ -150,8 +189,10 @@ def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) ->
             ]
             avg = _avg(source[row].get(t, (math.nan, None))[0] for t in tasks)
             retain = _pct(100 * avg / paper_teacher) if row.endswith("DoKTra") else ""
-            table.append([f"paper: {row}", *cells, fmt(avg, scale=1.0), retain])
-    return pd.DataFrame(table, columns=["Model", *names, "Avg.", "Retain"])
+            table.append([f"paper: {row}", "paper (3 seeds)", *cells, fmt(avg, scale=1.0), retain,
+                          *([MISSING] * len(tasks) if macro is not None else [])])
+    macro_names = [f"{n} macro-F1" for n in names] if macro is not None else []
+    return pd.DataFrame(table, columns=["Model", "Which model", *names, "Avg.", "Retain", *macro_names])
 
 
 def table2(results: pd.DataFrame) -> pd.DataFrame:
@@ -162,7 +203,8 @@ def table2(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def table7(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 7: the same for the financial tasks (FPB, FTS)."""
+    """Table 7: the same for the financial tasks (FPB, FTS): F1 is the authors' micro-F1 over the
+    three classes (= accuracy), with macro-F1 as extra columns."""
     tasks = _ordered_tasks(t for t in results["task"].unique() if t in FINANCIAL_TASKS)
     return _main_table(results[results["task"].isin(tasks)], tasks, financial=True)
 
@@ -173,11 +215,12 @@ def table7(results: pd.DataFrame) -> pd.DataFrame:
 
 def table5(results: pd.DataFrame) -> pd.DataFrame:
     """Table 5: test F1 and L_AT (Eq. 4) of DoKTra without CTT (`doktra_no_ctt`) vs with CTT
-    (`doktra`), plus the two teachers' test ECE (beta1 = 0 vs CTT) and the paper's values."""
+    (`doktra`), plus the test ECE and F1 of the two teachers they distilled from (beta1 = 0 vs CTT)
+    and the paper's values."""
     f1 = summarize(results, "test_f1")
     lat = summarize(results, "test_lat")
     ece = summarize(results, "test_ece")
-    rows = []
+    rows = []  # the teacher columns are the very teachers the DoKTra rows distilled from (final.protocol)
     for task in _ordered_tasks(results["task"].unique()):
         p = paper.TABLE5.get(task)
         rows.append(
@@ -189,6 +232,8 @@ def table5(results: pd.DataFrame) -> pd.DataFrame:
                 _cell(lat, "doktra", task, scale=1.0),
                 _cell(ece, "teacher_ft", task),
                 _cell(ece, "teacher_ctt", task),
+                _cell(f1, "teacher_ft", task),
+                _cell(f1, "teacher_ctt", task),
                 fmt(p["no_ctt"][0], p["no_ctt"][1], 1.0) if p else MISSING,
                 fmt(p["no_ctt"][2], None, 1.0) if p else MISSING,
                 fmt(p["ctt"][0], p["ctt"][1], 1.0) if p else MISSING,
@@ -198,7 +243,8 @@ def table5(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         rows,
         columns=["Task", "DoKTra−CTT F1", "DoKTra−CTT L_AT", "DoKTra F1", "DoKTra L_AT",
-                 "teacher ECE (beta1 = 0)", "teacher ECE (CTT)", "paper DoKTra−CTT F1",
+                 "teacher ECE (beta1 = 0)", "teacher ECE (CTT)", "teacher F1 (beta1 = 0)", "teacher F1 (CTT)",
+                 "paper DoKTra−CTT F1",
                  "paper DoKTra−CTT L_AT", "paper DoKTra F1", "paper DoKTra L_AT"],
     )
 
@@ -244,8 +290,10 @@ def table6(results: pd.DataFrame) -> pd.DataFrame | None:
 
 def _winner_value(row: pd.Series, *names: str) -> str:
     """First present `params.winner.<name>` (also under `config.` / `run.` prefixes). The search
-    driver logs the winner as {trial_id, best_epoch, **the trial's sampled params}: e (e1) is the
-    selected epoch `best_epoch`; e2 is the ABD schedule length `epochs` (gamma splits it)."""
+    driver logs the winner as {trial_id, epoch, **the trial's sampled params, handoff, e1}: e is the
+    epoch of the teacher handed on (`epoch`), e1 the student's (`e1`: its schedule length, or its
+    best epoch in e1_mode=best_epoch); e2 is the ABD schedule length `epochs` (gamma splits it).
+    `best_epoch` is read from searches logged before it was renamed."""
     for name in names:
         for prefix in ("", "config.", "run."):
             column = f"params.winner.{prefix}{name}"
@@ -287,7 +335,7 @@ def table_a1(runs: pd.DataFrame) -> pd.DataFrame | None:
     for task in tasks:
         row = winners[(task, "ctt")]
         p = paper.TABLE_A1.get(task)
-        rows.append([TASK_NAMES.get(task, task), _winner_value(row, "best_epoch", "epoch", "epochs"),
+        rows.append([TASK_NAMES.get(task, task), _winner_value(row, "epoch", "best_epoch", "epochs"),
                      _winner_value(row, "beta"), _paper_cell(p, "e"), _paper_cell(p, "beta1")])
     return pd.DataFrame(rows, columns=["Task", "e", "beta1", "paper e", "paper beta1"])
 
@@ -305,8 +353,8 @@ def table_abd(runs: pd.DataFrame, family: str) -> pd.DataFrame | None:
         student = winners.get((task, "student"), pd.Series(dtype=object))
         abd = winners.get((task, "abd"), pd.Series(dtype=object))
         ours = [
-            _winner_value(student, "best_epoch", "epoch", "epochs"), _winner_value(student, "lr"),
-            _winner_value(abd, "epochs", "best_epoch", "epoch"), _winner_value(abd, "lr"),
+            _winner_value(student, "e1", "epoch", "best_epoch", "epochs"), _winner_value(student, "lr"),
+            _winner_value(abd, "epochs", "epoch", "best_epoch"), _winner_value(abd, "lr"),
             _winner_value(abd, "beta"), _winner_value(abd, "gamma"),
         ]
         p = source.get(task)
@@ -314,6 +362,43 @@ def table_abd(runs: pd.DataFrame, family: str) -> pd.DataFrame | None:
         rows.append([TASK_NAMES.get(task, task), *ours, *theirs])
     keys = ["e1", "lr1", "e2", "lr2", "beta2", "gamma"]
     return pd.DataFrame(rows, columns=["Task", *keys, *(f"paper {k}" for k in keys)])
+
+
+# --------------------------------------------------------------------------------------------
+# the CTT winner rule on a real stage (App. A.1: beta1 "in terms of the F1 score and ECE")
+
+SELECTION_RULES = (
+    ("dev F1 only (ties: ECE)", SelectionRule(use_ece=True, f1_tolerance=0.0)),
+    ("dev F1 within 0.5 point, then ECE", SelectionRule(use_ece=True, f1_tolerance=0.005)),
+    ("dev F1 within 1 point, then ECE", SelectionRule(use_ece=True, f1_tolerance=0.01)),
+    ("dev F1 within 2 points, then ECE", SelectionRule(use_ece=True, f1_tolerance=0.02)),
+    ("Pareto front (F1, ECE), best F1", SelectionRule(kind="pareto", use_ece=True, f1_tolerance=0.0)),
+)
+
+
+def ctt_selection(winner_info: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Each CTT trial (beta1, dev F1, dev ECE at the epoch handed on) and the beta1 each winner
+    rule picks; the row `this search` is the rule the search ran with."""
+    trials = [t for t in winner_info.get("trials", []) if t.get("dev_f1") is not None]
+    if not trials:
+        return None
+    rows = pd.DataFrame([{"beta1": t["params"].get("beta"), "dev_f1": t["dev_f1"], "dev_ece": t.get("dev_ece"),
+                          "status": t.get("status", "completed")} for t in trials])
+    table = [[f"trial beta1 = {_short_number(str(r.beta1))}", fmt(r.dev_f1), fmt(r.dev_ece), r.status]
+             for r in rows.itertuples()]
+    used = winner_info.get("selection") or {}
+    rules = list(SELECTION_RULES)
+    if used:
+        rules.append(("this search", SelectionRule(kind=used.get("kind", "lexicographic"), use_ece=True,
+                                                   f1_tolerance=float(used.get("f1_tolerance", 0.0)))))
+    for label, rule in rules:
+        try:
+            pick = select_winner(rows, rule, status_col="status")
+            table.append([f"rule: {label}", fmt(pick["dev_f1"]), fmt(pick["dev_ece"]),
+                          f"picks beta1 = {_short_number(str(pick['beta1']))}"])
+        except NoWinnerError:
+            table.append([f"rule: {label}", MISSING, MISSING, "no eligible trial"])
+    return pd.DataFrame(table, columns=["CTT trial / winner rule", "dev F1 (%)", "dev ECE (%)", "status / pick"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,8 +441,12 @@ def write_table(df: pd.DataFrame, name: str, out_dir: Path, caption: str) -> lis
     return paths
 
 
-def write_all_tables(runs: pd.DataFrame, out_dir: Path) -> dict[str, pd.DataFrame]:
-    """Every table that the runs support, written under `out_dir`; returns them by name."""
+def write_all_tables(
+    runs: pd.DataFrame, out_dir: Path, *, caveats: str = "", ctt_winners: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Every table that the runs support, written under `out_dir`; returns them by name. `caveats`
+    (what differs from the paper's setting) goes under every table that shows the paper's values;
+    `ctt_winners` (task -> the CTT stage's winner.json) gives the CTT winner-rule tables."""
     results = final_results(runs)
     written: dict[str, pd.DataFrame] = {}
     if not results.empty:
@@ -383,6 +472,13 @@ def write_all_tables(runs: pd.DataFrame, out_dir: Path) -> dict[str, pd.DataFram
                        f"fine-tuning and ABD hyperparameters selected on dev ({family} rows)."))
     for name, df, caption in candidates:
         if df is not None and not df.empty:
-            write_table(df, name, out_dir, caption)
+            write_table(df, name, out_dir, f"{caption}\n\n{caveats}" if caveats else caption)
+            written[name] = df
+    for task, info in (ctt_winners or {}).items():
+        df = ctt_selection(info)
+        if df is not None:
+            name = f"ctt_selection_{task}"
+            write_table(df, name, out_dir, f"{TASK_NAMES.get(task, task)}: the CTT trials at the epoch handed on "
+                        "and the beta1 each winner rule picks (App. A.1: F1 and ECE).")
             written[name] = df
     return written

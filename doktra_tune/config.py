@@ -31,7 +31,12 @@ Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 KeepCheckpoints = Literal["best", "last", "best_and_last", "none"]
 KEEP_MODES: tuple[str, ...] = get_args(KeepCheckpoints)
-Projection = Literal["fixed_random", "learned"]
+# Teacher -> student [CLS] map of Eq. 4/5 (§4.2). auto: identity when the widths are equal (as the
+# authors' RoBERTa-base financial student, Fin_RoBERTa_DoKTra_cpl.py), else the frozen random linear
+# map (their `expander_model`); the two linear modes are TeacherProjection's.
+LinearProjection = Literal["fixed_random", "learned"]
+LINEAR_PROJECTIONS: tuple[str, ...] = get_args(LinearProjection)
+Projection = Literal["auto", "identity", "fixed_random", "learned"]
 PROJECTIONS: tuple[str, ...] = get_args(Projection)
 DistillLoss = Literal["abd", "kld"]
 DISTILL_LOSSES: tuple[str, ...] = get_args(DistillLoss)
@@ -159,8 +164,8 @@ class DistillConfig(StageConfig):
     teacher_checkpoint: str = ""
     gamma: float = 0.9  # switch rate: epochs < int(gamma * epochs) train on Eq. 5, the rest refine
     margin: float = 1.0  # mu in Eq. 5
-    projection: Projection = "fixed_random"
-    projection_seed: int = 0
+    projection: Projection = "auto"
+    projection_seed: int | None = None  # None: the run's seed (the authors seed it with --random_seed)
     distill_loss: DistillLoss = "abd"  # "kld": Table 6's KL-divergence distillation instead
     kd_temperature: float = 1.0
 

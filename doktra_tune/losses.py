@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from doktra_tune.config import PROJECTIONS
-from doktra_tune.config import Projection as ProjectionMode
-from doktra_tune.errors import NonFiniteLossError
+from doktra_tune.config import LINEAR_PROJECTIONS
+from doktra_tune.config import LinearProjection as ProjectionMode
+from doktra_tune.errors import ConfigError, NonFiniteLossError
 
 ABNormalizer = Literal["authors", "per_example"]
 
@@ -146,26 +146,27 @@ def kd_kl_loss(
 
 
 class TeacherProjection(nn.Module):
-    """Maps teacher [CLS] (teacher_dim) to the student's width (student_dim) before Eq. 4/5.
+    """Maps teacher [CLS] (teacher_dim) to the student's width (student_dim) before Eq. 4/5 (§4.2).
 
     As the authors' `expander_model` (nn.Linear(768, 2048), xavier_uniform_ weight, bias 0.01,
-    applied under no_grad), a projection is used even when the two widths are equal.
+    applied under no_grad). Whether a map is used at all is `resolve_projection`'s decision: the
+    authors use none when the widths are equal (their RoBERTa-base financial student).
 
     mode="fixed_random": the seeded random map above, frozen (requires_grad False, applied under
     no_grad). mode="learned": same initialisation, trainable (give its parameters to the optimiser).
 
-    Seeding: the weight is drawn from a local torch.Generator seeded with `seed`, so building a
-    projection neither reads nor disturbs the global RNG. The authors call torch.manual_seed(seed)
-    and draw from the global RNG (after nn.Linear's own default init), so the distribution is the
-    same (Xavier-uniform) but the exact values differ from theirs.
+    Seeding: the weight is drawn from a local torch.Generator seeded with `seed` (the run's seed,
+    as the authors' torch.manual_seed(args.random_seed)), so building a projection neither reads
+    nor disturbs the global RNG. The authors draw from the global RNG (after nn.Linear's own
+    default init), so the distribution is the same (Xavier-uniform) but the exact values differ.
     """
 
     def __init__(
         self, teacher_dim: int, student_dim: int, mode: ProjectionMode = "fixed_random", seed: int = 0
     ) -> None:
         super().__init__()
-        if mode not in PROJECTIONS:
-            raise ValueError(f"unknown projection mode {mode!r}; use one of {', '.join(PROJECTIONS)}")
+        if mode not in LINEAR_PROJECTIONS:
+            raise ValueError(f"unknown projection mode {mode!r}; use one of {', '.join(LINEAR_PROJECTIONS)}")
         if teacher_dim <= 0 or student_dim <= 0:
             raise ValueError(f"projection dims must be positive, got {teacher_dim} -> {student_dim}")
         self.mode: ProjectionMode = mode
@@ -193,6 +194,19 @@ class TeacherProjection(nn.Module):
             with torch.no_grad():
                 return self.linear(x)
         return self.linear(x)
+
+
+def resolve_projection(projection: str, teacher_dim: int, student_dim: int) -> str:
+    """The map a run uses: "auto" is "identity" for equal widths, else "fixed_random";
+    "identity" with different widths is a one-line ConfigError."""
+    if projection == "auto":
+        return "identity" if teacher_dim == student_dim else "fixed_random"
+    if projection == "identity" and teacher_dim != student_dim:
+        raise ConfigError(
+            f"projection=identity needs equal teacher and student widths, got {teacher_dim} and {student_dim}; "
+            "use projection=auto or fixed_random"
+        )
+    return projection
 
 
 def check_finite(loss: Tensor, what: str = "loss") -> Tensor:

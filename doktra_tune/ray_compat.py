@@ -96,11 +96,15 @@ class OneBracketHyperBand(HyperBandScheduler):
     """Ray's synchronous HyperBand restricted to one bracket of `num_trials` trials: successive
     halving with rungs at grace_period * reduction_factor**k (the last at max_t). Trials reaching a
     rung pause until every trial of the bracket has reached it. `on_pruned(trial_id)` is called for
-    each trial a halving drops."""
+    each trial a halving drops.
+
+    With `group_key`, each value of that config key gets its own bracket of `group_sizes[value]`
+    trials and horizon `value` (the student's e1 grid: trials of different schedule lengths are
+    never ranked against each other)."""
 
     def __init__(
         self, *, num_trials: int, max_t: int, grace_period: int, reduction_factor: int, metric: str,
-        mode: str, time_attr: str,
+        mode: str, time_attr: str, group_key: str | None = None, group_sizes: dict[Any, int] | None = None,
     ):
         super().__init__(
             time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,
@@ -108,11 +112,9 @@ class OneBracketHyperBand(HyperBandScheduler):
         )
         self._num_trials = num_trials
         self._grace_period = grace_period
-        halvings, rung = 0, grace_period
-        while rung < max_t:
-            rung *= reduction_factor
-            halvings += 1
-        self._halvings = halvings
+        self._group_key = group_key
+        self._group_sizes = dict(group_sizes or {})
+        self._group_brackets: dict[Any, list[_Bracket]] = {}
         self._hyperbands = [[]]
 
     @property
@@ -127,21 +129,34 @@ class OneBracketHyperBand(HyperBandScheduler):
     def on_pruned(self, trial_id: str) -> None:
         """Called for every trial a halving drops; subclasses record it."""
 
-    def _new_bracket(self) -> _Bracket:
+    def _halvings(self, max_t: int) -> int:
+        halvings, rung = 0, self._grace_period
+        while rung < max_t:
+            rung *= self._eta
+            halvings += 1
+        return halvings
+
+    def _new_bracket(self, max_trials: int, max_t: int) -> _Bracket:
         return _BracketWithCallback(
-            time_attr=self._time_attr, max_trials=self._num_trials, init_t_attr=self._grace_period,
-            max_t_attr=self._max_t_attr, eta=self._eta, s=self._halvings, stop_last_trials=True,
+            time_attr=self._time_attr, max_trials=max_trials, init_t_attr=min(self._grace_period, max_t),
+            max_t_attr=max_t, eta=self._eta, s=self._halvings(max_t), stop_last_trials=True,
             on_pruned=self.on_pruned,
         )
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if not self._metric or not self._metric_op:
             raise ValueError(f"{type(self).__name__} needs metric and mode")
-        band = self._hyperbands[0]
-        if not band or band[-1].filled():
-            band.append(self._new_bracket())  # more trials than announced: a further bracket
-        band[-1].add_trial(trial)
-        self._trial_info[trial] = band[-1], 0
+        if self._group_key is None:
+            group, size, max_t = None, self._num_trials, self._max_t_attr
+        else:
+            group = (trial.config or {}).get(self._group_key)
+            size, max_t = self._group_sizes.get(group, 1), int(group)
+        brackets = self._group_brackets.setdefault(group, [])
+        if not brackets or brackets[-1].filled():
+            brackets.append(self._new_bracket(size, max_t))  # more trials than announced: a further bracket
+            self._hyperbands[0].append(brackets[-1])
+        brackets[-1].add_trial(trial)
+        self._trial_info[trial] = brackets[-1], 0
 
 
 def tuner_scheduler(tuner: Tuner) -> TrialScheduler | None:
@@ -181,7 +196,9 @@ def missing_internals() -> list[str]:
     if not hasattr(local, "_tune_config"):
         missing.append("Tuner()._local_tuner._tune_config")
     try:
-        from ray._private.services import find_gcs_addresses  # noqa: F401
+        import ray._private.services as services  # private: the name local_cluster_addresses uses
     except ImportError:
+        services = None
+    if not hasattr(services, "find_gcs_addresses"):
         missing.append("ray._private.services.find_gcs_addresses")
     return missing

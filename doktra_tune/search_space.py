@@ -91,14 +91,15 @@ class SearchSpace:
 
 
 def load_search_space(
-    stage: str, path: str | Path | None = None, overrides: dict | None = None
+    stage: str, path: str | Path | None = None, overrides: dict | None = None, fixed_values: dict | None = None,
 ) -> SearchSpace:
     """Read, override and validate one stage's grid.
 
     `path` None reads the packaged `search_spaces/<stage>.yaml`. `overrides` maps a hyperparameter
     to its new grid (a list, or a scalar meaning a one-value grid): a key of `params` gets the new
     grid; a key of `fixed` gets the new value (a one-value list or scalar) or becomes searched
-    (a list of several values); a new known key is added to the grid.
+    (a list of several values); a new known key is added to the grid. `fixed_values` (e.g. the
+    stage's epochs) are shared by every trial: a hyperparameter named there is not searched.
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown search stage {stage!r}; use one of {', '.join(STAGES)}")
@@ -147,6 +148,9 @@ def load_search_space(
         else:
             fixed.pop(name, None)
             params[name] = grid
+    for name, value in (fixed_values or {}).items():
+        params.pop(name, None)
+        fixed[name] = _validate_value(stage, rules, name, value, f"{name}={value}")
 
     if not params:
         raise ConfigError(

@@ -59,6 +59,7 @@ from doktra_tune.losses import (
     activation_transfer_count,
     confidence_penalty_loss,
     kd_kl_loss,
+    resolve_projection,
 )
 from doktra_tune.metrics import ReliabilityBins, confusion_matrix, evaluate_predictions, reliability_for_task
 from doktra_tune.models import (
@@ -373,7 +374,9 @@ def evaluate_checkpoint(
             batch_size=batch_size,
         )
         teacher_cls = torch.from_numpy(outs.cls).to(rt.device)
-        projection = _projection_from_meta(Path(checkpoint_dir), meta, outs.cls.shape[1], hidden_size(model)).to(rt.device)
+        projection = _projection_from_meta(Path(checkpoint_dir), meta, outs.cls.shape[1], hidden_size(model))
+        if projection is not None:
+            projection.to(rt.device)
     pred = predict_split(
         model, split_data.encoded, task, tokenizer.pad_token_id, batch_size=batch_size, rt=rt,
         teacher_cls=teacher_cls, projection=projection,
@@ -405,9 +408,14 @@ def teacher_amp_dtype(teacher_checkpoint: str | Path, rt: Runtime) -> torch.dtyp
     return resolve_precision(str(precision), rt.device) if precision else rt.amp_dtype
 
 
-def _projection_from_meta(ckpt: Path, meta: dict[str, Any], teacher_dim: int, student_dim: int) -> TeacherProjection:
+def _projection_from_meta(
+    ckpt: Path, meta: dict[str, Any], teacher_dim: int, student_dim: int
+) -> TeacherProjection | None:
+    """The teacher map a distilled student was trained against (None: identity)."""
     info = meta.get("projection") or {}
-    mode = info.get("mode", "fixed_random")
+    mode = resolve_projection(str(info.get("mode", "fixed_random")), teacher_dim, student_dim)
+    if mode == "identity":
+        return None
     projection = TeacherProjection(teacher_dim, student_dim, mode=mode, seed=int(info.get("seed", 0)))
     weights = ckpt / PROJECTION_FILE
     if weights.is_file():
@@ -724,17 +732,21 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         if split.name == "train":
             teacher_logits = torch.from_numpy(outs.logits).to(rt.device)
     teacher_dim = raw_cls["train"].shape[1]
-    projection = TeacherProjection(teacher_dim, hidden_size(model), mode=cfg.projection, seed=cfg.projection_seed)
-    projection.to(rt.device)
+    mode = resolve_projection(cfg.projection, teacher_dim, hidden_size(model))
+    projection_seed = cfg.seed if cfg.projection_seed is None else cfg.projection_seed
     params = [p for p in model.parameters() if p.requires_grad]
-    if projection.trainable:
-        params += list(projection.parameters())
-        teacher_cls = raw_cls  # projected per batch (its weights change)
-        eval_projection: TeacherProjection | None = projection
+    eval_projection: TeacherProjection | None = None
+    if mode == "identity":
+        teacher_cls = raw_cls
     else:
-        with torch.no_grad():  # a fixed map: project every cached vector once
-            teacher_cls = {name: projection(vecs).float() for name, vecs in raw_cls.items()}
-        eval_projection = None
+        projection = TeacherProjection(teacher_dim, hidden_size(model), mode=mode, seed=projection_seed).to(rt.device)
+        if projection.trainable:
+            params += list(projection.parameters())
+            teacher_cls = raw_cls  # projected per batch (its weights change)
+            eval_projection = projection
+        else:
+            with torch.no_grad():  # a fixed map: project every cached vector once
+                teacher_cls = {name: projection(vecs).float() for name, vecs in raw_cls.items()}
     assert teacher_logits is not None
 
     def cached_teacher_cls(batch: Batch) -> torch.Tensor:
@@ -760,7 +772,7 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         extra_meta={
             "teacher_checkpoint": str(cfg.teacher_checkpoint),
             "init_checkpoint": str(cfg.model),
-            "projection": {"mode": cfg.projection, "seed": cfg.projection_seed},
+            "projection": {"mode": mode, "seed": projection_seed},
         },
     )
     return _run_stage(state, on_epoch)

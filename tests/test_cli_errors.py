@@ -72,7 +72,7 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
     help_ = subprocess.run([sys.executable, "-m", "doktra_tune.search", "--help"], cwd=tmp_path, env=_env(),
                            capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0
-    assert "preset: cpu, paper, tiny" in help_.stdout and "chemprot" in help_.stdout
+    assert "preset: cpu, paper, proxy, tiny" in help_.stdout and "chemprot" in help_.stdout
     job = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=gad", "preset=cpu", "--cfg", "job"],
                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
     assert job.returncode == 0, job.stderr

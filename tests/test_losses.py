@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from doktra_tune.errors import NonFiniteLossError
+from doktra_tune.errors import ConfigError, NonFiniteLossError
 from doktra_tune.losses import (
     TeacherProjection,
     activation_boundary_loss,
@@ -17,6 +17,7 @@ from doktra_tune.losses import (
     confidence_penalty_loss,
     entropy,
     kd_kl_loss,
+    resolve_projection,
 )
 
 LN3 = math.log(3.0)
@@ -192,8 +193,15 @@ def test_projection_is_seeded_frozen_and_leaves_global_rng_alone() -> None:
     assert torch.allclose(y, x.detach() @ p1.linear.weight.T + 0.01, atol=1e-6)
 
 
-def test_projection_equal_dims_is_not_identity_and_learned_mode_trains() -> None:
-    same = TeacherProjection(6, 6, seed=0)
+def test_projection_auto_is_identity_for_equal_widths_and_learned_mode_trains() -> None:
+    """§4.2 projects the teacher only because the widths differ; the authors' RoBERTa-base financial
+    student (768 = FinBERT's 768) uses no map. auto follows that; fixed_random forces the map."""
+    assert resolve_projection("auto", 768, 768) == "identity"
+    assert resolve_projection("auto", 768, 2048) == "fixed_random"
+    assert resolve_projection("fixed_random", 6, 6) == "fixed_random"  # forced
+    with pytest.raises(ConfigError, match="projection=identity needs equal teacher and student widths"):
+        resolve_projection("identity", 768, 1024)
+    same = TeacherProjection(6, 6, seed=0)  # the forced map is a real map, not the identity
     x = torch.randn(2, 6)
     assert not torch.allclose(same(x), x)
     learned = TeacherProjection(6, 4, mode="learned", seed=0)

@@ -70,7 +70,7 @@ def test_micro_f1_no_positive_predictions_is_zero() -> None:
     assert task_f1("chemprot", y, one_hot_probs([5, 5, 5], 6)) == 0.0
 
 
-# ------------------------------------------------------------------ GAD binary F1, FPB macro F1
+# ------------------------------------------------------------------ GAD binary F1, FPB micro / macro F1
 
 
 def test_gad_binary_f1_is_the_positive_class() -> None:
@@ -82,17 +82,20 @@ def test_gad_binary_f1_is_the_positive_class() -> None:
     assert (p, r, f1) == pytest.approx((2 / 3, 1 / 2, 4 / 7))
 
 
-def test_fpb_macro_f1_and_confusion_matrix() -> None:
+def test_fpb_scores_the_authors_micro_f1_with_macro_f1_beside_it() -> None:
+    """Table 7: the authors' financial scripts score micro-F1 over the three classes (labels=[0, 1, 2],
+    average="micro"), which for one label per sentence is the accuracy; macro-F1 is the extra column."""
     task = get_task("fpb")  # negative, neutral, positive
     y = np.array([0, 1, 1, 2, 2, 2])
     pred = [0, 1, 2, 2, 2, 1]
-    # per-class F1: negative 1, neutral 1/2, positive 2/3 -> macro 13/18
     probs = one_hot_probs(pred, 3)
-    assert task_f1(task, y, probs) == pytest.approx(13 / 18)
+    # 4 of 6 right: micro P = R = F1 = accuracy = 2/3
+    assert task_prf(task, y, probs) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
     out = evaluate_predictions(task, y, probs)
-    assert set(out) == {"f1", "precision", "recall", "ece", "accuracy"}
-    assert out["precision"] == pytest.approx(13 / 18) and out["recall"] == pytest.approx(13 / 18)
-    assert out["accuracy"] == pytest.approx(4 / 6)
+    assert set(out) == {"f1", "precision", "recall", "ece", "accuracy", "macro_f1"}
+    assert out["f1"] == pytest.approx(out["accuracy"]) == pytest.approx(4 / 6)
+    # per-class F1: negative 1, neutral 1/2, positive 2/3 -> macro 13/18
+    assert out["macro_f1"] == pytest.approx(13 / 18)
     # all six confidences 0.9 fall in the 15-bin interval (12/15, 13/15]: |4/6 - 0.9| = 0.2333
     assert out["ece"] == pytest.approx(abs(4 / 6 - 0.9))
     cm = confusion_matrix(task, y, probs)

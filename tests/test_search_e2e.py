@@ -1,7 +1,8 @@
 """The nested search end to end on the `tiny` preset: real Ray trials, real ChemProt examples.
 
 CTT (β₁ grid) -> student fine-tuning (lr₁ grid, one value blows the loss up: an errored trial the
-search survives) -> ABD (β₂ grid, from the two winners' checkpoints) -> final runs on dev + test.
+search survives) -> ABD (β₂ grid, from the two winners' checkpoints) -> final runs on dev + test
+(the chain protocol: each seed's DoKTra distils from that seed's teacher into that seed's student).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ pytestmark = [
 ]
 
 
-def _run_tiny_search(runs_root: Path, *overrides: str) -> tuple[Path, dict, list[str]]:
-    """The `tiny` preset on ChemProt with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
+def _run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
+                     data_root: Path = DATA_ROOT) -> tuple[Path, dict, list[str]]:
+    """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
     import ray
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[var] = "1"
     cfg = compose_config([
-        "task=chemprot", "preset=tiny", f"runs_root={runs_root}", f"data_root={DATA_ROOT}", *overrides,
+        f"task={task}", "preset=tiny", f"runs_root={runs_root}", f"data_root={data_root}", *overrides,
     ])
     lines: list[str] = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -56,13 +58,14 @@ def test_every_stage_has_a_winner_with_its_checkpoint(search) -> None:
     run_dir, _, _ = search
     assert run_dir.name.startswith("chemprot-tiny-")
     assert (run_dir / "config.yaml").is_file() and (run_dir / "mlflow.db").is_file()
-    for stage in ("ctt", "student", "abd"):
+    for stage, epochs in (("ctt", 1), ("student", 2), ("abd", 2)):
         info = _winner(run_dir, stage)
         meta = json.loads((run_dir / "stages" / stage / "winner" / "doktra_meta.json").read_text())
-        assert meta["epoch"] == info["best_epoch"]
+        # the paper's hand-off: a trial's model is its last epoch (e, e1, e2), and it is ranked there
+        assert meta["epoch"] == info["epoch"] == epochs and info["handoff"] == "last"
+        assert info["metrics"]["epoch"] == epochs
         assert {t["trial_id"] for t in info["trials"]} >= {info["trial_id"]}
         assert (run_dir / "ray" / stage / "tuner.pkl").is_file()  # one Tune experiment per stage
-    assert (run_dir / "stages" / "ctt" / "teacher_ft" / "doktra_meta.json").is_file()  # β₁ = 0 teacher
 
 
 def test_ctt_winner_is_best_f1_then_lowest_ece(search) -> None:
@@ -84,8 +87,8 @@ def test_errored_student_trial_is_recorded_and_the_search_goes_on(search) -> Non
     assert by_lr[1e6]["status"] == "errored" and "non-finite" in by_lr[1e6]["error"]
     assert by_lr[1e-3]["status"] == "completed" and info["params"]["lr"] == 1e-3
     assert any(line.startswith("[student] trial") and "ERRORED" in line for line in lines)
-    # e1 is the best epoch of the winner's per-epoch curve
-    assert info["e1"] == info["best_epoch"] and 1 <= info["e1"] <= 2
+    # e1 is the winner's own schedule length (the e1 grid of the tiny preset is [2])
+    assert info["e1"] == info["params"]["epochs"] == 2
     assert "final" in summary
 
     from mlflow.tracking import MlflowClient
@@ -106,26 +109,56 @@ def test_abd_trials_start_from_the_stage_winners(search) -> None:
     assert info["params"]["gamma"] == 0.5
 
 
-def test_final_runs_cover_every_variant_on_dev_and_test(search) -> None:
+def test_final_runs_chain_every_seed_and_cover_every_variant(search) -> None:
     run_dir, _, lines = search
     results = json.loads((run_dir / "final" / "results.json").read_text())
     runs = results["runs"]
+    assert results["protocol"] == "chain"
     assert sorted(r["variant"] for r in runs) == sorted(
         ["teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt"])
     for r in runs:
-        assert r["status"] == "completed" and r["seed"] == 1
+        assert r["status"] == "completed" and r["seed"] == 1 and r["origin"] == "seed re-run"
         for key in ("dev_f1", "test_f1", "test_ece"):
             assert 0.0 <= r["metrics"][key] <= 1.0
     by = {r["variant"]: r for r in runs}
     student = _winner(run_dir, "student")
     assert by["student_ft"]["params"]["epochs"] == student["e1"]
     assert by["teacher_ft"]["params"]["beta"] == 0.0
-    assert by["doktra_no_ctt"]["params"]["teacher_checkpoint"].endswith("stages/ctt/teacher_ft")
-    assert by["doktra"]["metrics"]["test_lat"] >= 0.0
+    # DoKTra of seed 1 distilled from the seed-1 teacher into the seed-1 student, kept under final/models/
+    models = run_dir / "final" / "models"
+    assert by["doktra"]["params"]["teacher_checkpoint"] == str(models / "teacher_ctt-seed1")
+    assert by["doktra"]["params"]["model"] == str(models / "student_ft-seed1")
+    assert by["doktra_no_ctt"]["params"]["teacher_checkpoint"] == str(models / "teacher_ft-seed1")
+    assert (by["doktra"]["teacher"], by["doktra"]["student"]) == ("teacher_ctt-seed1", "student_ft-seed1")
+    meta = json.loads((models / "teacher_ctt-seed1" / "doktra_meta.json").read_text())
+    assert meta["seed"] == 1 and meta["epoch"] == 1  # the seed-1 teacher, after its e epochs
+    assert by["doktra"]["metrics"]["test_lat"] >= 0.0 and by["doktra"]["metrics"]["epoch"] == 2
     summary = results["summary"]["doktra"]
     assert summary["n"] == 1 and math.isclose(summary["test_f1"]["mean"], by["doktra"]["metrics"]["test_f1"])
     assert any(line.startswith("[final] doktra ") for line in lines)
     assert any(line.startswith("[abd] end in") and "bytes" in line for line in lines)  # disk usage per stage
+
+
+def test_student_e1_grid_runs_each_schedule_to_its_own_end(tmp_path) -> None:
+    """App. A: lr1 x e1 is a grid; each run's linear schedule decays to 0 at its own e1, and the
+    student handed to ABD is the winner's last epoch. A 1-epoch run is complete, not pruned, although
+    the stage's longest run has 2 epochs."""
+    run_dir, _, _ = _run_tiny_search(
+        tmp_path, "search.stop_after=student", "stages.student.grid.epochs=[1,2]",
+        "stages.student.grid.lr=[1e-3,3e-3]", "search.pruner=median",
+    )
+    info = _winner(run_dir, "student")
+    assert sorted((t["params"]["lr"], t["params"]["epochs"], t["epochs_run"], t["status"]) for t in info["trials"]) == [
+        (1e-3, 1, 1, "completed"), (1e-3, 2, 2, "completed"), (3e-3, 1, 1, "completed"), (3e-3, 2, 2, "completed")]
+    for trial in info["trials"]:
+        (trial_dir,) = (run_dir / "ray" / "student").glob(f"*_{trial['trial_id']}_*")
+        reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in reports] == list(range(1, trial["params"]["epochs"] + 1))
+        assert reports[-1]["lr"] == 0.0  # the schedule ended at this run's own e1
+        assert trial["epoch"] == trial["params"]["epochs"]  # ranked at its last epoch
+    assert info["e1"] == info["params"]["epochs"] == info["epoch"]
+    meta = json.loads((run_dir / "stages" / "student" / "winner" / "doktra_meta.json").read_text())
+    assert meta["epoch"] == info["e1"]
 
 
 def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_checkpoints(tmp_path) -> None:
@@ -137,7 +170,7 @@ def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_chec
     run_dir, _, lines = _run_tiny_search(
         tmp_path, "search.stop_after=student",
         "search.pruner=synchronous_halving", "search.reduction_factor=2", "search.grace_period=1",
-        "stages.student.epochs=3", "stages.student.grid.lr=[1e-4,1e-3,3e-3]",
+        "stages.student.grid.epochs=[3]", "stages.student.grid.lr=[1e-4,1e-3,3e-3]",
     )
     info = _winner(run_dir, "student")
     trials = {t["params"]["lr"]: t for t in info["trials"]}
@@ -160,3 +193,29 @@ def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_chec
     assert len(runs) == 1  # the resumed trial logs into its own run, not a second one
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "dev_f1")]
     assert sorted(steps) == [1, 2, 3]
+
+
+def test_gad_final_runs_chain_over_every_fold(tmp_path, fixtures_dir) -> None:
+    """GAD (Table 2): the search runs on fold 1, the final chain on each listed fold; the summary is
+    the mean over folds x seeds. Fold 2 here is the fixture's fold 1 with its test sentences reversed."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(fixtures_dir / "gad", data / "gad")
+    fold2 = data / "gad" / "2"
+    shutil.copytree(data / "gad" / "1", fold2)
+    lines = (fold2 / "test.tsv").read_text().splitlines()
+    (fold2 / "test.tsv").write_text("\n".join(lines[:1] + lines[:0:-1]) + "\n")
+    run_dir, summary, _ = _run_tiny_search(
+        tmp_path / "runs", "final.folds=[1,2]", "final.variants=[teacher_ctt,doktra]",
+        "data.train_limit=null", "data.dev_limit=null", "data.test_limit=null", task="gad", data_root=data,
+    )
+    results = json.loads((run_dir / "final" / "results.json").read_text())
+    doktra = [r for r in results["runs"] if r["variant"] == "doktra"]
+    assert sorted(r["fold"] for r in doktra) == [1, 2] and all(r["status"] == "completed" for r in doktra)
+    assert [r["params"]["teacher_checkpoint"].rsplit("/", 1)[-1] for r in sorted(doktra, key=lambda r: r["fold"])] == [
+        "teacher_ctt-seed1-fold1", "teacher_ctt-seed1-fold2"]
+    student = [r for r in results["runs"] if r["variant"] == "student_ft"]  # run for DoKTra, reported too
+    assert sorted(r["fold"] for r in student) == [1, 2]
+    mean = sum(r["metrics"]["test_f1"] for r in doktra) / 2
+    assert results["summary"]["doktra"]["n"] == 2 and math.isclose(results["summary"]["doktra"]["test_f1"]["mean"], mean)

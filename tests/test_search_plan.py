@@ -14,7 +14,7 @@ import pytest
 
 from doktra_tune.errors import ConfigError
 from doktra_tune.search import compose_config
-from doktra_tune.search.final import final_runs, final_specs, summarize
+from doktra_tune.search.final import FinalPlan, final_runs, missing_runs, summarize
 from doktra_tune.search.plan import build_plan, search_id_for
 from doktra_tune.search.schema import SearchConfig
 from doktra_tune.search.trials import (
@@ -40,16 +40,17 @@ def test_cpu_preset_plan_is_typed_and_keeps_its_search_id(tmp_path: Path) -> Non
     assert isinstance(c, SearchConfig)
     assert (c.teacher_model, c.student_model, c.preset) == ("minilm", "random:bert:L4-H192", "cpu")
     assert c.stages["ctt"].precision == "bf16" and c.stages["student"].precision == "auto"  # stage's, else train's
-    assert c.stages["abd"].margin == 1.0 and c.stages["abd"].projection == "fixed_random"
-    assert plan.stage_epochs == {"ctt": 2, "student": 6, "abd": 4}
+    assert c.stages["abd"].margin == 1.0 and c.stages["abd"].projection == "auto"
+    assert plan.stage_epochs == {"ctt": 2, "student": 5, "abd": 4}  # the student's: the longest e1
+    assert plan.spaces["student"].params == {"lr": [3e-4, 5e-4], "epochs": [3, 5]}
     assert plan.spaces["abd"].params == {"lr": [3e-4], "beta": [0.0, 0.5], "gamma": [0.5, 0.75]}
     assert plan.spaces["ctt"].grid_size == 2
     assert (plan.data.train_limit, plan.data.dev_limit, plan.data.test_limit, plan.data.max_len) == (1000, 200, 300, 96)
     assert plan.data.cache_dir == "~/.cache/doktra_tune"
-    # the search id hashes what changes the computation: the same as before the refactor
-    assert plan.search_id == "chemprot-cpu-b3388b4a"
+    # the search id hashes what changes the computation (a changed hash is a changed search)
+    assert plan.search_id == "chemprot-cpu-50147d6e"
     assert plan.run_dir == tmp_path.resolve() / plan.search_id
-    assert c.final.seeds == (1, 2, 3) and c.search.pruner == "median" and not c.search.pauses_trials
+    assert c.final.seeds == (1, 2, 3) and c.search.pruner == "none" and not c.search.pauses_trials
 
 
 def test_search_id_ignores_where_things_run_but_not_what_is_computed() -> None:
@@ -66,7 +67,8 @@ def test_search_id_ignores_where_things_run_but_not_what_is_computed() -> None:
     (["train.batch_size=2.5"], "train.batch_size=2.5 must be an integer >= 1"),
     (["train.precision=fp16"], "train.precision='fp16' is unknown; use one of auto, fp32, bf16"),
     (["stages.abd.precision=fp8"], "stages.abd.precision='fp8' is unknown"),
-    (["stages.abd.projection=diagonal"], "stages.abd.projection='diagonal' is unknown; use one of fixed_random, learned"),
+    (["stages.abd.projection=diagonal"],
+     "stages.abd.projection='diagonal' is unknown; use one of auto, identity, fixed_random, learned"),
     (["search.pruner=random"], "search.pruner='random' is unknown"),
     (["search.mode=tpe"], "search.mode=tpe needs a trial budget; set search.num_samples=<n>"),
     (["search.reduction_factor=1"], "search.reduction_factor=1 must be an integer >= 2"),
@@ -143,7 +145,7 @@ def test_collect_trials_reads_curves_status_and_creation_order(tmp_path: Path) -
     records = collect_trials(results, max_t=3, pruned_ids=set(), pruner_on=True)
     assert [r.trial_id for r in records] == ["a_00000", "b_00001", "c_00002"]  # creation order
     a, b, c = records
-    assert (a.status, a.epochs_run, a.best_epoch, a.best_metrics["dev_f1"]) == ("completed", 3, 2, 0.7)
+    assert (a.status, a.epochs_run, a.kept_epoch, a.kept_metrics["dev_f1"]) == ("completed", 3, 2, 0.7)
     assert a.checkpoint == str(ckpt) and a.curve == {1: 0.4 - 1e-6, 2: 0.7 - 1e-6, 3: 0.6 - 1e-6}
     assert a.params == {"lr": 1e-4} and a.node_id == "n1"
     assert b.status == "pruned"  # 1 of 3 epochs with a pruner on
@@ -153,8 +155,8 @@ def test_collect_trials_reads_curves_status_and_creation_order(tmp_path: Path) -
 
 
 def _record(trial_id: str, f1: float, ece: float, status: str = "completed", **params: Any) -> TrialRecord:
-    return TrialRecord(trial_id=trial_id, status=status, params=params, epochs_run=2, best_epoch=2,
-                       best_metrics={"dev_f1": f1, "dev_ece": ece}, last_metrics={}, checkpoint=f"/c/{trial_id}")
+    return TrialRecord(trial_id=trial_id, status=status, params=params, epochs_run=2, kept_epoch=2,
+                       kept_metrics={"dev_f1": f1, "dev_ece": ece}, last_metrics={}, checkpoint=f"/c/{trial_id}")
 
 
 def test_a_resume_runs_only_the_missing_grid_points_and_runs() -> None:
@@ -182,29 +184,173 @@ def test_winner_rule_per_stage(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- final runs
 
 
-def test_final_specs_and_summary() -> None:
-    ctt = {"params": {"beta": 0.5, "lr": 1.5e-4, "epochs": 2}, "checkpoint": "/w/ctt",
-           "baseline": {"checkpoint": "/w/ctt_ft"}}
-    student = {"params": {"lr": 3e-4, "epochs": 6}, "best_epoch": 4, "checkpoint": "/w/student"}
-    abd = {"params": {"lr": 3e-4, "beta": 0.5, "gamma": 0.5, "epochs": 4}, "checkpoint": "/w/abd"}
-    specs = final_specs(ctt, student, abd, variants=["teacher_ft", "student_ft", "doktra", "doktra_no_ctt"],
-                        seeds=[1, 2], eval_splits=["dev", "test"])
-    assert len(specs) == 8
-    by = {(s["variant"], s["seed"]): s for s in specs}
-    assert by[("teacher_ft", 1)] == {"stage": "ctt", "beta": 0.0, "lr": 1.5e-4, "epochs": 2, "variant": "teacher_ft",
-                                     "seed": 1, "eval_splits": ["dev", "test"], "eval_every_epoch": False}
-    assert by[("student_ft", 2)]["epochs"] == 4  # e1 = the winner's best epoch
-    assert by[("doktra", 1)]["teacher_checkpoint"] == "/w/ctt"
-    assert by[("doktra_no_ctt", 2)]["teacher_checkpoint"] == "/w/ctt_ft"
+WINNERS = {
+    "ctt": {"params": {"beta": 0.5, "lr": 1.5e-4, "epochs": 2}, "checkpoint": "/w/ctt",
+            "baseline": {"checkpoint": "/w/ctt_ft"}},
+    "student": {"params": {"lr": 3e-4, "epochs": 6}, "e1": 6, "checkpoint": "/w/student"},
+    "abd": {"params": {"lr": 3e-4, "beta": 0.5, "gamma": 0.5, "epochs": 4}, "checkpoint": "/w/abd"},
+}
 
+
+def _final_plan(**kw: Any) -> FinalPlan:
+    base = dict(winners=WINNERS, variants=("teacher_ctt", "student_ft", "doktra", "doktra_no_ctt"), seeds=(1, 2),
+                folds=None, eval_splits=("dev", "test"), protocol="chain", every_epoch=False, search_seed=42)
+    return FinalPlan(**{**base, **kw})
+
+
+def test_chain_protocol_distils_each_seed_from_its_own_teacher_and_student() -> None:
+    plan = _final_plan()
+    specs = plan.runs("/m")
+    by = {(s["variant"], s["seed"]): s for s in specs}
+    # teacher_ft is not asked for, but doktra_no_ctt distils from it: it is trained too
+    assert sorted(by) == sorted([(v, seed) for v in ("student_ft", "teacher_ctt", "teacher_ft", "doktra", "doktra_no_ctt")
+                                 for seed in (1, 2)])
+    assert by[("teacher_ft", 1)] == {"variant": "teacher_ft", "seed": 1, "fold": None, "origin": "seed re-run",
+                                     "eval_splits": ["dev", "test"], "eval_every_epoch": False, "stage": "ctt",
+                                     "beta": 0.0, "lr": 1.5e-4, "epochs": 2, "publish": "teacher_ft-seed1"}
+    assert by[("student_ft", 2)]["epochs"] == 6 and by[("student_ft", 2)]["publish"] == "student_ft-seed2"
+    doktra = by[("doktra", 2)]
+    assert (doktra["teacher_checkpoint"], doktra["model"]) == ("/m/teacher_ctt-seed2", "/m/student_ft-seed2")
+    assert doktra["needs"] == ["teacher_ctt-seed2", "student_ft-seed2"] and doktra["distill_loss"] == "abd"
+    assert by[("doktra_no_ctt", 1)]["needs"] == ["teacher_ft-seed1", "student_ft-seed1"]
+    assert {k: doktra[k] for k in ("lr", "beta", "gamma", "epochs")} == WINNERS["abd"]["params"]
+    (hole,) = missing_runs([by[("doktra_no_ctt", 2)]])
+    assert hole["status"] == "errored" and "teacher_ft-seed2" in hole["error"]
+
+
+def test_dependent_runs_start_a_distillation_once_its_inputs_exist(tmp_path: Path) -> None:
+    """No wave barrier: seed 1's DoKTra starts while seed 2's teacher still trains; a failed teacher
+    blocks only the distillations that read it."""
+    from ray.tune.search import Searcher
+
+    from doktra_tune.search.dependent_runs import DependentRuns
+
+    plan = _final_plan(variants=("teacher_ctt", "student_ft", "doktra"))
+    specs = plan.runs(str(tmp_path))
+    searcher = DependentRuns(specs, tmp_path)
+
+    def publish(name: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+
+    started = {f"t{i}": searcher.suggest(f"t{i}")["run"] for i in range(4)}  # the 2 teachers, 2 students
+    assert sorted((r["variant"], r["seed"]) for r in started.values()) == [
+        ("student_ft", 1), ("student_ft", 2), ("teacher_ctt", 1), ("teacher_ctt", 2)]
+    assert searcher.suggest("t4") is None  # the distillations wait for their inputs
+    ids = {(r["variant"], r["seed"]): t for t, r in started.items()}
+    for key in (("teacher_ctt", 1), ("student_ft", 1)):
+        publish(started[ids[key]]["publish"])
+        searcher.on_trial_complete(ids[key], {})
+    first = searcher.suggest("t5")["run"]
+    assert (first["variant"], first["seed"]) == ("doktra", 1)
+    searcher.on_trial_complete(ids[("teacher_ctt", 2)], {}, error=True)  # seed 2's teacher fails
+    publish(started[ids[("student_ft", 2)]]["publish"])
+    searcher.on_trial_complete(ids[("student_ft", 2)], {})
+    assert searcher.suggest("t6") is None  # doktra seed 1 still runs
+    searcher.on_trial_complete("t5", {})
+    assert searcher.suggest("t7") == Searcher.FINISHED
+    assert [(s["variant"], s["seed"]) for s in searcher.blocked] == [("doktra", 2)]
+
+
+def test_winners_protocol_scores_the_search_models_once_and_distils_from_them() -> None:
+    plan = _final_plan(protocol="winners", variants=("teacher_ctt", "student_ft", "doktra", "student_ft_cpl"))
+    specs = plan.runs("/m")
+    evaluated = {s["variant"]: s for s in specs if s["stage"] == "evaluate"}
+    assert {v: (s["model"], s["seed"], s["origin"]) for v, s in evaluated.items()} == {
+        "teacher_ctt": ("/w/ctt", 42, "search winner"), "student_ft": ("/w/student", 42, "search winner")}
+    cpl = [s for s in specs if s["variant"] == "student_ft_cpl"]
+    assert [s["seed"] for s in cpl] == [1, 2] and cpl[0]["beta"] == 0.5  # CPL with the CTT winner's beta1
+    assert not any("publish" in s or "needs" in s for s in specs)  # the search's models exist already
+    assert [(s["seed"], s["teacher_checkpoint"], s["model"]) for s in specs if s["variant"] == "doktra"] == [
+        (1, "/w/ctt", "/w/student"), (2, "/w/ctt", "/w/student")]
+
+
+def test_gad_final_runs_cover_every_fold() -> None:
+    plan = _final_plan(folds=(1, 2), seeds=(1,), variants=("doktra",))
+    specs = plan.runs("/m")
+    trained = [s for s in specs if s["variant"] != "doktra"]
+    assert sorted((s["variant"], s["fold"]) for s in trained) == [
+        ("student_ft", 1), ("student_ft", 2), ("teacher_ctt", 1), ("teacher_ctt", 2)]
+    assert all(s["data"] == {"data_format": f"gad_folds:{s['fold']}"} for s in specs)
+    doktra = [s for s in specs if s["variant"] == "doktra"]
+    assert [(s["fold"], s["teacher_checkpoint"]) for s in doktra] == [
+        (1, "/m/teacher_ctt-seed1-fold1"), (2, "/m/teacher_ctt-seed1-fold2")]
+
+
+@pytest.mark.parametrize(("task", "overrides", "message"), [
+    ("gad", ["final.protocol=winners", "final.folds=[1,2]"], "final.protocol=winners reuses the search's models"),
+    ("chemprot", ["final.folds=[1]"], "final.folds=[1] is for GAD's ten folds only"),
+    ("gad", ["final.folds=[0]"], "must list GAD folds in 1..10"),
+    ("chemprot", ["stages.student.e1_mode=best_epoch", "stages.student.grid.epochs=[2]"],
+     "stages.student.grid.epochs is the e1 grid"),
+    ("chemprot", ["stages.student.grid.epochs=[2,20]"], "stages.student.epochs=10 is the longest e1"),
+    ("chemprot", ["stages.student.grid.epochs=[1,2]", "search.pruner=asha"],
+     "search.pruner=asha cannot keep runs of different length"),
+    ("chemprot", ["search.handoff=middle"], "search.handoff='middle' is unknown; use one of final_epoch, best_epoch"),
+])
+def test_protocol_options_are_checked(task: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_plan(compose_config([f"task={task}", "preset=tiny", *overrides]))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_e1_grid_and_schedule_groups() -> None:
+    from doktra_tune.search.plan import schedule_group
+
+    paper = _plan("preset=paper")
+    assert paper.spaces["student"].params == {"lr": [6e-6, 8e-6, 1e-5], "epochs": [5, 6, 7, 8, 9, 10]}
+    assert paper.stage_epochs["student"] == 10 and schedule_group(paper.spaces["student"]) == "epochs"
+    assert paper.config.search.pruner == "none" and paper.config.final.protocol == "chain"
+    assert paper.config.stages["abd"].projection == "auto" and paper.config.search.handoff == "final_epoch"
+    assert paper.config.search.selection.f1_tolerance == 0.01
+    cheap = _plan("preset=paper", "stages.student.e1_mode=best_epoch")
+    assert cheap.spaces["student"].params == {"lr": [6e-6, 8e-6, 1e-5]} and cheap.spaces["student"].fixed == {"epochs": 10}
+    assert schedule_group(cheap.spaces["student"]) is None
+    assert build_plan(compose_config(["task=gad", "preset=paper"])).config.final.folds == tuple(range(1, 11))
+
+
+def test_final_runs_and_summary() -> None:
     def final_record(variant: str, seed: int, f1: float, status: str = "completed") -> TrialRecord:
-        return TrialRecord(f"{variant}{seed}", status, {"variant": variant, "seed": seed, "stage": "abd", "lr": 1.0},
-                           2, 2, {}, {"test_f1": f1, "dev_f1": f1, "epoch": 2.0, "time_total_s": 3.0}, None)
+        params = {"variant": variant, "seed": seed, "stage": "abd", "lr": 1.0, "origin": "seed re-run",
+                  "teacher": f"teacher_ctt-seed{seed}", "fold": None}
+        return TrialRecord(f"{variant}{seed}", status, params, 2, 2,
+                           {"test_f1": f1, "dev_f1": f1, "epoch": 2.0, "time_total_s": 3.0}, {}, None)
 
     runs = final_runs([final_record("doktra", 1, 0.6), final_record("doktra", 2, 0.7),
                        final_record("doktra", 3, 0.1, "errored")])
     assert runs[0]["metrics"] == {"test_f1": 0.6, "dev_f1": 0.6, "epoch": 2.0}
-    assert runs[0]["params"] == {"lr": 1.0}
+    assert runs[0]["params"] == {"lr": 1.0} and runs[0]["teacher"] == "teacher_ctt-seed1"
     s = summarize(runs)["doktra"]
-    assert s["n"] == 2 and s["errored"] == 1
+    assert s["n"] == 2 and s["errored"] == 1 and s["origin"] == "seed re-run"
     assert math.isclose(s["test_f1"]["mean"], 0.65) and math.isclose(s["test_f1"]["std"], math.sqrt(0.005))
+
+
+def test_pruners_compare_only_runs_of_the_same_e1() -> None:
+    """A 10-epoch run has decayed its learning rate less than a 4-epoch run by epoch 3: their scores
+    are not comparable. ScheduleGroupPruner shows the median pruner only the trial's own e1 group."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from doktra_tune.search.pruning import ScheduleGroupPruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {"lr": CategoricalDistribution([1e-5, 2e-5, 3e-5]), "epochs": CategoricalDistribution([4, 10])}
+    median = optuna.pruners.MedianPruner(n_startup_trials=2)
+    grouped = ScheduleGroupPruner(median, "epochs")
+    study = optuna.create_study(direction="maximize")
+    # two finished e1 = 4 runs score high early (their schedule decays fast), two e1 = 10 runs lower
+    for lr, epochs, curve in ((1e-5, 4, [0.7, 0.8, 0.85]), (2e-5, 4, [0.72, 0.81, 0.86]),
+                              (1e-5, 10, [0.4, 0.5, 0.55]), (2e-5, 10, [0.42, 0.52, 0.6])):
+        study.add_trial(create_trial(params={"lr": lr, "epochs": epochs}, distributions=dists, value=curve[-1],
+                                     intermediate_values=dict(enumerate(curve, start=1)), state=TrialState.COMPLETE))
+
+    def running(epochs: int, at_3: float) -> optuna.trial.FrozenTrial:
+        return create_trial(params={"lr": 3e-5, "epochs": epochs}, distributions=dists, state=TrialState.RUNNING,
+                            intermediate_values={1: at_3, 2: at_3, 3: at_3})
+
+    # epoch 3: the e1 = 10 group's median is 0.575, all four trials' median is 0.7
+    assert median.prune(study, running(10, 0.58))  # ranked against shorter schedules: pruned
+    assert not grouped.prune(study, running(10, 0.58))  # against its own group: above the median
+    assert grouped.prune(study, running(10, 0.50))
+    assert grouped.prune(study, running(4, 0.80))  # below the e1 = 4 median 0.855

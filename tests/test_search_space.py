@@ -18,10 +18,13 @@ def test_packaged_grids_are_the_papers():
     assert ctt.source == SEARCH_SPACES_DIR / "ctt.yaml"
     assert ctt.grid_size == 4
 
-    student = load_search_space("student")
-    assert student.params == {"lr": [6e-6, 8e-6, 1e-5]}
-    assert student.fixed == {"epochs": 10}
-    assert isinstance(student.fixed["epochs"], int)
+    student = load_search_space("student")  # App. A: lr1 x e1, e1 in 5..10
+    assert student.params == {"lr": [6e-6, 8e-6, 1e-5], "epochs": [5, 6, 7, 8, 9, 10]}
+    assert student.fixed == {} and student.grid_size == 18
+    assert all(isinstance(e, int) for e in student.params["epochs"])
+    # fixed_values take a hyperparameter out of the grid (e1_mode=best_epoch: one run of 10 epochs)
+    cheap = load_search_space("student", fixed_values={"epochs": 10})
+    assert cheap.params == {"lr": [6e-6, 8e-6, 1e-5]} and cheap.fixed == {"epochs": 10}
 
     abd = load_search_space("abd")
     assert abd.params == {
@@ -42,10 +45,12 @@ def test_overrides_replace_grids_and_fixed_values():
     assert abd.params["lr"] == [6e-6, 8e-6, 1e-5]
     assert abd.fixed == {"epochs": 4}
     assert abd.grid_size == 3 * 2 * 1
-    # a fixed value given several values becomes searched
+    # a grid is replaced; a fixed value given several values becomes searched
     student = load_search_space("student", overrides={"epochs": [3, 5]})
     assert student.params == {"lr": [6e-6, 8e-6, 1e-5], "epochs": [3, 5]}
     assert student.fixed == {}
+    ctt_e = load_search_space("ctt", overrides={"lr": [1e-5, 2e-5]})
+    assert ctt_e.params == {"beta": [0.0, 0.3, 0.5, 0.7], "lr": [1e-5, 2e-5]} and ctt_e.fixed == {}
     # a known hyperparameter not in the file joins the grid
     ctt = load_search_space("ctt", overrides={"epochs": [3]})
     assert ctt.params == {"beta": [0.0, 0.3, 0.5, 0.7], "epochs": [3]}

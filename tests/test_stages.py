@@ -6,6 +6,7 @@ shared by the tests that inspect it.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -256,6 +257,24 @@ def test_kld_variant_and_learned_projection(chemprot, tmp_path, pipeline):
         learned.last_checkpoint, chemprot, "dev", teacher_checkpoint=pipeline["teacher"].last_checkpoint
     )
     assert again.metrics["lat"] == pytest.approx(learned.history[-1]["dev_lat"], abs=1e-6)
+
+
+def test_projection_is_identity_for_equal_widths_and_seeded_by_the_run(chemprot, tmp_path, pipeline):
+    """§4.2 / the authors' code: no teacher map when the widths are equal (auto), the random map
+    otherwise, seeded by the run's seed; what was used is recorded in the checkpoint."""
+    student_64 = train_student(_stage(chemprot, "random:bert:L1-H64", tmp_path / "s64", epochs=1))
+    common = dict(data=chemprot, teacher_checkpoint=str(pipeline["teacher"].last_checkpoint), lr=1e-3, epochs=1,
+                  gamma=1.0, batch_size=16, torch_threads=1, keep_checkpoints="last")
+    same = distill(DistillConfig(model=str(student_64.last_checkpoint), output_dir=str(tmp_path / "same"), **common))
+    meta = json.loads((Path(same.last_checkpoint) / "doktra_meta.json").read_text())
+    assert meta["projection"] == {"mode": "identity", "seed": 42}
+    # teacher H64 vs student H48: the frozen random map, seeded by the run's seed 7
+    other = distill(DistillConfig(model=str(pipeline["student"].last_checkpoint), output_dir=str(tmp_path / "other"),
+                                  seed=7, **common))
+    meta = json.loads((Path(other.last_checkpoint) / "doktra_meta.json").read_text())
+    assert meta["projection"] == {"mode": "fixed_random", "seed": 7}
+    again = evaluate_checkpoint(same.last_checkpoint, chemprot, "dev", teacher_checkpoint=pipeline["teacher"].last_checkpoint)
+    assert again.metrics["lat"] == pytest.approx(same.history[-1]["dev_lat"], abs=1e-6)
 
 
 def test_multi_label_hoc_student(data_root, tmp_path):

@@ -58,16 +58,16 @@ def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
                 for epoch, f1 in enumerate(f1s, start=1):
                     log.log_epoch({"dev_f1": f1, "dev_ece": 0.05}, step=epoch)
         tracker.record_outcomes(stage, outcomes[stage])
-    # as the search driver logs them: {trial_id, best_epoch, **sampled params}
-    tracker.log_stage_summary("ctt", {"trial_id": "c1", "best_epoch": 2, "beta": 0.3, "epochs": 3})
-    tracker.log_stage_summary("student", {"trial_id": "s0", "best_epoch": 2, "lr": 1e-5})
-    tracker.log_stage_summary("abd", {"trial_id": "a2", "best_epoch": 2, "gamma": 0.9, "beta": 0.0,
+    # as the search driver logs them: {trial_id, epoch, **sampled params, handoff, e1}
+    tracker.log_stage_summary("ctt", {"trial_id": "c1", "epoch": 2, "beta": 0.3, "epochs": 3})
+    tracker.log_stage_summary("student", {"trial_id": "s0", "epoch": 2, "lr": 1e-5, "e1": 2})
+    tracker.log_stage_summary("abd", {"trial_id": "a2", "epoch": 2, "gamma": 0.9, "beta": 0.0,
                                       "lr": 1e-5})
     tracking = tracker.trial_tracking("final", models)
     for variant, values in FINAL_F1.items():
         for seed, f1 in enumerate(values, start=1):
             tags = {"ray.trial_id": f"{variant}-{seed}", "doktra.variant": variant,
-                    "doktra.seed": seed}
+                    "doktra.seed": seed, "doktra.origin": "seed re-run"}
             with trial_run(tracking, {"seed": seed}, tags) as log:
                 metrics = {"test_f1": f1, "test_ece": ECE.get(variant, 0.05)}
                 if variant in LAT:
@@ -102,7 +102,11 @@ def test_final_results_and_table2(filled: Path) -> None:
     results = final_results(runs)
     assert len(results) == 18 and set(results["seed"]) == {"1", "2", "3"}
     t2 = table2(results)
-    assert list(t2.columns) == ["Model", "ChemProt", "Avg.", "Retain"]
+    assert list(t2.columns) == ["Model", "Which model", "ChemProt", "Avg.", "Retain"]
+    which = dict(zip(t2["Model"], t2["Which model"]))
+    assert which["teacher-ft (CTT, tuned beta1)"] == "seed re-runs (n=3); the teacher DoKTra distilled from"
+    assert which["student-ft"] == "seed re-runs (n=3); the student DoKTra started from"
+    assert which["paper: ALBERT-DoKTra"] == "paper (3 seeds)"
     cells = dict(zip(t2["Model"], zip(t2["ChemProt"], t2["Avg."], t2["Retain"])))
     assert cells["teacher-ft (CTT, tuned beta1)"] == ("75.00 ± 0.00", "75.00", "")
     assert cells["teacher-ft (beta1 = 0)"] == ("76.00 ± 2.00", "76.00", "")
@@ -119,6 +123,7 @@ def test_table5_and_table6(filled: Path) -> None:
     assert t5["DoKTra F1"] == "72.00 ± 2.00" and t5["DoKTra L_AT"] == "12.00 ± 2.00"
     assert t5["DoKTra−CTT F1"] == "68.00 ± 2.00" and t5["DoKTra−CTT L_AT"] == "20.00 ± 0.00"
     assert (t5["teacher ECE (beta1 = 0)"], t5["teacher ECE (CTT)"]) == ("8.00 ± 0.00", "2.00 ± 0.00")
+    assert (t5["teacher F1 (beta1 = 0)"], t5["teacher F1 (CTT)"]) == ("76.00 ± 2.00", "75.00 ± 0.00")
     assert t5["paper DoKTra L_AT"] == "139.79"
     t6 = table6(results)
     rows = {r["Model"]: r for _, r in t6.iterrows()}
@@ -148,7 +153,8 @@ def test_search_curve_rows(filled: Path) -> None:
 
 def test_cli_writes_tables_and_plots(filled: Path, capsys) -> None:
     assert analysis_main([str(filled)]) == 0  # = python -m analysis <run dir>
-    assert "| student-DoKTra | 72.00 ± 2.00 | 72.00 | 96.00% |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| student-DoKTra | seed re-runs (n=3); distilled from the rows above | 72.00 ± 2.00 | 72.00 | 96.00% |" in out
     for name in ("table2", "table5", "table6", "tableA1", "tableA2"):
         for ext in ("md", "tex", "csv"):
             assert (filled / "tables" / f"{name}.{ext}").stat().st_size > 0
@@ -201,3 +207,48 @@ def test_two_searches_make_one_table2_with_avg_and_retain(filled: Path, tmp_path
     paper_row = t2[t2["Model"] == "paper: ALBERT-DoKTra"].iloc[0]
     assert (paper_row["DDI"], paper_row["Avg."]) == ("82.30 ± 0.41", "79.86")  # (77.42 + 82.30) / 2
     assert (out / "plots" / "s1" / "chemprot_search_ctt.png").is_file()
+
+
+def test_table7_scores_micro_f1_with_macro_f1_beside_it_and_says_what_differs(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "fpb"
+    config = {"task": {"name": "fpb", "data_format": None}, "teacher_model": "minilm",
+              "student_model": "random:bert:L4-H192", "data": {"train_limit": 1000, "dev_limit": None,
+                                                               "test_limit": None, "max_len": 96},
+              "stages": {"ctt": {"epochs": 2}, "abd": {"epochs": 4}}}
+    tracker = SearchTracker(new_store(run_dir), "fpb", "f1", config, run_dir)
+    tracking = tracker.trial_tracking("final", {"doktra.student_model": "random:bert:L4-H192"})
+    for variant, micro, macro in (("teacher_ctt", 0.80, 0.70), ("student_ft", 0.70, 0.55), ("doktra", 0.75, 0.60)):
+        with trial_run(tracking, {}, {"ray.trial_id": variant, "doktra.variant": variant, "doktra.seed": 1,
+                                      "doktra.origin": "seed re-run"}) as log:
+            log.log_epoch({"test_f1": micro, "test_macro_f1": macro}, step=1)
+    tracker.finish()
+    assert analysis_main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    t7 = pd.read_csv(run_dir / "tables" / "table7.csv", dtype=str, keep_default_na=False)
+    doktra = t7[t7["Model"] == "student-DoKTra"].iloc[0]
+    assert (doktra["FPB"], doktra["FPB macro-F1"], doktra["Retain"]) == ("75.00", "60.00", "93.75%")
+    assert t7[t7["Model"] == "paper: ALBERT-DoKTra"].iloc[0]["FPB"] == "86.25 ± 0.19"
+    caption = (run_dir / "tables" / "table7.md").read_text().split("\n\n")[1]
+    assert caption.startswith("**Not the paper's setting")
+    for expected in ("FPB (50 % agree, 4,846 sentences) split here 80/10/10", "train 1000 examples",
+                     "teacher minilm (paper: FinBERT-base", "student random:bert:L4-H192", "CTT e=2 (Table A1: 5)",
+                     "ABD e2=4 (paper: 10)", "max_len 96 tokens (paper: 128)"):
+        assert expected in caption, expected
+    assert "Not the paper's setting" in out  # printed under the main table too
+
+
+def test_ctt_selection_table_shows_which_beta1_each_rule_picks() -> None:
+    from analysis.tables import ctt_selection
+
+    info = {"selection": {"kind": "lexicographic", "f1_tolerance": 0.01},
+            "trials": [{"params": {"beta": 0.0}, "dev_f1": 0.810, "dev_ece": 0.153, "status": "completed"},
+                       {"params": {"beta": 0.3}, "dev_f1": 0.815, "dev_ece": 0.120, "status": "completed"},
+                       {"params": {"beta": 0.5}, "dev_f1": 0.820, "dev_ece": 0.151, "status": "completed"},
+                       {"params": {"beta": 0.7}, "dev_f1": 0.790, "dev_ece": 0.050, "status": "completed"}]}
+    table = ctt_selection(info)
+    picks = dict(zip(table["CTT trial / winner rule"], table["status / pick"]))
+    assert picks["rule: dev F1 only (ties: ECE)"] == "picks beta1 = 0.5"
+    assert picks["rule: dev F1 within 1 point, then ECE"] == "picks beta1 = 0.3"  # 0.815 within 0.01 of 0.82
+    assert picks["rule: dev F1 within 2 points, then ECE"] == "picks beta1 = 0.3"  # 0.79 is 3 points off
+    assert picks["rule: Pareto front (F1, ECE), best F1"] == "picks beta1 = 0.5"
+    assert picks["rule: this search"] == "picks beta1 = 0.3"

@@ -32,7 +32,7 @@ def test_label_orders_and_metrics():
     assert {get_task(n).metric for n in ("chemprot", "ddi", "i2b2")} == {"micro_f1_positive"}
     for name in ("fpb", "fts"):
         spec = get_task(name)
-        assert spec.metric == "macro_f1" and spec.labels == ("negative", "neutral", "positive")
+        assert spec.metric == "micro_f1" and spec.labels == ("negative", "neutral", "positive")
         assert spec.domain == "financial" and spec.negative_labels == ()
     assert sum(not s.multi_label for s in TASKS.values()) == 6
 

@@ -25,20 +25,22 @@ needs_data = pytest.mark.skipif(not CHEMPROT.is_dir(), reason=f"ChemProt data no
 
 def test_merge_config_applies_overrides_then_run_dict() -> None:
     base = {"lr": 1e-5, "epochs": 3, "beta": 0.0, "data": {"task": "chemprot", "max_len": 128}}
-    merged, variant = merge_config(
+    merged, tags = merge_config(
         base,
         {"lr": 2e-5, "variant": "ignored-when-run-has-one",
-         "run": {"variant": "doktra", "stage": "abd", "seed": 7, "lr": 3e-5, "data": {"max_len": 64}}},
+         "run": {"variant": "doktra", "stage": "abd", "seed": 7, "lr": 3e-5, "data": {"max_len": 64},
+                 "fold": 3, "origin": "seed re-run", "teacher": "teacher_ctt-seed7-fold3"}},
     )
-    assert variant == "doktra"
+    assert tags == {"doktra.variant": "doktra", "doktra.fold": "3", "doktra.origin": "seed re-run",
+                    "doktra.teacher": "teacher_ctt-seed7-fold3"}
     assert merged["lr"] == 3e-5  # the run dict is flattened in last
     assert merged["seed"] == 7 and merged["epochs"] == 3 and merged["beta"] == 0.0
     assert merged["data"] == {"task": "chemprot", "max_len": 64}
-    assert "stage" not in merged and "variant" not in merged and "run" not in merged
+    assert not {"stage", "variant", "run", "fold", "origin", "teacher"} & set(merged)
     assert base["lr"] == 1e-5 and base["data"]["max_len"] == 128  # base untouched
 
-    merged, variant = merge_config(base, {"beta": 0.5, "variant": "teacher_ctt"})
-    assert (merged["beta"], variant) == (0.5, "teacher_ctt")
+    merged, tags = merge_config(base, {"beta": 0.5, "variant": "teacher_ctt"})
+    assert (merged["beta"], tags) == (0.5, {"doktra.variant": "teacher_ctt"})
 
 
 def test_final_trainable_rejects_unknown_stage() -> None:
@@ -109,3 +111,32 @@ def test_non_finite_loss_raises_and_marks_the_run_errored(tmp_path: Path, monkey
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
         [tracker.experiment_id], "tags.`ray.trial_id` = 'bad'")[0]
     assert run.data.tags["doktra.status"] == "errored" and run.info.status == "FAILED"
+
+
+@needs_data
+def test_run_evaluation_scores_a_checkpoint_once_as_a_final_run(tmp_path: Path, monkeypatch) -> None:
+    """final.protocol=winners: the search's own teacher is scored (not re-trained) and logged like a run."""
+    from mlflow.tracking import MlflowClient
+
+    from doktra_tune.stages import evaluate_checkpoint, train_teacher
+    from doktra_tune.tracking import SearchTracker
+    from trainables.common import run_evaluation
+
+    monkeypatch.chdir(tmp_path)
+    base = _base(tmp_path)
+    teacher = train_teacher(StageConfig.from_dict({**base, "output_dir": str(tmp_path / "t"), "beta": 0.3}))
+    tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
+    tracking = tracker.trial_tracking("final", {"ray.trial_id": "e0"})
+    reports: list[dict] = []
+    metrics = run_evaluation(
+        {"run": {"stage": "evaluate", "variant": "teacher_ctt", "origin": "search winner", "seed": 42,
+                 "model": str(teacher.last_checkpoint), "eval_splits": ["dev", "test"]}},
+        base, tracking, report=lambda m, c: reports.append(m),
+    )
+    direct = evaluate_checkpoint(teacher.last_checkpoint, DataConfig(**base["data"]), "test")
+    assert metrics["test_f1"] == pytest.approx(direct.metrics["f1"]) and metrics["epoch"] == 2.0
+    assert len(reports) == 1 and reports[0]["dev_f1"] == metrics["dev_f1"]
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
+        [tracker.experiment_id], "tags.`ray.trial_id` = 'e0'")[0]
+    assert run.data.tags["doktra.origin"] == "search winner" and run.data.tags["doktra.variant"] == "teacher_ctt"
+    assert run.data.params["beta"] == "0.3" and run.data.metrics["test_f1"] == pytest.approx(metrics["test_f1"])

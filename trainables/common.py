@@ -21,12 +21,19 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
 from doktra_tune.metrics import SEARCH_METRIC, search_score
+from doktra_tune.stages import TRAINING_STATE_FILE
 
 if TYPE_CHECKING:
     from doktra_tune.stages import EvaluationResult
 
-RESERVED_KEYS = ("variant", "run")
-STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ctt | student | abd)
+# Keys of a final run spec that describe the run rather than configure it: MLflow tags of its run.
+RUN_TAGS = {"variant": "doktra.variant", "fold": "doktra.fold", "origin": "doktra.origin",
+            "teacher": "doktra.teacher", "student": "doktra.student_init"}
+# Keys of a final run spec that only order the runs (`DependentRuns`): the model a run publishes and
+# the models it needs. The trainable publishes; neither is part of the stage config.
+RUN_ORDERING = ("publish", "needs")
+RESERVED_KEYS = ("run", *RUN_TAGS, *RUN_ORDERING)
+STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ctt | student | abd | evaluate)
 STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial's scratch directory
 
 
@@ -44,24 +51,32 @@ def preload() -> None:
             pass
 
 
-def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """`base` with the trial's overrides applied: plain keys first, then the `run` dict.
 
-    The reserved key `variant` (or `run["variant"]`) is returned separately (the final runs'
-    `doktra.variant` tag); a `data` override dict updates the nested data config field by field.
+    The run-describing keys (`variant`, `fold`, `origin`, `teacher`, `student`; in `run` or at the
+    top level) are returned separately as MLflow tags (`RUN_TAGS`); a `data` override dict updates
+    the nested data config field by field.
     """
     merged = copy.deepcopy(dict(base))
     overrides = {k: v for k, v in config.items() if k not in RESERVED_KEYS}
     run = dict(config.get("run") or {})
-    variant = run.pop("variant", None) or config.get("variant")
+    tags: dict[str, str] = {}
+    for key, tag in RUN_TAGS.items():
+        value = run.pop(key, None)
+        value = config.get(key) if value is None else value
+        if value is not None:
+            tags[tag] = str(value)
     run.pop(STAGE_KEY, None)
+    for key in RUN_ORDERING:
+        run.pop(key, None)
     overrides.update(run)
     for key, value in overrides.items():
         if key == "data" and isinstance(value, Mapping):
             merged["data"] = {**merged.get("data", {}), **value}
         else:
             merged[key] = value
-    return merged, (str(variant) if variant is not None else None)
+    return merged, tags
 
 
 def _node_id() -> str:
@@ -86,8 +101,6 @@ def _report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
 
 def _restored_checkpoint(dest: Path) -> Path | None:
     """The checkpoint Tune hands a resumed trial, copied to `dest`, if it holds a training state."""
-    from doktra_tune.stages import TRAINING_STATE_FILE
-
     try:
         from ray import tune
 
@@ -109,26 +122,45 @@ def run_trial(
     *,
     report: Callable[[dict[str, float], Path | None], None] = _report,
     restored_checkpoint: Callable[[Path], Path | None] = _restored_checkpoint,
+    publish_to: Path | None = None,
 ) -> StageResult:
     """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring.
 
     A trial Tune resumes (synchronous halving pauses trials at its rungs) goes on from the epoch
-    after its checkpoint when that checkpoint holds the training state (save_training_state)."""
-    merged, variant = merge_config(base, config)
+    after its checkpoint when that checkpoint holds the training state (save_training_state).
+    `publish_to`: where the trial's model (its kept checkpoint) is copied when it ends well, for
+    the runs that read it (the final runs' chain)."""
+    merged, run_tags = merge_config(base, config)
     # The stage's own epoch checkpoints live in a node-local scratch dir, not in the trial dir:
     # Tune syncs the trial dir to storage, and the copies Tune keeps come from `tune.report`.
     work = Path(tempfile.mkdtemp(prefix=f"doktra_{stage}_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
     try:
-        return _run_in(stage, stage_fn, merged, variant, work, tracking, report, restored_checkpoint)
+        result = _run_in(stage, stage_fn, merged, run_tags, work, tracking, report, restored_checkpoint)
+        model = result.last_checkpoint or result.best_checkpoint
+        if publish_to is not None and model is not None:
+            publish(Path(model), publish_to)
+        return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(checkpoint: Path, target: Path) -> None:
+    """Copy `checkpoint` to `target` so that a reader never sees half of it (copy, then rename);
+    the training state (optimizer moments) stays behind: a reader only needs the model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(checkpoint, partial, ignore=shutil.ignore_patterns(TRAINING_STATE_FILE))
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
 
 
 def _run_in(
     stage: str,
     stage_fn: Callable[..., StageResult],
     merged: dict[str, Any],
-    variant: str | None,
+    run_tags: dict[str, str],
     work: Path,
     tracking: dict | None,
     report: Callable[[dict[str, float], Path | None], None],
@@ -142,9 +174,7 @@ def _run_in(
         merged["resume_from"] = str(resume)
     cfg_cls = DistillConfig if stage == "abd" else StageConfig
     cfg = cfg_cls.from_dict(merged)
-    tags = {"doktra.seed": str(cfg.seed)}
-    if variant:
-        tags["doktra.variant"] = variant
+    tags = {"doktra.seed": str(cfg.seed), **run_tags}
     with trial_run(tracking, _params(cfg.to_dict()), tags) as logger:
 
         def on_epoch(rep: EpochReport) -> None:
@@ -161,6 +191,51 @@ def _run_in(
         evaluations = result.last_evaluations if result.last_checkpoint else result.best_evaluations
         _log_evaluations(cfg, evaluations, work / "evaluation", logger)
     return result
+
+
+def run_evaluation(
+    config: Mapping[str, Any],
+    base: Mapping[str, Any],
+    tracking: dict | None,
+    *,
+    report: Callable[[dict[str, float], Path | None], None] = _report,
+) -> dict[str, float]:
+    """Score an existing checkpoint (`model` of the merged config: the search's winner of the final
+    runs' `winners` protocol) on dev and `eval_splits`, in the precision it was trained in; one
+    report (step = the checkpoint's epoch), logged like a trained trial's last epoch."""
+    from doktra_tune.models import read_meta
+    from doktra_tune.stages import evaluate_checkpoint
+    from doktra_tune.tracking import trial_run
+
+    merged, run_tags = merge_config(base, config)
+    cfg = StageConfig.from_dict({**merged, "output_dir": ""})
+    meta = read_meta(cfg.model)
+    trained = dict(meta.get("config") or {})
+    epoch = int(meta.get("epoch", 0))
+    params = {"model": cfg.model, "seed": trained.get("seed", cfg.seed), "epoch": epoch,
+              **{k: trained[k] for k in ("lr", "beta", "epochs", "gamma") if k in trained}}
+    tags = {"doktra.seed": str(params["seed"]), **run_tags}
+    work = Path(tempfile.mkdtemp(prefix="doktra_evaluate_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
+    try:
+        with trial_run(tracking, params, tags) as logger:
+            evaluations = {
+                split: evaluate_checkpoint(
+                    cfg.model, cfg.data, split, teacher_checkpoint=meta.get("teacher_checkpoint"),
+                    ece_bins=cfg.ece_bins, device=cfg.device, precision=str(trained.get("precision", cfg.precision)),
+                    batch_size=cfg.eval_batch_size,
+                )
+                for split in ["dev", *(s for s in cfg.eval_splits if s != "dev")]
+            }
+            metrics = {"epoch": float(epoch)}
+            for split, ev in evaluations.items():
+                metrics.update({f"{split}_{k}": float(v) for k, v in ev.metrics.items()})
+            logger.log_epoch(metrics, step=max(epoch, 1))
+            score = search_score(metrics)
+            report({**metrics, SEARCH_METRIC: score} if score is not None else metrics, None)
+            _log_evaluations(cfg, evaluations, work / "evaluation", logger)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
 
 
 def _params(values: Mapping[str, Any]) -> dict[str, Any]:

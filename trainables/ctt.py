@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from doktra_tune.stages import train_teacher
 from trainables.common import run_trial
 
 
-def ctt_trainable(config: dict, base: dict, tracking: dict | None = None) -> None:
+def ctt_trainable(config: dict, base: dict, tracking: dict | None = None, publish_to: Path | None = None) -> None:
     """One CTT trial: `base` (a StageConfig dict) with `config` (e.g. {"beta": 0.3}) applied."""
-    run_trial("ctt", train_teacher, config, base, tracking)
+    run_trial("ctt", train_teacher, config, base, tracking, publish_to=publish_to)

@@ -6,10 +6,12 @@ e₁ as the best epoch of the winning trial (its best checkpoint is the one Tune
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from doktra_tune.stages import train_student
 from trainables.common import run_trial
 
 
-def student_trainable(config: dict, base: dict, tracking: dict | None = None) -> None:
+def student_trainable(config: dict, base: dict, tracking: dict | None = None, publish_to: Path | None = None) -> None:
     """One student fine-tuning trial: `base` (a StageConfig dict) with `config` (e.g. {"lr": 1e-5})."""
-    run_trial("student", train_student, config, base, tracking)
+    run_trial("student", train_student, config, base, tracking, publish_to=publish_to)

@@ -1,21 +1,21 @@
 """The nested DoKTra search (Algorithm 1, §4.2, App. A): the three stage searches, then the final runs.
 
 1. CTT: a Tuner over β₁ (`search_spaces/ctt.yaml`, per-task epochs of Table A1). Winner: dev F1,
-   dev ECE as the second criterion (`analysis.selection.SelectionRule`).
-2. Student fine-tuning: a Tuner over lr₁; every trial runs the longest e₁ and reports dev F1 per
-   epoch; Tune keeps each trial's best checkpoint, so the winner's e₁ is its best epoch.
-3. ABD: a Tuner over lr₂ × β₂ × γ whose trials all start from the student winner's checkpoint and
-   distil from the CTT winner's.
-4. Final: one Tuner whose `tune.grid_search` ranges over (variant × seed) run specs, each scored
+   dev ECE among trials within `search.selection.f1_tolerance` (`analysis.selection.SelectionRule`).
+2. Student fine-tuning: a Tuner over lr₁ × e₁, each run's linear schedule ending at its own e₁
+   (`stages.student.e1_mode=grid`, App. A); or one run per lr₁ whose best epoch is e₁ (`best_epoch`).
+3. ABD: a Tuner over lr₂ × β₂ × γ whose trials all start from the student winner and distil from
+   the CTT winner.
+4. Final: the winners re-run with every seed (`final.protocol`, `doktra_tune.search.final`), scored
    on dev and test (`final/results.json`).
 
-Winner rows: one row per trial, holding the trial's best epoch (by dev F1) — the epoch whose
-checkpoint Tune keeps (`CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="dev_f1")`) —
-so the selected (trial, epoch) always has a checkpoint to hand to the next stage.
+A trial's model is its last epoch (`search.handoff=final_epoch`, as the authors' scripts save it:
+Tune keeps the latest checkpoint) or its best dev-F1 epoch (`best_epoch`); winners are chosen on the
+metrics of exactly that epoch, and that checkpoint is handed to the next stage.
 
 Run directory `<runs_root>/<search_id>/`: `config.yaml`, `mlflow.db`, `ray/<stage>/` (Tune),
-`stages/<stage>/{winner.json,winner/}`, `final/results.json`. A stage whose `winner.json` exists
-is skipped; an interrupted stage is resumed (`StageRunner.run`). Every input is checked
+`stages/<stage>/{winner.json,winner/}`, `final/{results.json,models/}`. A stage whose `winner.json`
+exists is skipped; an interrupted stage is resumed (`StageRunner.run`). Every input is checked
 (`plan`, `preflight`) before the run directory exists.
 """
 
@@ -34,8 +34,9 @@ from ray import tune
 
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
-from doktra_tune.search.final import RUN_KEYS, final_runs, final_specs, summarize
-from doktra_tune.search.plan import Plan, build_plan
+from doktra_tune.search.dependent_runs import DependentRuns
+from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
+from doktra_tune.search.plan import Plan, build_plan, schedule_group
 from doktra_tune.search.preflight import preflight
 from doktra_tune.search.progress import Echo, disk_line, echo_stdout, fmt_mean_std, stage_end_line
 from doktra_tune.search.pruning import PriorTrial
@@ -88,6 +89,14 @@ class SearchDriver:
                                   max_failures=self.config.search.max_failures)
 
     # ---------------------------------------------------------------- base configs
+    def keep(self, stage: str) -> str:
+        """Which epoch of a trial of `stage` is its model: "last" (search.handoff=final_epoch, the
+        authors'), or "best" by dev F1 (handoff=best_epoch, and the student's e1_mode=best_epoch)."""
+        if self.config.search.handoff == "best_epoch":
+            return "best"
+        student = self.config.stages["student"]
+        return "best" if stage == "student" and not student.searches_epochs else "last"
+
     def stage_base(self, stage: str, model: str) -> dict[str, Any]:
         """The StageConfig every trial of `stage` starts from (its trial config is applied on top)."""
         t = self.config.train
@@ -95,7 +104,7 @@ class SearchDriver:
             data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
             batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, seed=t.seed, weight_decay=t.weight_decay,
             warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm, precision=self.config.stages[stage].precision,
-            torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints="last",
+            torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
             ece_bins=t.ece_bins,
         ).to_dict()
 
@@ -126,13 +135,13 @@ class SearchDriver:
             metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=s.seed,
             grace_period=pruning_grace_period(stage, s.grace_period, max_t, space, base),
             reduction_factor=s.reduction_factor, n_startup_trials=s.n_startup_trials, points=points,
-            prior_trials=prior,
+            prior_trials=prior, group_key=schedule_group(space),
         )
         return StageSpec(
             name=stage, trainable=STAGE_TRAINABLES[stage],
             trainable_kwargs={"base": base, "tracking": self.tracking(stage)},
             param_space=dict(space.fixed), max_t=max_t, search_alg=search_alg, scheduler=scheduler,
-            num_samples=n, pruner_on=s.pruner != "none",
+            num_samples=n, pruner_on=s.pruner != "none", keep=self.keep(stage),
         )
 
     def search_builder(self, stage: str, base: dict[str, Any]) -> SpecBuilder:
@@ -173,7 +182,8 @@ class SearchDriver:
             return (f"calibrated teacher {self.config.teacher_model}, grid {space}, {epochs} epochs",
                     self.stage_base("ctt", self.config.teacher_model))
         if stage == "student":
-            return (f"student fine-tuning {self.config.student_model}, grid {space}, e1 up to {epochs}",
+            e1 = "e1 searched" if self.config.stages["student"].searches_epochs else f"e1 = best epoch of {epochs}"
+            return (f"student fine-tuning {self.config.student_model}, grid {space}, {e1}",
                     self.stage_base("student", self.config.student_model))
         return (f"activation boundary distillation, grid {space}, e2={epochs}",
                 self.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]))
@@ -192,14 +202,15 @@ class SearchDriver:
         records = self.runner.run(stage, self.search_builder(stage, base))
         rule = selection_rule(self.config.search.selection, stage)
         winner = pick_winner(stage, records, rule, self.run_dir / "ray" / stage)
-        extra: dict[str, Any] = {}
-        if stage == "ctt" and set(BASELINE_VARIANTS) & set(self.config.final.variants):
+        extra: dict[str, Any] = {"handoff": self.keep(stage)}
+        final = self.config.final
+        if stage == "ctt" and final.protocol == "winners" and set(BASELINE_VARIANTS) & set(final.variants):
             extra["baseline"] = self.baseline_teacher(records, base)
-        if stage == "student":
-            extra["e1"] = winner.best_epoch
+        if stage == "student":  # e1: the winner's schedule length, or the best epoch of its one long run
+            extra["e1"] = winner.params["epochs"] if self.config.stages["student"].searches_epochs else winner.kept_epoch
         info = write_winner(stage_dir, stage, winner, records, rule, extra)
         self.tracker.log_stage_summary(
-            stage, {"trial_id": winner.trial_id, "best_epoch": winner.best_epoch, **winner.params},
+            stage, {"trial_id": winner.trial_id, "epoch": winner.kept_epoch, **winner.params, **extra},
             [stage_dir / "winner.json"],
         )
         self.echo(stage_end_line(stage, time.monotonic() - t0, info, self.run_dir))
@@ -222,48 +233,79 @@ class SearchDriver:
                 name="ctt_ft", trainable=STAGE_TRAINABLES["ctt"],
                 trainable_kwargs={"base": base, "tracking": self.tracking("ctt")},
                 param_space={**self.plan.spaces["ctt"].fixed, "run": {"beta": 0.0}},
-                max_t=self.plan.stage_epochs["ctt"],
+                max_t=self.plan.stage_epochs["ctt"], keep=self.keep("ctt"),
             )
             best = pick_winner("ctt", self.runner.run("ctt", explicit_runs(spec, [{"beta": 0.0}], ("beta",))),
                                rule, where)
         assert best.checkpoint is not None
         target = copy_checkpoint(best.checkpoint, self.run_dir / "stages" / "ctt" / "teacher_ft")
-        return clean({"trial_id": best.trial_id, "params": best.params, "best_epoch": best.best_epoch,
-                      "metrics": best.best_metrics, "checkpoint": str(target)})
+        return clean({"trial_id": best.trial_id, "params": best.params, "epoch": best.kept_epoch,
+                      "metrics": best.kept_metrics, "checkpoint": str(target)})
+
+    def final_plan(self, winners: dict[str, dict[str, Any]]) -> FinalPlan:
+        f = self.config.final
+        return FinalPlan(
+            winners=winners, variants=f.variants, seeds=f.seeds, folds=f.folds, eval_splits=f.eval_splits,
+            protocol=f.protocol, every_epoch=self.config.search.handoff == "best_epoch",
+            search_seed=self.config.train.seed,
+        )
+
+    def final_builder(self, specs: list[dict[str, Any]], bases: dict[str, Any]) -> SpecBuilder:
+        """One Tuner over every final run; `DependentRuns` starts each distillation as soon as its
+        teacher and student are published. After an interruption: the runs still missing."""
+        models_dir = self.run_dir / "final" / "models"
+
+        def build(prior: list[TrialRecord]) -> StageSpec:
+            todo = remaining_runs(specs, RUN_KEYS, prior) if prior else specs
+            return StageSpec(
+                name="final", trainable=final_trainable,
+                trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
+                param_space={}, max_t=max(self.plan.stage_epochs.values()),
+                search_alg=DependentRuns(todo, models_dir), num_samples=len(todo),
+                keep="best" if self.config.search.handoff == "best_epoch" else "last",
+            )
+
+        return build
 
     def final_stage(self, winners: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Every (variant x seed) final run, scored on dev and test; `final/results.json`."""
+        """The final runs (`final.protocol`): the teachers and students are trained (or scored), each
+        distillation starts as soon as its teacher and student exist; every run is scored on dev and
+        test; `final/results.json`."""
         out = self.run_dir / "final" / "results.json"
         if out.is_file():
             self.echo(f"[final] finished earlier: {out} (skipped)")
             return read_json(out)
-        ctt, student, abd = winners["ctt"], winners["student"], winners["abd"]
+        plan = self.final_plan(winners)
         f = self.config.final
-        specs = final_specs(ctt, student, abd, variants=f.variants, seeds=f.seeds, eval_splits=f.eval_splits)
-        self.echo(f"[final] start: {len(specs)} runs: {list(f.variants)} x seeds {list(f.seeds)}, "
-                  f"eval on {list(f.eval_splits)}")
+        folds = f" x folds {list(plan.folds)}" if plan.folds else ""
+        self.echo(f"[final] start ({plan.protocol} protocol): {list(f.variants)} x seeds {list(f.seeds)}{folds}; "
+                  f"{len(plan.wave1())} teacher/student runs and the distillations from them; eval on "
+                  f"{list(f.eval_splits)}")
         t0 = time.monotonic()
         bases = {
             "ctt": self.stage_base("ctt", self.config.teacher_model),
             "student": self.stage_base("student", self.config.student_model),
-            "abd": self.abd_base(student["checkpoint"], ctt["checkpoint"]),
+            "abd": self.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]),
+            "evaluate": self.stage_base("ctt", self.config.teacher_model),
         }
-        spec = StageSpec(
-            name="final", trainable=final_trainable,
-            trainable_kwargs={"bases": bases, "tracking": self.tracking("final")},
-            param_space={"run": tune.grid_search(specs)}, max_t=max(self.plan.stage_epochs.values()),
-        )
-        runs = final_runs(self.runner.run("final", explicit_runs(spec, specs, RUN_KEYS)))
+        specs = plan.runs(str(self.run_dir / "final" / "models"))
+        records = self.runner.run("final", self.final_builder(specs, bases))
+        done = {tuple(r.params.get(k) for k in RUN_KEYS) for r in records}
+        missing = [spec for spec in specs if tuple(spec.get(k) for k in RUN_KEYS) not in done]
+        if missing:
+            self.echo(f"[final] {len(missing)} distillation(s) could not run: their teacher or student failed")
+        runs = final_runs(records) + missing_runs(missing)
         summary = summarize(runs)
-        results = {"search_id": self.plan.search_id, "task": self.plan.task, "runs": runs, "summary": summary,
-                   "winners": {"ctt": ctt["params"], "student": {**student["params"], "e1": student["best_epoch"]},
-                               "abd": abd["params"]}}
+        results = {"search_id": self.plan.search_id, "task": self.plan.task, "protocol": plan.protocol,
+                   "runs": runs, "summary": summary,
+                   "winners": {"ctt": winners["ctt"]["params"], "student": {**winners["student"]["params"],
+                               "e1": winners["student"]["e1"]}, "abd": winners["abd"]["params"]}}
         atomic_write_json(out, results)
-        self.tracker.log_stage_summary("final", {"runs": len(runs)}, [out])
+        self.tracker.log_stage_summary("final", {"runs": len(runs), "protocol": plan.protocol}, [out])
         for variant, s in summary.items():
             self.echo(
                 f"[final] {variant:15s} test_f1 {fmt_mean_std(s.get('test_f1'))}  test_ece {fmt_mean_std(s.get('test_ece'))}  "
-                f"(n={s['n']}{', errored ' + str(s['errored']) if s['errored'] else ''})"
+                f"(n={s['n']}, {s['origin']}{', errored ' + str(s['errored']) if s['errored'] else ''})"
             )
         self.echo(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
         return read_json(out)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.config import DataConfig
 from doktra_tune.errors import ConfigError
-from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig
+from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace, load_search_space
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ class Plan:
     data_root_origin: str  # which setting gave data_root (for error messages)
     data: DataConfig  # the data every stage trains and evaluates on
     spaces: dict[str, SearchSpace]  # stage -> its grid
-    stage_epochs: dict[str, int]  # stage -> epochs of one trial (e, e1 max, e2)
+    stage_epochs: dict[str, int]  # stage -> epochs of its longest trial (e, max e1, e2)
 
     @property
     def task(self) -> str:
@@ -79,15 +79,38 @@ def data_root(config: SearchConfig) -> tuple[Path, str]:
     return (REPO_ROOT.parent / "shared" / "data").resolve(), "the default data_root"
 
 
+def schedule_group(space: SearchSpace) -> str | None:
+    """The key whose trials share one learning-rate schedule ("epochs" when several e1 are searched),
+    so pruners compare like with like; None when every trial has the same schedule."""
+    return "epochs" if len(space.params.get("epochs", ())) > 1 else None
+
+
+def max_epochs(space: SearchSpace) -> int:
+    """The longest trial of a stage: its fixed epochs, or the largest of its epochs grid (e1)."""
+    return int(max(space.params["epochs"])) if "epochs" in space.params else int(space.fixed["epochs"])
+
+
 def load_spaces(config: SearchConfig) -> dict[str, SearchSpace]:
     """Each stage's grid: its file with the stage's overrides applied; grid mode runs all of it."""
     spaces: dict[str, SearchSpace] = {}
     for stage in SEARCH_STAGES:
         options = config.stages[stage]
         try:
-            space = load_search_space(stage, options.search_space, options.grid_overrides())
+            space = load_search_space(stage, options.search_space, options.grid, options.fixed_values())
         except ConfigError as err:
             raise ConfigError(f"stages.{stage}: {err}") from err
+        if options.searches_epochs and "epochs" not in space.params:
+            raise ConfigError(
+                f"stages.{stage}: e1_mode=grid needs e1 values; add epochs to the grid file's params or set "
+                f"stages.{stage}.grid.epochs=[5,10]"
+            )
+        if options.searches_epochs and max(space.params["epochs"]) > options.epochs:
+            raise ConfigError(
+                f"stages.{stage}.epochs={options.epochs} is the longest e1, but the e1 grid holds "
+                f"{space.params['epochs']}; set stages.{stage}.grid.epochs=[...] up to {options.epochs}, or raise "
+                f"stages.{stage}.epochs"
+            )
+        check_schedule_grouping(schedule_group(space), config.search.pruner, config.search.mode)
         num_samples = config.search.num_samples
         if config.search.mode == "grid" and num_samples not in (None, space.grid_size):
             raise ConfigError(
@@ -116,6 +139,5 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
         config=config, raw=raw, search_id=search_id,
         run_dir=Path(config.runs_root).expanduser().resolve() / search_id,
         data_root=root, data_root_origin=origin, data=data, spaces=spaces,
-        stage_epochs={stage: int(space.fixed.get("epochs", config.stages[stage].epochs))
-                      for stage, space in spaces.items()},
+        stage_epochs={stage: max_epochs(space) for stage, space in spaces.items()},
     )

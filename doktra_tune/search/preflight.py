@@ -20,15 +20,18 @@ RAY_FIX = "start a cluster with `ray start --head` or drop the override ray.addr
 
 
 def check_data(plan: Plan) -> None:
-    """The data root exists and every split loads (labels in the task's set, subsamples drawn)."""
+    """The data root exists and every split loads (labels in the task's set, subsamples drawn), on
+    the search's data and on every GAD fold of the final runs."""
     if not plan.data_root.is_dir():
         raise DataError(
             f"data root {plan.data_root} (from {plan.data_root_origin}) does not exist; set data_root=<folder "
             f"holding {plan.config.task.data_subdir}/> or export DOKTRA_DATA_ROOT"
         )
     data = plan.data
-    for split, limit in (("train", data.train_limit), ("dev", data.dev_limit), ("test", data.test_limit)):
-        load_split(data.task, split, data.data_dir, data_format=data.data_format, limit=limit, seed=data.subsample_seed)
+    formats = [data.data_format] + [f"gad_folds:{k}" for k in plan.config.final.folds or ()]
+    for data_format in dict.fromkeys(formats):
+        for split, limit in (("train", data.train_limit), ("dev", data.dev_limit), ("test", data.test_limit)):
+            load_split(data.task, split, data.data_dir, data_format=data_format, limit=limit, seed=data.subsample_seed)
 
 
 def check_models(plan: Plan) -> None:

@@ -99,6 +99,6 @@ def stage_end_line(stage: str, seconds: float, info: dict[str, Any], run_dir: Pa
     m = info.get("metrics") or {}
     return (
         f"[{stage}] end in {seconds:.0f}s: winner {info['trial_id']} {info['params']} "
-        f"best epoch {info['best_epoch']} dev_f1={m.get('dev_f1')} dev_ece={m.get('dev_ece')} | "
+        f"epoch {info['epoch']} ({info.get('handoff', 'last')}) dev_f1={m.get('dev_f1')} dev_ece={m.get('dev_ece')} | "
         f"{info['epochs_spent']} epochs spent | {disk_line(run_dir)}"
     )

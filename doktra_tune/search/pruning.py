@@ -17,6 +17,9 @@ pruner, and a trial Tune stops early is told to Optuna as COMPLETE. The bridge:
 * `SynchronousHalvingScheduler`: successive halving with synchronous rungs on Ray's HyperBand
   machinery: trials pause at a rung until all have reached it, then the best resume from their
   checkpoints. No trial runs on just for starting first, which is what keeps small grids cheap.
+* `ScheduleGroupPruner`: an Optuna pruner that compares a trial only with trials of the same
+  schedule (the student's e1 grid: runs of different length decay their learning rate at
+  different speeds, so their epoch-t scores are not comparable).
 
 `doktra_tune.search.search_algorithms.build_search` puts them together for one stage.
 The private Ray/Optuna names this needs are wrapped in `doktra_tune.ray_compat`.
@@ -132,6 +135,40 @@ class PrunableOptunaSearch(OptunaSearchWithPruner):
             logger.warning("could not tell Optuna that trial %s was pruned: %s", trial_id, exc)
 
 
+class _GroupView:
+    """A study seen through one schedule group: `get_trials` returns the group's trials only."""
+
+    def __init__(self, study: optuna.Study, key: str, value: Any) -> None:
+        self._study = study
+        self._key = key
+        self._value = value
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.params.get(self._key) == self._value]
+
+    @property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.get_trials()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class ScheduleGroupPruner(optuna.pruners.BasePruner):
+    """`pruner` judging each trial against the trials that share its `key` (e.g. `epochs`: the same
+    linear schedule), never across groups. Works with pruners that read the study's trials through
+    `study.get_trials` (Median/Percentile, SuccessiveHalving)."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, key: str) -> None:
+        self.pruner = pruner
+        self.key = key
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        view = _GroupView(study, self.key, trial.params.get(self.key))
+        return self.pruner.prune(view, trial)  # type: ignore[arg-type]
+
+
 class OptunaPrunerScheduler(FIFOScheduler):
     """Tune scheduler that stops a trial when the searcher's Optuna pruner says so.
 
@@ -140,16 +177,18 @@ class OptunaPrunerScheduler(FIFOScheduler):
     step is then a no-op. No trial is pruned at or after `max_t` (nothing left to save) or on its
     final (`done`) result."""
 
-    def __init__(self, searcher: PrunableOptunaSearch, max_t: int | None = None):
+    def __init__(self, searcher: PrunableOptunaSearch, max_t: int | None = None, horizon_key: str | None = None):
         super().__init__()
         self.searcher = searcher
         self.max_t = max_t
+        self.horizon_key = horizon_key  # a config key holding the trial's own horizon (e.g. its e1)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         ot_trial = self.searcher.report(trial.trial_id, result)
         if ot_trial is None or result.get("done"):
             return TrialScheduler.CONTINUE
-        if self.max_t is not None and result[TIME_ATTR] >= self.max_t:
+        horizon = (trial.config or {}).get(self.horizon_key, self.max_t) if self.horizon_key else self.max_t
+        if horizon is not None and result[TIME_ATTR] >= horizon:
             return TrialScheduler.CONTINUE
         if ot_trial.should_prune():
             logger.info(
@@ -205,7 +244,8 @@ class SynchronousHalvingScheduler(OneBracketHyperBand):
     One bracket holds every trial of the stage. Rungs sit at grace_period * reduction_factor**k
     epochs, the last one at max_t. A trial reaching a rung pauses (Tune keeps its checkpoint) until
     every trial has reached it; then the best 1/reduction_factor (by `metric`) resume from their
-    checkpoints and the rest stop, recorded as pruned. Unlike the asynchronous pruners (Optuna's
+    checkpoints and the rest stop, recorded as pruned. With `group_key` (the student's e1 grid) each
+    group of trials sharing that value is its own bracket, with its own horizon (the value). Unlike the asynchronous pruners (Optuna's
     SuccessiveHalving, ASHA, median), no trial goes on just because it started first, so the first
     trials of a grid do not run to the end: 12 trials x 10 epochs with grace 1 and factor 4 cost
     12 + 3 * 3 + 1 * 6 = 27 epochs (22.5 % of the grid). Trials must resume from a checkpoint
@@ -214,11 +254,13 @@ class SynchronousHalvingScheduler(OneBracketHyperBand):
 
     def __init__(
         self, searcher: PrunableOptunaSearch | None, *, num_trials: int, max_t: int, grace_period: int,
-        reduction_factor: int, metric: str, mode: str,
+        reduction_factor: int, metric: str, mode: str, group_key: str | None = None,
+        group_sizes: dict[Any, int] | None = None,
     ):
         super().__init__(
             num_trials=num_trials, max_t=max_t, grace_period=grace_period,
             reduction_factor=reduction_factor, metric=metric, mode=mode, time_attr=TIME_ATTR,
+            group_key=group_key, group_sizes=group_sizes,
         )
         self.searcher = searcher
         self._pruned_trials: set[str] = set()

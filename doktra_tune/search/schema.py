@@ -34,6 +34,13 @@ from doktra_tune.errors import ConfigError
 from doktra_tune.tasks import get_task
 from search_spaces import STAGES
 
+E1Mode = Literal["grid", "best_epoch"]
+E1_MODES: tuple[str, ...] = get_args(E1Mode)
+Handoff = Literal["final_epoch", "best_epoch"]
+HANDOFFS: tuple[str, ...] = get_args(Handoff)
+FinalProtocol = Literal["chain", "winners"]
+FINAL_PROTOCOLS: tuple[str, ...] = get_args(FinalProtocol)
+GAD_FOLDS: tuple[int, ...] = tuple(range(1, 11))  # BioBERT's 10-fold GAD
 SearchMode = Literal["grid", "tpe"]
 MODES: tuple[str, ...] = get_args(SearchMode)
 Pruner = Literal["median", "successive_halving", "synchronous_halving", "hyperband", "asha", "none"]
@@ -78,6 +85,23 @@ def choice(value: Any, name: str, choices: tuple[str, ...], *, null_ok: bool = F
 
 def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
+
+
+def check_schedule_grouping(group_key: str | None, pruner: str, mode: str) -> None:
+    """The pruners that can compare trials only within a schedule group (`group_key`: the e1 grid)."""
+    if group_key is None:
+        return
+    if pruner in ("hyperband", "asha"):
+        raise ConfigError(
+            f"search.pruner={pruner} cannot keep runs of different length apart (the student's e1 grid: each "
+            "run's schedule ends at its own e1); use median, successive_halving, synchronous_halving or none, "
+            "or stages.student.e1_mode=best_epoch"
+        )
+    if pruner == "synchronous_halving" and mode == "tpe":
+        raise ConfigError(
+            "search.pruner=synchronous_halving with search.mode=tpe cannot size one bracket per e1 value; "
+            "use search.mode=grid, another pruner, or stages.student.e1_mode=best_epoch"
+        )
 
 
 # ----------------------------------------------------------------------------- sections
@@ -149,7 +173,8 @@ class StageOptions:
     grid: dict[str, Any]  # hyperparameter -> values replacing the file's (None entries dropped)
     precision: Precision  # stages.<stage>.precision, else train.precision
     margin: float = 1.0  # ABD only: mu of Eq. 5
-    projection: Projection = "fixed_random"  # ABD only
+    projection: Projection = "auto"  # ABD only
+    e1_mode: E1Mode = "grid"  # student only: e1 searched (grid) or the best epoch of one run (best_epoch)
 
     @classmethod
     def from_raw(cls, name: str, raw: Mapping[str, Any], train: TrainOptions) -> StageOptions:
@@ -169,15 +194,27 @@ class StageOptions:
         extra: dict[str, Any] = {}
         if name == "abd":
             extra["margin"] = float(number(raw.get("margin", 1.0), f"{key}.margin", POSITIVE))
-            extra["projection"] = choice(raw.get("projection", "fixed_random"), f"{key}.projection", PROJECTIONS)
+            extra["projection"] = choice(raw.get("projection", "auto"), f"{key}.projection", PROJECTIONS)
+        if name == "student":
+            extra["e1_mode"] = choice(raw.get("e1_mode", "grid"), f"{key}.e1_mode", E1_MODES)
+            if extra["e1_mode"] == "best_epoch" and "epochs" in grid:
+                raise ConfigError(
+                    f"{key}.grid.epochs is the e1 grid of {key}.e1_mode=grid; with e1_mode=best_epoch set "
+                    f"{key}.epochs=<n> (one run per lr1, e1 = its best epoch)"
+                )
         return cls(
             name=name, epochs=number(raw["epochs"], f"{key}.epochs", EPOCHS),
             search_space=_optional_str(raw.get("search_space")), grid=grid, precision=precision, **extra,
         )
 
-    def grid_overrides(self) -> dict[str, Any]:
-        """The grid-file overrides: `epochs` (the stage's) first, then the grid lists given."""
-        return {"epochs": [self.epochs], **self.grid}
+    @property
+    def searches_epochs(self) -> bool:
+        """Whether the number of epochs is a grid dimension (the student's e1 in e1_mode=grid)."""
+        return self.name == "student" and self.e1_mode == "grid"
+
+    def fixed_values(self) -> dict[str, Any]:
+        """What every trial of the stage shares: its epochs (CTT's e, ABD's e2, e1 in best_epoch mode)."""
+        return {} if self.searches_epochs else {"epochs": self.epochs}
 
 
 @dataclass(frozen=True)
@@ -205,6 +242,7 @@ class SearchOptions:
     seed: int
     max_failures: int
     stop_after: str | None
+    handoff: Handoff  # which epoch of a trial is its model: the last (the authors') or the best on dev
     selection: SelectionOptions
 
     @classmethod
@@ -222,6 +260,7 @@ class SearchOptions:
             seed=number(raw.get("seed", 0), "search.seed", SEED),
             max_failures=number(raw.get("max_failures", 0), "search.max_failures", NON_NEGATIVE_INT),
             stop_after=choice(raw.get("stop_after"), "search.stop_after", SEARCH_STAGES, null_ok=True),
+            handoff=choice(raw.get("handoff", "final_epoch"), "search.handoff", HANDOFFS),
             selection=SelectionOptions.from_raw(raw.get("selection")),
         )
 
@@ -236,9 +275,11 @@ class FinalOptions:
     seeds: tuple[int, ...]
     variants: tuple[str, ...]
     eval_splits: tuple[str, ...]
+    protocol: FinalProtocol  # chain: every seed re-trains teacher -> student -> DoKTra | winners
+    folds: tuple[int, ...] | None  # GAD folds of the final runs (None: the task has no folds)
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> FinalOptions:
+    def from_raw(cls, raw: Mapping[str, Any], task: str) -> FinalOptions:
         seeds = list(raw.get("seeds") or [])
         if not seeds:
             raise ConfigError("final.seeds is empty; give at least one seed, e.g. final.seeds=[1,2,3]")
@@ -249,7 +290,30 @@ class FinalOptions:
         splits = list(raw.get("eval_splits") or FINAL_EVAL_SPLITS)
         if [s for s in splits if s not in FINAL_EVAL_SPLITS] or "dev" not in splits:
             raise ConfigError(f"final.eval_splits={splits} must hold dev (and test); e.g. final.eval_splits=[dev,test]")
-        return cls(tuple(number(s, "final.seeds", SEED) for s in seeds), tuple(variants), tuple(splits))
+        protocol = choice(raw.get("protocol", "chain"), "final.protocol", FINAL_PROTOCOLS)
+        return cls(tuple(number(s, "final.seeds", SEED) for s in seeds), tuple(variants), tuple(splits), protocol,
+                   _folds(raw.get("folds"), task, protocol))
+
+
+def _folds(raw: Any, task: str, protocol: str) -> tuple[int, ...] | None:
+    """GAD with the chain protocol: all ten folds by default (Table 2), or the listed ones. None: the
+    search's own data (other tasks; GAD with the winners protocol unless folds are listed)."""
+    if task != "gad":
+        if raw is not None:
+            raise ConfigError(f"final.folds={raw!r} is for GAD's ten folds only; drop the override for task {task}")
+        return None
+    if raw is None and protocol == "winners":
+        return None
+    folds = GAD_FOLDS if raw is None else tuple(raw) if isinstance(raw, (list, tuple)) else (raw,)
+    bad = [f for f in folds if f not in GAD_FOLDS]
+    if bad or not folds:
+        raise ConfigError(f"final.folds={list(folds)} must list GAD folds in 1..10; e.g. final.folds=[1]")
+    if protocol == "winners" and len(folds) > 1:
+        raise ConfigError(
+            "final.protocol=winners reuses the search's models, trained on one GAD fold; score the ten folds "
+            "with final.protocol=chain, or one fold with final.folds=[1]"
+        )
+    return tuple(int(f) for f in folds)
 
 
 @dataclass(frozen=True)
@@ -322,7 +386,7 @@ class SearchConfig:
             train=train,
             stages={name: StageOptions.from_raw(name, raw["stages"][name], train) for name in SEARCH_STAGES},
             search=SearchOptions.from_raw(raw["search"]),
-            final=FinalOptions.from_raw(raw["final"]),
+            final=FinalOptions.from_raw(raw["final"], task.name),
             resources=ResourceOptions.from_raw(raw["resources"]),
             ray=RayOptions.from_raw(raw["ray"]),
             tracking_uri=_optional_str((raw.get("mlflow") or {}).get("tracking_uri")),

@@ -19,9 +19,10 @@ from doktra_tune.search.pruning import (
     PriorTrial,
     PrunableOptunaSearch,
     RecordingASHAScheduler,
+    ScheduleGroupPruner,
     SynchronousHalvingScheduler,
 )
-from doktra_tune.search.schema import MODES, PRUNERS
+from doktra_tune.search.schema import MODES, PRUNERS, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace
 from doktra_tune.stages import switch_epoch
 
@@ -83,6 +84,7 @@ def build_search(
     reduction_factor: int = 3,
     points: list[dict[str, Any]] | None = None,
     prior_trials: list[PriorTrial] | None = None,
+    group_key: str | None = None,
 ) -> tuple[PrunableOptunaSearch, TrialScheduler, int]:
     """Searcher, scheduler and trial count for one stage (Section 4.2's grid search and beyond).
 
@@ -99,12 +101,21 @@ def build_search(
     interruption) are added to the study with their per-epoch values first, so the pruner compares
     the new trials with them (the median pruner fully; successive halving / hyperband rungs start
     empty, so they prune less, never more) and TPE learns from them.
+
+    `group_key` (the student's `epochs` when e1 is searched): trials are compared only with trials
+    of the same value, i.e. the same learning-rate schedule (`ScheduleGroupPruner`; synchronous
+    halving runs one bracket per value). Hyperband and ASHA cannot be restricted that way.
     """
     _check_arguments(mode, pruner, mode_opt, max_t, grace_period)
+    check_schedule_grouping(group_key, pruner, mode)
     distributions = {name: CategoricalDistribution(list(values)) for name, values in space.params.items()}
     sampler, num_samples = _sampler(space, mode, num_samples, seed)
     if points is not None:
         num_samples = len(points)
+    optuna_pruner = make_pruner(
+        pruner, max_t=max_t, grace_period=grace_period, n_startup_trials=n_startup_trials,
+        reduction_factor=reduction_factor,
+    )
     searcher = PrunableOptunaSearch(
         distributions,
         metric=metric,
@@ -112,10 +123,7 @@ def build_search(
         points_to_evaluate=list(points) if points else None,
         sampler=sampler,
         study_name=f"doktra-{space.stage}",
-        pruner=make_pruner(
-            pruner, max_t=max_t, grace_period=grace_period,
-            n_startup_trials=n_startup_trials, reduction_factor=reduction_factor,
-        ),
+        pruner=ScheduleGroupPruner(optuna_pruner, group_key) if group_key else optuna_pruner,
     )
     for prior in prior_trials or []:
         searcher.add_prior_trial(prior, distributions)
@@ -128,13 +136,25 @@ def build_search(
     elif pruner == "synchronous_halving":
         scheduler = SynchronousHalvingScheduler(
             searcher, num_trials=num_samples, max_t=max_t, grace_period=grace_period,
-            reduction_factor=reduction_factor, metric=metric, mode=mode_opt,
+            reduction_factor=reduction_factor, metric=metric, mode=mode_opt, group_key=group_key,
+            group_sizes=_group_sizes(space, group_key, points) if group_key else None,
         )
     elif pruner == "none":
         scheduler = FIFOScheduler()
     else:
-        scheduler = OptunaPrunerScheduler(searcher, max_t=max_t)
+        scheduler = OptunaPrunerScheduler(searcher, max_t=max_t, horizon_key=group_key)
     return searcher, scheduler, num_samples
+
+
+def _group_sizes(space: SearchSpace, key: str, points: list[dict[str, Any]] | None) -> dict[Any, int]:
+    """Trials per value of `key`: of the grid, or of the points still to run after a resume."""
+    if points is not None:
+        sizes: dict[Any, int] = {}
+        for point in points:
+            sizes[point[key]] = sizes.get(point[key], 0) + 1
+        return sizes
+    per_value = space.grid_size // len(space.params[key])
+    return {value: per_value for value in space.params[key]}
 
 
 def _check_arguments(mode: str, pruner: str, mode_opt: str, max_t: int, grace_period: int) -> None:

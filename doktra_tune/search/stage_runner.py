@@ -32,10 +32,19 @@ class StageSpec:
     search_alg: Any = None
     scheduler: Any = None
     num_samples: int = 1
-    pruner_on: bool = False  # a trial that ran fewer than max_t epochs was pruned
+    pruner_on: bool = False  # a trial that ran fewer epochs than its horizon was pruned
+    keep: str = "last"  # the checkpoint Tune keeps per trial: "last" (its model) or "best" (by dev F1)
 
 
 SpecBuilder = Callable[[list[TrialRecord]], StageSpec]
+
+
+def checkpoint_config(keep: str) -> tune.CheckpointConfig:
+    """One checkpoint per trial: the latest ("last": the trial's model after its last epoch) or the
+    best by dev F1 ("best"). Tune also keeps the latest while a trial runs, so it can resume."""
+    if keep == "best":
+        return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max")
+    return tune.CheckpointConfig(num_to_keep=1)
 
 
 class StageRunner:
@@ -99,9 +108,7 @@ class StageRunner:
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=str(self.storage),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max",
-                ),
+                checkpoint_config=checkpoint_config(spec.keep),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
                 **RAY_SETTINGS.run_config_kwargs([StageProgress(label, self.echo, spec.scheduler)]),
             ),

@@ -22,14 +22,18 @@ _METRIC_SKIP = ("config", "date", "hostname", "pid", "timestamp", "time_since_re
 
 @dataclass
 class TrialRecord:
+    """One trial as the stage saw it. Its model is the checkpoint Tune kept: the last epoch's
+    (search.handoff=final_epoch, the authors' protocol) or the best dev-F1 epoch's (best_epoch);
+    `kept_epoch` / `kept_metrics` are that epoch and its metrics."""
+
     trial_id: str
     status: str  # completed | pruned | errored
     params: dict[str, Any]
     epochs_run: int
-    best_epoch: int
-    best_metrics: dict[str, Any]
+    kept_epoch: int
+    kept_metrics: dict[str, Any]
     last_metrics: dict[str, Any]
-    checkpoint: str | None  # the kept (best) checkpoint
+    checkpoint: str | None  # the kept checkpoint
     node_id: str = ""
     error: str = ""
     curve: dict[int, float] = field(default_factory=dict)  # epoch -> search_score (what the pruner saw)
@@ -37,16 +41,16 @@ class TrialRecord:
     def row(self) -> dict[str, Any]:
         """The row `analysis.selection.select_winner` ranks: the trial at its kept epoch."""
         return {
-            "trial_id": self.trial_id, "status": self.status, "epoch": self.best_epoch,
-            "dev_f1": self.best_metrics.get("dev_f1", float("nan")),
-            "dev_ece": self.best_metrics.get("dev_ece", float("nan")),
+            "trial_id": self.trial_id, "status": self.status, "epoch": self.kept_epoch,
+            "dev_f1": self.kept_metrics.get("dev_f1", float("nan")),
+            "dev_ece": self.kept_metrics.get("dev_ece", float("nan")),
         }
 
     def summary(self) -> dict[str, Any]:
         """The trial's line in winner.json."""
         return {"trial_id": self.trial_id, "status": self.status, "params": self.params,
-                "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
-                "dev_f1": self.best_metrics.get("dev_f1"), "dev_ece": self.best_metrics.get("dev_ece"),
+                "epochs_run": self.epochs_run, "epoch": self.kept_epoch,
+                "dev_f1": self.kept_metrics.get("dev_f1"), "dev_ece": self.kept_metrics.get("dev_ece"),
                 "node_id": self.node_id, "error": self.error}
 
 
@@ -112,7 +116,7 @@ def _history(result: Any) -> list[dict[str, Any]]:
 
 
 def _kept_checkpoint(result: Any, history: list[dict[str, Any]]) -> str | None:
-    """The checkpoint Tune kept for the trial (best dev F1; else its last)."""
+    """The checkpoint Tune kept for the trial (the only one it keeps: its last, or its best dev F1)."""
     try:
         best = result.get_best_checkpoint("dev_f1", "max") if history else None
     except Exception:  # noqa: BLE001 - no checkpoint recorded
@@ -123,33 +127,31 @@ def _kept_checkpoint(result: Any, history: list[dict[str, Any]]) -> str | None:
 
 
 def collect_trial(result: Any, max_t: int, pruned_ids: set[str], pruner_on: bool) -> tuple[int, TrialRecord]:
-    """(creation order, record) of one Tune `Result`."""
+    """(creation order, record) of one Tune `Result`. A trial that ran fewer epochs than its own
+    horizon (its `epochs` param, else `max_t`) under a pruner was pruned."""
     trial_id = str(result.metrics.get("trial_id") if result.metrics else "") or Path(result.path).name
     history = _history(result)
     last = history[-1] if history else _metrics_only(result.metrics or {})
     epochs_run = int(last.get("training_iteration", len(history)) or 0) if last else 0
-    best_epoch, best = 0, {}
-    for row in history:
-        f1 = row.get("dev_f1")
-        if f1 is not None and (not best or f1 > best.get("dev_f1", -1)):
-            best, best_epoch = row, int(row.get("epoch") or row.get("training_iteration") or 0)
+    kept_epoch, kept = (int(last.get("epoch") or epochs_run), last) if history else (0, {})
     checkpoint = _kept_checkpoint(result, history)
     if checkpoint is not None:
         meta_file = Path(checkpoint) / "doktra_meta.json"
         if meta_file.is_file():
-            best_epoch = int(json.loads(meta_file.read_text()).get("epoch", best_epoch))
-            best = next((r for r in history if int(r.get("epoch") or 0) == best_epoch), best)
+            kept_epoch = int(json.loads(meta_file.read_text()).get("epoch", kept_epoch))
+            kept = next((r for r in history if int(r.get("epoch") or 0) == kept_epoch), kept)
+    config = dict(result.config or {})
+    params = {k: clean(v) for k, v in {**config, **(config.pop("run", None) or {})}.items() if k != "run"}
+    horizon = int(params.get("epochs") or max_t)
     if result.error is not None:
         status = "errored"
-    elif trial_id in pruned_ids or (pruner_on and epochs_run < max_t):
+    elif trial_id in pruned_ids or (pruner_on and epochs_run < horizon):
         status = "pruned"
     else:
         status = "completed"
-    config = dict(result.config or {})
-    params = {k: clean(v) for k, v in {**config, **(config.pop("run", None) or {})}.items() if k != "run"}
     return trial_index(trial_id, result.path), TrialRecord(
         trial_id=trial_id, status=status, params=params, epochs_run=epochs_run,
-        best_epoch=best_epoch, best_metrics=best, last_metrics=last, checkpoint=checkpoint,
+        kept_epoch=kept_epoch, kept_metrics=kept, last_metrics=last, checkpoint=checkpoint,
         node_id=str(last.get("node_id", "")) if last else "",
         error=error_line(result.error) if result.error is not None else "",
         curve={int(r["training_iteration"]): float(r.get(SEARCH_METRIC, r["dev_f1"])) for r in history
