@@ -59,8 +59,11 @@ def final_results(runs: pd.DataFrame) -> pd.DataFrame:
                "test_macro_f1", "student_model", "teacher_model"]
     if final.empty:
         return pd.DataFrame(columns=columns)
+    # a run counts once it has finished: Ray's `completed`, or (no outcome recorded) a test score;
+    # a run killed with its driver, and re-run by the resume, has neither
     status = tag(final, "doktra.status").astype("string").fillna("")
-    final = final[~status.isin(["errored", "pruned"]).to_numpy(dtype=bool)]
+    scored = final["metrics.test_f1"].notna() if "metrics.test_f1" in final else pd.Series(False, index=final.index)
+    final = final[((status == "completed") | ((status == "") & scored)).to_numpy(dtype=bool)]
     out = pd.DataFrame(
         {
             "task": tag(final, "doktra.task"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from analysis.runs import load_runs, resolve_source, search_curve_rows, trial_runs
 from analysis.tables import final_results, fmt, table2, table5, table6, to_latex, to_markdown
@@ -79,6 +80,16 @@ def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
                 if variant == "doktra" and seed == 1:
                     log.log_dict({"split": "test", "labels": ["false", "CPR:3"],
                                   "matrix": [[30, 2], [4, 9]]}, "confusion_test.json")
+    # a seed run killed with its driver at epoch 1 (no test score, no outcome) and re-run by the
+    # resume above: not a row of its own
+    tags = {"ray.trial_id": "teacher_ft-2-killed", "doktra.variant": "teacher_ft", "doktra.seed": 2,
+            "doktra.origin": "seed re-run"}
+    with trial_run(tracking, {"seed": 2}, tags) as log:
+        log.log_epoch({"dev_f1": 0.5}, step=1)
+    client = MlflowClient(tracker.tracking_uri)
+    (killed,) = client.search_runs([tracker.experiment_id], "tags.`ray.trial_id` = 'teacher_ft-2-killed'")
+    client.delete_tag(killed.info.run_id, "doktra.status")  # a killed process writes no outcome
+    client.update_run(killed.info.run_id, status="RUNNING")
     tracker.finish()
     return tracker
 
