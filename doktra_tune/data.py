@@ -37,6 +37,7 @@ Every problem with the files is a one-line `DataError` naming the file (and line
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -109,6 +110,24 @@ def load_split(
     if limit is not None:
         examples = stratified_subsample(examples, limit, seed)
     return examples
+
+
+def split_digest(examples: Sequence[Example]) -> str:
+    """16 hex digits of sha256 over the texts and labels, in order: two splits with the same digest
+    hold the same examples (what an MLflow dataset input records)."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(ex.text.encode("utf-8"))
+        digest.update(b"\x00" + "\x01".join(ex.labels).encode("utf-8") + b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def label_counts(examples: Iterable[Example]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ex in examples:
+        for label in ex.labels:
+            counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def label_matrix(task: TaskSpec | str, examples: Iterable[Example]) -> np.ndarray:
@@ -269,7 +288,14 @@ def read_tsv(path: Path, spec: TaskSpec) -> list[Example]:
     text = _read_text(path)
     lines = text.splitlines()
     first = [c.strip().lower() for c in lines[0].split("\t")]
-    has_header = any(c in _TEXT_COLUMNS for c in first) and any(c in _LABEL_COLUMNS for c in first)
+    has_text, has_label = any(c in _TEXT_COLUMNS for c in first), any(c in _LABEL_COLUMNS for c in first)
+    if has_text != has_label:  # a header that names some columns but lacks the text or the label one
+        missing = "label (label/labels)" if has_text else f"sentence ({'/'.join(_TEXT_COLUMNS)})"
+        raise DataError(
+            f"{path}:1: the header names columns {first} but no {missing} column; add that column or point "
+            "data.data_format at the right loader"
+        )
+    has_header = has_text and has_label
     if has_header:
         width = len(first)
         text_col = next(first.index(c) for c in _TEXT_COLUMNS if c in first)

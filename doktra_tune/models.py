@@ -147,6 +147,64 @@ def resolve_model_source(spec: str) -> str:
     return spec
 
 
+# files of a hub model the stages never load (other frameworks' weights, exports)
+_HUB_IGNORE = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "onnx/*", "tf_model*", "flax_model*", "rust_model*",
+               "coreml/*", "openvino/*", "*.tflite"]
+
+
+def fetch_model(spec: str) -> str:
+    """Make `spec` loadable without the network from here on (the search calls it once, before any
+    trial): a hub id is downloaded into the Hugging Face cache, with a progress bar, unless the
+    cache has it; other specs are resolved as `resolve_model_source` does. Returns the source.
+    ConfigError (one line) when it cannot be had."""
+    source = resolve_model_source(spec)
+    base, _ = split_truncation(spec)
+    if source != base or _hub_offline():  # a local directory, minilm, random:...; or already checked cached
+        return source
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(base, ignore_patterns=_HUB_IGNORE)
+    except Exception as err:  # noqa: BLE001 - network, unknown or gated repository: one line
+        text = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+        raise ConfigError(
+            f"model {base!r} cannot be downloaded from the Hugging Face Hub ({reason}); check the id and the "
+            f"network, or download it where there is one (huggingface-cli download {base}) and run with "
+            "HF_HUB_OFFLINE=1, or use a local directory / model=minilm"
+        ) from err
+    return source
+
+
+def max_positions(spec: str) -> int | None:
+    """How many tokens (specials included) the model's position embeddings take; RoBERTa-type
+    models lose 2 to their padding offset. None when the config does not say."""
+    rs = parse_random_spec(split_truncation(spec)[0])
+    if rs is not None:
+        return 512  # _random_config: 512 positions (RoBERTa: 514 with its offset)
+    config = _config_json(spec)
+    if not config or not isinstance(config.get("max_position_embeddings"), int):
+        return None
+    offset = 2 if str(config.get("model_type", "")).endswith("roberta") or config.get("model_type") == "camembert" else 0
+    return int(config["max_position_embeddings"]) - offset
+
+
+def _config_json(spec: str) -> dict[str, Any] | None:
+    source = resolve_model_source(spec)
+    path = Path(source) / "config.json"
+    if not path.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "config.json")
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars (one progress line per epoch is ours)."""

@@ -174,6 +174,16 @@ def local_cluster_addresses() -> list[str]:
     return list(find_gcs_addresses())
 
 
+def enable_token_auth_as_auto_does() -> None:
+    """What `ray.init(address="auto")` does before connecting (ray 2.60): turn on token
+    authentication when RAY_AUTH_MODE is unset and a token exists (`ray start` enables it by
+    default). The search resolves `auto` itself (to connect where the preflight probed) and so
+    passes Ray an explicit address, for which Ray skips this step."""
+    from ray._private.authentication import authentication_token_setup  # private: no public switch in ray 2.60
+
+    authentication_token_setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def missing_internals() -> list[str]:
     """The private names above that the installed Ray / Optuna lack (empty when all are there)."""
     missing = [f"{cls.__module__}.{cls.__name__}.{name}" for cls, name in _CLASS_ATTRIBUTES
@@ -201,4 +211,10 @@ def missing_internals() -> list[str]:
         services = None
     if not hasattr(services, "find_gcs_addresses"):
         missing.append("ray._private.services.find_gcs_addresses")
+    try:
+        from ray._private.authentication import authentication_token_setup  # private: see above
+    except ImportError:
+        authentication_token_setup = None
+    if not hasattr(authentication_token_setup, "maybe_enable_token_auth_if_token_available"):
+        missing.append("ray._private.authentication.authentication_token_setup.maybe_enable_token_auth_if_token_available")
     return missing

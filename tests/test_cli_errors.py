@@ -30,7 +30,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-BAD_INPUTS: dict[str, tuple[list[str], str]] = {
+BAD_TSV_ROOT = "BAD_TSV_ROOT"  # replaced by a data root whose DDI train.tsv header has no label column
+BAD_INPUTS: dict[str, tuple[list[str], str]] = {  # name -> (overrides, what the one line must say)
     "unknown task": (["task=nosuch"], "unknown task 'nosuch'"),
     "unknown preset": (["preset=huge"], "unknown preset 'huge'"),
     "unknown key": (["nosuch.key=1"], "nosuch"),
@@ -44,16 +45,37 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {
                                   "ray.address"),
     "tpe without budget": (["search.mode=tpe"], "num_samples"),
     "unknown precision": (["stages.ctt.precision=fp16"], "stages.ctt.precision"),
+    "run dir not writable": (["runs_root=/proc/nope"], "runs_root"),
+    "max_len beyond the models": (["data.max_len=100000"], "data.max_len=100000 is longer than"),
+    "TSV header without a label column": (["task=ddi", f"data_root={BAD_TSV_ROOT}"], "no label (label/labels) column"),
+    "hub model with no network": (["teacher_model=bert-base-uncased"], "cannot be downloaded"),
 }
+ONLINE = {"hub model with no network"}  # run with the hub allowed: the driver tries to download, once
+
+
+def _bad_tsv_root(tmp_path: Path) -> Path:
+    root = tmp_path / "bad-tsv"
+    (root / "ddi").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (root / "ddi" / f"{split}.tsv").write_text("index\tsentence\n0\t@DRUG$ raises @DRUG$ levels .\n")
+    return root
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}")
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path: Path) -> None:
     procs = {}
+    bad_tsv = _bad_tsv_root(tmp_path)
     for name, (overrides, _) in BAD_INPUTS.items():
         runs = tmp_path / name.replace(" ", "_") / "runs"
-        cmd = [sys.executable, "-m", "doktra_tune.search", "preset=tiny", f"runs_root={runs}", *overrides]
-        procs[name] = (runs, subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+        env = _env()
+        if name in ONLINE:
+            for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+                env.pop(var, None)
+        args = [o.replace(BAD_TSV_ROOT, str(bad_tsv)) for o in overrides]
+        if not any(a.startswith("runs_root=") for a in args):
+            args.append(f"runs_root={runs}")
+        cmd = [sys.executable, "-m", "doktra_tune.search", "preset=tiny", *args]
+        procs[name] = (runs, subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                               stderr=subprocess.PIPE, text=True))
     failures = []
     for name, (runs, proc) in procs.items():

@@ -31,6 +31,9 @@ def test_trials_land_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None
         cfg = compose_config([
             "task=chemprot", "preset=tiny", f"runs_root={tmp_path / 'runs'}", f"data_root={DATA_ROOT}",
             f"ray.address={cluster.address}", "search.stop_after=ctt",
+            # trials that outlast a cold worker start (torch import: seconds on a loaded machine);
+            # shorter ones finish first and Tune hands the next trial that actor, on the same node
+            "stages.ctt.epochs=30",
         ])
         lines: list[str] = []
         summary = run_search(cfg, echo=lines.append)
@@ -40,9 +43,69 @@ def test_trials_land_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None
         nodes_used = {t["node_id"] for t in info["trials"]}
         ray.init(address=cluster.address)
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert len(alive) == 2 and nodes_used == alive
+        assert len(alive) == 2 and nodes_used == alive, "\n".join(lines)
         assert any(f"on {cluster.address}" in line for line in lines)
         assert info["metrics"]["dev_f1"] == max(t["dev_f1"] for t in info["trials"])
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids whose command line mentions `marker` (our cluster's temp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_the_readme_cluster_recipe(tmp_path: Path) -> None:
+    """README "On a Ray cluster": `ray start --head`, the search with ray.address=auto, stop the
+    cluster. Only the cluster this test started is stopped (its processes, found by its temp dir)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp_dir = Path("/tmp") / f"doktra-ray-{os.getpid()}"  # short: Ray's socket paths must fit 107 bytes
+    ray_cli = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", "DOKTRA_DATA_ROOT": str(DATA_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    start = subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2",
+                            f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+    # `auto` finds a cluster through RAY_ADDRESS, else the newest running one: name ours, so that
+    # another Ray session on this machine (a developer's search) cannot answer instead
+    env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    try:
+        search = subprocess.run(
+            [sys.executable, "-m", "doktra_tune.search", "task=chemprot", "preset=tiny", "ray.address=auto",
+             f"runs_root={tmp_path / 'runs'}", "search_id=cluster", "search.stop_after=ctt"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        )
+        assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
+        assert "on auto" in search.stdout
+        info = json.loads((tmp_path / "runs" / "cluster" / "stages" / "ctt" / "winner.json").read_text())
+        assert [t["status"] for t in info["trials"]] == ["completed", "completed"]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # our cluster only, never another Ray on this machine
+            for pid in _processes_with(str(temp_dir)):
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 10
+            while _processes_with(str(temp_dir)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    assert not _processes_with(str(temp_dir))

@@ -1,9 +1,11 @@
 """Resume: kill -9 the search mid-stage, re-run the same command, lose no finished trial.
 
-The first run is a real subprocess killed with SIGKILL (its whole process group, Ray included)
-once the CTT stage has at least one finished trial and more to go; the second run restores the
-Tune experiment (`Tuner.restore`), keeps the finished trials as they were and runs the rest; a
-third run finds the stage's winner.json and skips it.
+The first run is a real subprocess whose driver is killed with SIGKILL once the CTT stage has at
+least one finished trial and more to go — its local Ray (head, agents, workers) keeps running, as
+after a real `kill -9`. The second run stops exactly those Ray processes, marks the MLflow runs the
+killed driver left RUNNING as KILLED, restores the Tune experiment (`Tuner.restore`), keeps the
+finished trials as they were and runs the rest; a third run finds the stage's winner.json and
+skips it.
 """
 
 from __future__ import annotations
@@ -75,16 +77,33 @@ def test_kill_9_mid_stage_then_resume_keeps_finished_trials(tmp_path: Path) -> N
             time.sleep(0.5)
     finally:
         if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray head and its trial workers
+            os.kill(first.pid, signal.SIGKILL)  # the driver only: its Ray stays behind, as after a real kill -9
         first.wait()
         log.close()
+    recorded = json.loads((runs / "resume" / "ray_processes.json").read_text())
+    left = [int(pid) for pid in recorded if Path(f"/proc/{pid}").exists()]
+    try:
+        _check_resume(tmp_path, cmd, runs, exp, finished, left)
+    finally:
+        for pid in left:  # never leave the killed run's Ray behind, whatever failed above
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _check_resume(tmp_path: Path, cmd: list[str], runs: Path, exp: Path, finished: list[str], left: list[int]) -> None:
     assert finished, (tmp_path / "first.log").read_text()[-2000:]
+    assert left, "the killed driver's local Ray should still run"
     assert not (runs / "resume" / "stages" / "ctt" / "winner.json").exists()
     lines_before = {t: _result_lines(exp, t) for t in finished}
 
     second = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "resuming the interrupted stage" in second.stdout
+    assert "process(es) the killed earlier run of this search had left running" in second.stdout
+    assert not [pid for pid in left if Path(f"/proc/{pid}").exists() and
+                "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     info = json.loads((runs / "resume" / "stages" / "ctt" / "winner.json").read_text())
     trials = {t["trial_id"]: t for t in info["trials"]}
     assert sorted(t["params"]["beta"] for t in trials.values()) == [0.0, 0.3, 0.5]  # each grid point once
@@ -103,6 +122,7 @@ def test_kill_9_mid_stage_then_resume_keeps_finished_trials(tmp_path: Path) -> N
     for trial_id in trials:
         assert len(client.search_runs([exp_id], f"tags.`ray.trial_id` = '{trial_id}'")) == 1  # no duplicates
     assert len(client.search_runs([exp_id], "tags.`doktra.level` = 'search'")) == 1
+    assert not client.search_runs([exp_id], "attributes.status = 'RUNNING'")  # nothing left open
 
     third = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr[-2000:]

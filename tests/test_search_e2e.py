@@ -47,6 +47,8 @@ def search(tmp_path_factory: pytest.TempPathFactory):
     return _run_tiny_search(
         tmp_path_factory.mktemp("runs"),
         "stages.student.grid.lr=[1e-3,1e6]",  # lr=1e6: NaN loss at step 3 -> errored trial
+        "search.max_failures=0",  # a NaN loss fails the same way on every retry
+        "search.keep_checkpoints=all",  # the tests below read the winners' checkpoints
     )
 
 
@@ -97,6 +99,51 @@ def test_errored_student_trial_is_recorded_and_the_search_goes_on(search) -> Non
     exp = client.get_experiment_by_name("doktra-chemprot")
     runs = client.search_runs([exp.experiment_id], f"tags.`ray.trial_id` = '{by_lr[1e6]['trial_id']}'")
     assert [r.data.tags["doktra.status"] for r in runs] == ["errored"]
+
+
+def test_the_outcome_is_on_the_search_run_and_the_winners_are_registered(search) -> None:
+    """MLflow's first view shows the outcome: Table 2's metrics, tables, plots, datasets and a
+    description on the search run; a leaderboard and winner tags on each stage run; per-epoch
+    metrics with the epoch as their step; the three winners in the Model Registry, usable on raw text."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run_dir, _, lines = search
+    uri = f"sqlite:///{run_dir}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("doktra-chemprot").experiment_id
+    (top,) = client.search_runs([exp], "tags.`doktra.level` = 'search'")
+    results = json.loads((run_dir / "final" / "results.json").read_text())
+    assert top.data.metrics["test_f1.doktra"] == pytest.approx(results["summary"]["doktra"]["test_f1"]["mean"])
+    assert {"test_f1.doktra.std", "test_ece.teacher_ctt", "test_lat.doktra"} <= set(top.data.metrics)
+    note = top.data.tags["mlflow.note.content"]
+    assert "| student-DoKTra |" in note and "doktra-chemprot-doktra" in note and "python -m doktra_tune.search" in note
+    view = json.loads(client.get_experiment(exp).tags[f"mlflow.sharedViewState.outcome-{run_dir.name}"])
+    assert view["selectedColumns"][:2] == ["attributes.`Dataset`", "metrics.`test_f1.doktra`"]
+    assert f"viewStateShareKey=outcome-{run_dir.name}" in note
+    artifacts = {a.path for a in client.list_artifacts(top.info.run_id, "tables")}
+    assert {"tables/table2.md", "tables/table2.csv", "tables/table2.tex"} <= artifacts
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(top.info.run_id, "plots"))
+    inputs = client.get_run(top.info.run_id).inputs.dataset_inputs
+    assert sorted(i.dataset.name for i in inputs) == ["chemprot-dev", "chemprot-test", "chemprot-train"]
+    assert all(len(i.dataset.digest) == 16 for i in inputs)
+    (ctt_stage,) = client.search_runs([exp], "tags.`doktra.level` = 'stage' and tags.`doktra.stage` = 'ctt'")
+    assert "leaderboard.json" in {a.path for a in client.list_artifacts(ctt_stage.info.run_id)}
+    assert ctt_stage.data.tags["doktra.winner.trial_id"] == _winner(run_dir, "ctt")["trial_id"]
+    trial = client.search_runs([exp], "tags.`doktra.stage` = 'ctt' and tags.`doktra.level` = 'trial'")[0]
+    assert "epoch" not in trial.data.metrics and "dev_f1" in trial.data.metrics  # the epoch is the step
+    # logged first, so MLflow's compare view plots dev F1 by default (it takes a run's first metric)
+    assert list(client.get_run(trial.info.run_id).data.metrics)[:2] == ["dev_f1", "dev_ece"]
+    assert {i.dataset.name for i in client.get_run(trial.info.run_id).inputs.dataset_inputs} >= {"chemprot-train"}
+    labels = {"CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"}
+    for role in ("teacher", "student", "doktra"):
+        (version,) = client.search_model_versions(f"name='doktra-chemprot-{role}'")
+        assert version.tags["doktra.search_id"] == run_dir.name
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/doktra-chemprot-doktra/1")
+    predicted = model.predict(["<< aspirin >> inhibits [[ COX-2 ]] .", "<< caffeine >> activates [[ PKA ]] ."])
+    assert len(predicted) == 2 and set(predicted["label"]) <= labels
+    assert any(line.startswith("[outcome] tables and plots") for line in lines)
 
 
 def test_abd_trials_start_from_the_stage_winners(search) -> None:
@@ -219,3 +266,10 @@ def test_gad_final_runs_chain_over_every_fold(tmp_path, fixtures_dir) -> None:
     assert sorted(r["fold"] for r in student) == [1, 2]
     mean = sum(r["metrics"]["test_f1"] for r in doktra) / 2
     assert results["summary"]["doktra"]["n"] == 2 and math.isclose(results["summary"]["doktra"]["test_f1"]["mean"], mean)
+    # search.keep_checkpoints=needed (the default): once the winners are registered, only they remain
+    assert not list((run_dir / "ray").glob("*/*/checkpoint_*")) and not (run_dir / "final" / "models").exists()
+    assert not list((run_dir / "stages").glob("*/winner")) and (run_dir / "stages" / "abd" / "winner.json").is_file()
+    from mlflow.tracking import MlflowClient
+
+    registered = MlflowClient(f"sqlite:///{run_dir}/mlflow.db").search_registered_models()
+    assert sorted(m.name for m in registered) == ["doktra-gad-doktra", "doktra-gad-student", "doktra-gad-teacher"]

@@ -354,3 +354,19 @@ def test_pruners_compare_only_runs_of_the_same_e1() -> None:
     assert not grouped.prune(study, running(10, 0.58))  # against its own group: above the median
     assert grouped.prune(study, running(10, 0.50))
     assert grouped.prune(study, running(4, 0.80))  # below the e1 = 4 median 0.855
+
+
+def test_the_outcome_view_shows_dataset_then_test_f1_and_ece_of_every_variant() -> None:
+    """The MLflow UI's shared view state stored by the outcome: column ids as the UI writes them,
+    F1 columns before ECE, Table 2's variant order, std and other metrics left out."""
+    from doktra_tune.search.outcome import outcome_view_route, outcome_view_state, search_metrics
+
+    summary = {v: {"test_f1": {"mean": 0.6, "std": 0.01}, "test_ece": {"mean": 0.1, "std": 0.02},
+                   "test_lat": {"mean": 50.0, "std": 1.0}} for v in ("teacher_ft", "doktra", "student_ft")}
+    state = outcome_view_state(sorted(search_metrics(summary)))
+    assert state["selectedColumns"] == [
+        "attributes.`Dataset`", "metrics.`test_f1.doktra`", "metrics.`test_f1.student_ft`",
+        "metrics.`test_f1.teacher_ft`", "metrics.`test_ece.doktra`", "metrics.`test_ece.student_ft`",
+        "metrics.`test_ece.teacher_ft`"]
+    assert state["columnOrder"] == state["selectedColumns"]
+    assert outcome_view_route("3", "chemprot-cpu-1") == "#/experiments/3/runs?viewStateShareKey=outcome-chemprot-cpu-1"

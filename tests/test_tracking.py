@@ -204,3 +204,20 @@ def test_parallel_trial_processes_share_the_sqlite_file(tmp_path: Path) -> None:
         )
     assert sorted(df["tags.ray.trial_id"]) == ["p0", "p1"]
     assert (df["metrics.dev_f1"] == 0.5).all()
+
+
+def test_a_rerun_closes_the_runs_a_killed_driver_left_running(tmp_path: Path) -> None:
+    """kill -9 of the driver mid-trial leaves the trial's and the stage's runs RUNNING for ever;
+    the rerun marks them KILLED (trials: doktra.status=interrupted) before it starts."""
+    first = SearchTracker(new_store(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
+    tracking = first.trial_tracking("ctt")
+    context = trial_run(tracking, {"beta": 0.0}, {"ray.trial_id": "t9"})
+    log = context.__enter__()  # the trial is running when its driver dies: no exit, no finish()
+    log.log_epoch({"dev_f1": 0.5}, step=1)
+    lines: list[str] = []
+    again = SearchTracker(default_tracking_uri(tmp_path), "chemprot", "s1", CONFIG, tmp_path, echo=lines.append)
+    assert again.closed_stale == 2  # the trial's and the stage's
+    client, runs = _runs(default_tracking_uri(tmp_path))
+    status = {r.data.tags["doktra.level"]: (r.info.status, r.data.tags.get("doktra.status")) for r in runs}
+    assert status == {"search": ("RUNNING", None), "stage": ("KILLED", None), "trial": ("KILLED", "interrupted")}
+    assert any("marked KILLED" in line for line in lines)

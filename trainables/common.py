@@ -16,15 +16,19 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
+import ray
+from ray import tune
+
+from analysis.plots import plot_confusion, plot_reliability
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
 from doktra_tune.metrics import SEARCH_METRIC, search_score
-from doktra_tune.stages import TRAINING_STATE_FILE
-
-if TYPE_CHECKING:
-    from doktra_tune.stages import EvaluationResult
+from doktra_tune.models import read_meta
+from doktra_tune.stages import TRAINING_STATE_FILE, EvaluationResult, evaluate_checkpoint
+from doktra_tune.tracking import trial_run
+from doktra_tune.tracking.datasets import dataset_inputs
 
 # Keys of a final run spec that describe the run rather than configure it: MLflow tags of its run.
 RUN_TAGS = {"variant": "doktra.variant", "fold": "doktra.fold", "origin": "doktra.origin",
@@ -81,16 +85,12 @@ def merge_config(base: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[di
 
 def _node_id() -> str:
     try:
-        import ray
-
         return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - not inside Ray
         return ""
 
 
 def _report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-    from ray import tune
-
     payload: dict[str, Any] = dict(metrics)
     payload["node_id"] = _node_id()
     if checkpoint_dir is not None:
@@ -102,8 +102,6 @@ def _report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
 def _restored_checkpoint(dest: Path) -> Path | None:
     """The checkpoint Tune hands a resumed trial, copied to `dest`, if it holds a training state."""
     try:
-        from ray import tune
-
         checkpoint = tune.get_checkpoint()
     except Exception:  # noqa: BLE001 - not inside a Tune trial
         return None
@@ -126,10 +124,10 @@ def run_trial(
 ) -> StageResult:
     """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring.
 
-    A trial Tune resumes (synchronous halving pauses trials at its rungs) goes on from the epoch
-    after its checkpoint when that checkpoint holds the training state (save_training_state).
-    `publish_to`: where the trial's model (its kept checkpoint) is copied when it ends well, for
-    the runs that read it (the final runs' chain)."""
+    A trial Tune resumes (synchronous halving pauses trials at its rungs; a lost worker's trial is
+    retried) goes on from the epoch after its checkpoint when that checkpoint holds the training
+    state (save_training_state). `publish_to`: where the trial's model (its kept checkpoint) is
+    copied when it ends well, for the runs that read it (the final runs' chain)."""
     merged, run_tags = merge_config(base, config)
     # The stage's own epoch checkpoints live in a node-local scratch dir, not in the trial dir:
     # Tune syncs the trial dir to storage, and the copies Tune keeps come from `tune.report`.
@@ -166,8 +164,6 @@ def _run_in(
     report: Callable[[dict[str, float], Path | None], None],
     restored_checkpoint: Callable[[Path], Path | None],
 ) -> StageResult:
-    from doktra_tune.tracking import trial_run
-
     merged["output_dir"] = str(work / STAGE_OUTPUT)
     resume = restored_checkpoint(work / "resume")
     if resume is not None:  # Tune resumes a paused (or retried) trial: go on from its checkpoint
@@ -176,15 +172,19 @@ def _run_in(
     cfg = cfg_cls.from_dict(merged)
     tags = {"doktra.seed": str(cfg.seed), **run_tags}
     with trial_run(tracking, _params(cfg.to_dict()), tags) as logger:
+        logger.log_datasets(dataset_inputs(cfg.data, ["train", *_splits(cfg)]))
+
+        def report_epoch(epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+            logger.log_epoch(metrics, step=epoch)
+            score = search_score(metrics)
+            report({**metrics, SEARCH_METRIC: score} if score is not None else metrics, checkpoint)
 
         def on_epoch(rep: EpochReport) -> None:
             metrics = {k: float(v) for k, v in rep.metrics.items()}
             bad = [k for k in ("train_loss",) if k in metrics and not math.isfinite(metrics[k])]
             if bad:
                 raise NonFiniteLossError(f"{stage}: non-finite {bad[0]} at epoch {rep.epoch}")
-            logger.log_epoch(metrics, step=rep.epoch)
-            score = search_score(metrics)
-            report({**metrics, SEARCH_METRIC: score} if score is not None else metrics, rep.checkpoint_dir)
+            report_epoch(rep.epoch, metrics, rep.checkpoint_dir)
 
         result = stage_fn(cfg, on_epoch=on_epoch)
         # the epoch whose checkpoint Tune keeps as the trial's result: the last one, else the best
@@ -203,10 +203,6 @@ def run_evaluation(
     """Score an existing checkpoint (`model` of the merged config: the search's winner of the final
     runs' `winners` protocol) on dev and `eval_splits`, in the precision it was trained in; one
     report (step = the checkpoint's epoch), logged like a trained trial's last epoch."""
-    from doktra_tune.models import read_meta
-    from doktra_tune.stages import evaluate_checkpoint
-    from doktra_tune.tracking import trial_run
-
     merged, run_tags = merge_config(base, config)
     cfg = StageConfig.from_dict({**merged, "output_dir": ""})
     meta = read_meta(cfg.model)
@@ -218,13 +214,14 @@ def run_evaluation(
     work = Path(tempfile.mkdtemp(prefix="doktra_evaluate_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
     try:
         with trial_run(tracking, params, tags) as logger:
+            logger.log_datasets(dataset_inputs(cfg.data, _splits(cfg)))
             evaluations = {
                 split: evaluate_checkpoint(
                     cfg.model, cfg.data, split, teacher_checkpoint=meta.get("teacher_checkpoint"),
                     ece_bins=cfg.ece_bins, device=cfg.device, precision=str(trained.get("precision", cfg.precision)),
                     batch_size=cfg.eval_batch_size,
                 )
-                for split in ["dev", *(s for s in cfg.eval_splits if s != "dev")]
+                for split in _splits(cfg)
             }
             metrics = {"epoch": float(epoch)}
             for split, ev in evaluations.items():
@@ -238,6 +235,10 @@ def run_evaluation(
     return metrics
 
 
+def _splits(cfg: StageConfig) -> list[str]:
+    return ["dev", *(s for s in cfg.eval_splits if s != "dev")]
+
+
 def _params(values: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(values)
     out.pop("output_dir", None)
@@ -246,8 +247,6 @@ def _params(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _log_evaluations(cfg: StageConfig, evaluations: Mapping[str, EvaluationResult], out: Path, logger: Any) -> None:
     """Log each split's reliability/confusion/metrics (JSON + PNG) from the stage's own last evaluation."""
-    from analysis.plots import plot_confusion, plot_reliability
-
     out.mkdir(parents=True, exist_ok=True)
     for split, ev in evaluations.items():
         rel_json = out / f"reliability_{split}.json"

@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from doktra_tune.errors import ConfigError, DoktraError
@@ -87,7 +88,7 @@ def hydra_main(cfg: DictConfig) -> None:
     from doktra_tune.search.driver import run_search
 
     try:
-        run_search(cfg)
+        run_search(cfg, overrides=list(HydraConfig.get().overrides.task))
     except DoktraError as err:
         _fail(err)
     except KeyboardInterrupt:

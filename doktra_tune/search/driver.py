@@ -21,147 +21,64 @@ exists is skipped; an interrupted stage is resumed (`StageRunner.run`). Every in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from ray import tune
 
-from doktra_tune.config import DistillConfig, StageConfig
-from doktra_tune.metrics import SEARCH_METRIC
-from doktra_tune.search.dependent_runs import DependentRuns
 from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
-from doktra_tune.search.plan import Plan, build_plan, schedule_group
+from doktra_tune.search.plan import Plan, build_plan
 from doktra_tune.search.preflight import preflight
-from doktra_tune.search.progress import Echo, disk_line, echo_stdout, fmt_mean_std, stage_end_line
-from doktra_tune.search.pruning import PriorTrial
-from doktra_tune.search.ray_session import RaySession, Resources
+from doktra_tune.search.disk import disk_line, fmt_bytes, free_final, free_stage, free_winners
+from doktra_tune.search.outcome import outcome_done, publish_outcome
+from doktra_tune.search.progress import Echo, echo_stdout, fmt_mean_std, stage_end_line
+from doktra_tune.search.ray_session import RaySession, Resources, stop_recorded_ray
 from doktra_tune.search.schema import SEARCH_STAGES
-from doktra_tune.search.search_algorithms import build_search, pruning_grace_period
-from doktra_tune.search.stage_runner import SpecBuilder, StageRunner, StageSpec
-from doktra_tune.search.trials import TrialRecord, clean, remaining_grid_points, remaining_runs
+from doktra_tune.search.search_algorithms import pruning_grace_period
+from doktra_tune.search.specs import StageSpecs, explicit_runs
+from doktra_tune.search.stage_runner import StageRunner, StageSpec
+from doktra_tune.search.trials import TrialRecord, clean
 from doktra_tune.search.winners import (
     atomic_write_json,
     copy_checkpoint,
+    holes,
+    leaderboard,
     pick_winner,
     read_winner,
     selection_rule,
+    write_leaderboard,
     write_winner,
 )
 from doktra_tune.tracking import SearchTracker, default_tracking_uri
-from trainables import STAGE_TRAINABLES, final_trainable
+from doktra_tune.tracking.client import is_outage
+from trainables import STAGE_TRAINABLES
 
 BASELINE_VARIANTS = ("doktra_no_ctt", "kld", "teacher_ft")  # final variants that need the β₁ = 0 teacher
-
-
-def explicit_runs(spec: StageSpec, runs: list[dict[str, Any]], keys: tuple[str, ...]) -> SpecBuilder:
-    """A builder for a Tuner over explicit run specs (`spec.param_space["run"]` ranges over `runs`):
-    after an interruption, only the runs no finished trial covered."""
-
-    def build(prior: list[TrialRecord]) -> StageSpec:
-        if not prior:
-            return spec
-        todo = remaining_runs(runs, keys, prior)  # a one-run "run" becomes a one-value grid: same trial
-        return dataclasses.replace(spec, param_space={**spec.param_space, "run": tune.grid_search(todo)},
-                                   num_samples=1 if todo else 0)
-
-    return build
+RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray processes of the running driver
 
 
 class SearchDriver:
     """Runs the stages of one checked `Plan` inside its run directory, on a connected Ray."""
 
-    def __init__(self, plan: Plan, session: RaySession, echo: Echo = echo_stdout) -> None:
+    def __init__(
+        self, plan: Plan, session: RaySession, echo: Echo = echo_stdout, overrides: list[str] | None = None,
+    ) -> None:
         self.plan = plan
         self.config = plan.config
         self.run_dir = plan.run_dir
         self.echo = echo
         self.session = session
+        self.overrides = overrides  # the command line's, for the outcome's "reproduce" line
         self.resources: Resources = session.resources(plan.config.resources)
         uri = self.config.tracking_uri or default_tracking_uri(self.run_dir)
-        self.tracker = SearchTracker(uri, plan.task, plan.search_id, plan.raw, self.run_dir)
+        self.tracker = SearchTracker(uri, plan.task, plan.search_id, plan.raw, self.run_dir, echo=echo)
         self.runner = StageRunner(self.run_dir, self.resources, self.tracker, echo,
                                   max_failures=self.config.search.max_failures)
-
-    # ---------------------------------------------------------------- base configs
-    def keep(self, stage: str) -> str:
-        """Which epoch of a trial of `stage` is its model: "last" (search.handoff=final_epoch, the
-        authors'), or "best" by dev F1 (handoff=best_epoch, and the student's e1_mode=best_epoch)."""
-        if self.config.search.handoff == "best_epoch":
-            return "best"
-        student = self.config.stages["student"]
-        return "best" if stage == "student" and not student.searches_epochs else "last"
-
-    def stage_base(self, stage: str, model: str) -> dict[str, Any]:
-        """The StageConfig every trial of `stage` starts from (its trial config is applied on top)."""
-        t = self.config.train
-        return StageConfig(
-            data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
-            batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, seed=t.seed, weight_decay=t.weight_decay,
-            warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm, precision=self.config.stages[stage].precision,
-            torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
-            ece_bins=t.ece_bins,
-        ).to_dict()
-
-    def abd_base(self, student_checkpoint: str, teacher_checkpoint: str) -> dict[str, Any]:
-        abd = self.config.stages["abd"]
-        return DistillConfig.from_dict({
-            **self.stage_base("abd", student_checkpoint), "teacher_checkpoint": teacher_checkpoint,
-            "margin": abd.margin, "projection": abd.projection,
-        }).to_dict()
-
-    def tracking(self, stage: str) -> dict:
-        tags = {"doktra.teacher_model": self.config.teacher_model, "doktra.student_model": self.config.student_model}
-        return self.tracker.trial_tracking(stage, tags)
-
-    # ---------------------------------------------------------------- search specs
-    def search_spec(
-        self, stage: str, base: dict[str, Any], *, num_samples: int | None = None,
-        points: list[dict[str, Any]] | None = None, prior: list[PriorTrial] | None = None,
-    ) -> StageSpec:
-        """The Tuner of `stage`'s search over its grid (or `points` / `num_samples` of it)."""
-        space = self.plan.spaces[stage]
-        s = self.config.search
-        if s.pauses_trials:  # paused trials resume from their last checkpoint
-            base = {**base, "save_training_state": True}
-        max_t = self.plan.stage_epochs[stage]
-        search_alg, scheduler, n = build_search(
-            space, mode=s.mode, num_samples=num_samples or s.num_samples, pruner=s.pruner,
-            metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=s.seed,
-            grace_period=pruning_grace_period(stage, s.grace_period, max_t, space, base),
-            reduction_factor=s.reduction_factor, n_startup_trials=s.n_startup_trials, points=points,
-            prior_trials=prior, group_key=schedule_group(space),
-        )
-        return StageSpec(
-            name=stage, trainable=STAGE_TRAINABLES[stage],
-            trainable_kwargs={"base": base, "tracking": self.tracking(stage)},
-            param_space=dict(space.fixed), max_t=max_t, search_alg=search_alg, scheduler=scheduler,
-            num_samples=n, pruner_on=s.pruner != "none", keep=self.keep(stage),
-        )
-
-    def search_builder(self, stage: str, base: dict[str, Any]) -> SpecBuilder:
-        """The stage's full search; after an interruption, the missing grid points (grid mode) or
-        the rest of the trial budget (TPE), with the finished trials in the Optuna study."""
-
-        def build(prior: list[TrialRecord]) -> StageSpec:
-            full = self.search_spec(stage, base)
-            if not prior:
-                return full
-            known = [PriorTrial(params=r.params, curve=r.curve, state=r.status) for r in prior]
-            if self.config.search.mode == "grid":
-                todo = remaining_grid_points(self.plan.spaces[stage].params, prior)
-                return self.search_spec(stage, base, points=todo, prior=known) if todo else \
-                    dataclasses.replace(full, num_samples=0)
-            left = max(0, full.num_samples - len(prior))
-            return self.search_spec(stage, base, num_samples=left, prior=known) if left else \
-                dataclasses.replace(full, num_samples=0)
-
-        return build
+        self.specs = StageSpecs(plan, self.resources, self.tracker)
 
     def _say_grace(self, stage: str, base: dict[str, Any]) -> None:
         s = self.config.search
@@ -180,13 +97,13 @@ class SearchDriver:
         space, epochs = self.plan.spaces[stage].params, self.plan.stage_epochs[stage]
         if stage == "ctt":
             return (f"calibrated teacher {self.config.teacher_model}, grid {space}, {epochs} epochs",
-                    self.stage_base("ctt", self.config.teacher_model))
+                    self.specs.stage_base("ctt", self.config.teacher_model))
         if stage == "student":
             e1 = "e1 searched" if self.config.stages["student"].searches_epochs else f"e1 = best epoch of {epochs}"
             return (f"student fine-tuning {self.config.student_model}, grid {space}, {e1}",
-                    self.stage_base("student", self.config.student_model))
+                    self.specs.stage_base("student", self.config.student_model))
         return (f"activation boundary distillation, grid {space}, e2={epochs}",
-                self.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]))
+                self.specs.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]))
 
     def search_stage(self, stage: str, winners: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Run (or skip, when finished earlier) `stage`'s search and write its winner."""
@@ -199,22 +116,36 @@ class SearchDriver:
         self.echo(f"[{stage}] start: {what}")
         t0 = time.monotonic()
         self._say_grace(stage, base)
-        records = self.runner.run(stage, self.search_builder(stage, base))
+        records = self.runner.run(stage, self.specs.search_builder(stage, base))
         rule = selection_rule(self.config.search.selection, stage)
         winner = pick_winner(stage, records, rule, self.run_dir / "ray" / stage)
-        extra: dict[str, Any] = {"handoff": self.keep(stage)}
+        extra: dict[str, Any] = {"handoff": self.specs.keep(stage)}
         final = self.config.final
         if stage == "ctt" and final.protocol == "winners" and set(BASELINE_VARIANTS) & set(final.variants):
             extra["baseline"] = self.baseline_teacher(records, base)
         if stage == "student":  # e1: the winner's schedule length, or the best epoch of its one long run
             extra["e1"] = winner.params["epochs"] if self.config.stages["student"].searches_epochs else winner.kept_epoch
         info = write_winner(stage_dir, stage, winner, records, rule, extra)
+        board = write_leaderboard(stage_dir / "leaderboard.csv", leaderboard(records, winner))
+        self.tracker.log_leaderboard(stage, leaderboard(records, winner), board)
         self.tracker.log_stage_summary(
             stage, {"trial_id": winner.trial_id, "epoch": winner.kept_epoch, **winner.params, **extra},
             [stage_dir / "winner.json"],
         )
+        self._end_stage(stage, records, free_stage)
         self.echo(stage_end_line(stage, time.monotonic() - t0, info, self.run_dir))
         return info
+
+    def _end_stage(self, stage: str, records: list[TrialRecord], free: Callable[[Path, str], int]) -> None:
+        """Name the stage's holes, free what it no longer needs, send queued tracking writes."""
+        for hole in holes(records):
+            self.echo(f"[{stage}] hole: trial {hole} (failed after {self.config.search.max_failures} retries)")
+        if self.config.search.keep_checkpoints == "needed":
+            freed = free(self.run_dir, stage)
+            if freed:
+                self.echo(f"[{stage}] freed {fmt_bytes(freed)} of checkpoints no later stage needs")
+        self.tracker.client.flush(own_only=False)
+        self.session.record(self.run_dir / RAY_PROCESSES_FILE)  # the workers started since
 
     def baseline_teacher(self, records: list[TrialRecord], base: dict[str, Any]) -> dict[str, Any]:
         """The β₁ = 0 teacher (plain fine-tuning) for doktra_no_ctt / kld: the best β₁=0 trial of the
@@ -231,9 +162,9 @@ class SearchDriver:
             self.echo("[ctt] no beta=0 trial in the grid: one extra beta=0 run for the uncalibrated teacher")
             spec = StageSpec(
                 name="ctt_ft", trainable=STAGE_TRAINABLES["ctt"],
-                trainable_kwargs={"base": base, "tracking": self.tracking("ctt")},
+                trainable_kwargs={"base": base, "tracking": self.specs.tracking("ctt")},
                 param_space={**self.plan.spaces["ctt"].fixed, "run": {"beta": 0.0}},
-                max_t=self.plan.stage_epochs["ctt"], keep=self.keep("ctt"),
+                max_t=self.plan.stage_epochs["ctt"], keep=self.specs.keep("ctt"),
             )
             best = pick_winner("ctt", self.runner.run("ctt", explicit_runs(spec, [{"beta": 0.0}], ("beta",))),
                                rule, where)
@@ -249,23 +180,6 @@ class SearchDriver:
             protocol=f.protocol, every_epoch=self.config.search.handoff == "best_epoch",
             search_seed=self.config.train.seed,
         )
-
-    def final_builder(self, specs: list[dict[str, Any]], bases: dict[str, Any]) -> SpecBuilder:
-        """One Tuner over every final run; `DependentRuns` starts each distillation as soon as its
-        teacher and student are published. After an interruption: the runs still missing."""
-        models_dir = self.run_dir / "final" / "models"
-
-        def build(prior: list[TrialRecord]) -> StageSpec:
-            todo = remaining_runs(specs, RUN_KEYS, prior) if prior else specs
-            return StageSpec(
-                name="final", trainable=final_trainable,
-                trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
-                param_space={}, max_t=max(self.plan.stage_epochs.values()),
-                search_alg=DependentRuns(todo, models_dir), num_samples=len(todo),
-                keep="best" if self.config.search.handoff == "best_epoch" else "last",
-            )
-
-        return build
 
     def final_stage(self, winners: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The final runs (`final.protocol`): the teachers and students are trained (or scored), each
@@ -283,13 +197,13 @@ class SearchDriver:
                   f"{list(f.eval_splits)}")
         t0 = time.monotonic()
         bases = {
-            "ctt": self.stage_base("ctt", self.config.teacher_model),
-            "student": self.stage_base("student", self.config.student_model),
-            "abd": self.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]),
-            "evaluate": self.stage_base("ctt", self.config.teacher_model),
+            "ctt": self.specs.stage_base("ctt", self.config.teacher_model),
+            "student": self.specs.stage_base("student", self.config.student_model),
+            "abd": self.specs.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]),
+            "evaluate": self.specs.stage_base("ctt", self.config.teacher_model),
         }
         specs = plan.runs(str(self.run_dir / "final" / "models"))
-        records = self.runner.run("final", self.final_builder(specs, bases))
+        records = self.runner.run("final", self.specs.final_builder(specs, bases))
         done = {tuple(r.params.get(k) for k in RUN_KEYS) for r in records}
         missing = [spec for spec in specs if tuple(spec.get(k) for k in RUN_KEYS) not in done]
         if missing:
@@ -302,6 +216,7 @@ class SearchDriver:
                                "e1": winners["student"]["e1"]}, "abd": winners["abd"]["params"]}}
         atomic_write_json(out, results)
         self.tracker.log_stage_summary("final", {"runs": len(runs), "protocol": plan.protocol}, [out])
+        self._end_stage("final", records, lambda run_dir, _stage: free_final(run_dir))
         for variant, s in summary.items():
             self.echo(
                 f"[final] {variant:15s} test_f1 {fmt_mean_std(s.get('test_f1'))}  test_ece {fmt_mean_std(s.get('test_ece'))}  "
@@ -309,6 +224,27 @@ class SearchDriver:
             )
         self.echo(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
         return read_json(out)
+
+    def outcome_stage(self, winners: dict[str, dict[str, Any]], results: dict[str, Any]) -> None:
+        """The outcome in MLflow (tables, plots, metrics, description, registered winners); then the
+        winners' checkpoints are freed. Waits for the next run when the tracking server is away."""
+        if outcome_done(self.run_dir):
+            return
+        try:
+            outcome = publish_outcome(self.tracker, self.plan, winners, results, self.overrides)
+        except Exception as err:  # noqa: BLE001 - an outage: the next run of the command publishes it
+            if not is_outage(err, self.tracker.tracking_uri):
+                raise
+            self.echo(f"[outcome] the tracking server is away ({str(err).splitlines()[0][:120]}); the tables are "
+                      "in the run directory and the outcome is published by the next run of this command")
+            return
+        names = ", ".join(f"{name} v{version}" for name, version in outcome["registered"].items())
+        self.echo(f"[outcome] tables and plots in {self.run_dir} and on the search run; registered {names}")
+        self.echo(f"[outcome] every variant's test F1/ECE side by side in the MLflow UI: <UI address>/{outcome['view']}")
+        if self.config.search.keep_checkpoints == "needed":
+            freed = free_winners(self.run_dir)
+            self.echo(f"[outcome] freed {fmt_bytes(freed)}: the winners live in the Model Registry | "
+                      f"{disk_line(self.run_dir)}")
 
     # ---------------------------------------------------------------- all
     def run(self) -> dict[str, Any]:
@@ -329,10 +265,14 @@ class SearchDriver:
                     break
             else:
                 summary["final"] = self.final_stage(winners)
+                self.outcome_stage(winners, summary["final"])
             status = "FINISHED"
             return summary
         finally:
-            self.tracker.finish(status)
+            waiting = self.tracker.finish(status)
+            if waiting:
+                self.echo(f"[mlflow] {waiting} tracking write(s) wait in {self.tracker.outbox.directory}; the next "
+                          "run of this command sends them once the server answers")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -344,12 +284,19 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-def run_search(cfg: DictConfig | dict[str, Any], echo: Echo = echo_stdout) -> dict[str, Any]:
-    """Check `cfg` (plan, preflight), connect Ray, create the run directory and run the search."""
+def run_search(
+    cfg: DictConfig | dict[str, Any], echo: Echo = echo_stdout, overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Check `cfg` (plan, preflight), connect Ray, create the run directory and run the search.
+    `overrides`: the command line's (for the outcome's "reproduce" line)."""
     _quiet_libraries()
     plan = build_plan(cfg)
     preflight(plan)
+    stale = stop_recorded_ray(plan.run_dir / RAY_PROCESSES_FILE)
+    if stale:
+        echo(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
     with RaySession(plan.config.ray) as session:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         (plan.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.raw)))
-        return SearchDriver(plan, session, echo).run()
+        session.record(plan.run_dir / RAY_PROCESSES_FILE)
+        return SearchDriver(plan, session, echo, overrides).run()

@@ -1,5 +1,6 @@
-"""The I/O checks of a plan, before anything is written: data files, models, Ray address, MLflow
-URI, run directory. Each failure is a one-line `ConfigError`/`DataError` naming the fix."""
+"""The I/O checks of a plan, before anything is written: data files, models (fetched from the hub
+once, here), Ray address, MLflow URI, run directory. Each failure is a one-line
+`ConfigError`/`DataError` naming the fix."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from doktra_tune.data import load_split
 from doktra_tune.errors import ConfigError, DataError
-from doktra_tune.models import resolve_model_source
+from doktra_tune.models import fetch_model, max_positions
 from doktra_tune.ray_compat import local_cluster_addresses
 from doktra_tune.search.plan import Plan
 from doktra_tune.tracking import check_tracking_uri
@@ -34,13 +35,21 @@ def check_data(plan: Plan) -> None:
             load_split(data.task, split, data.data_dir, data_format=data_format, limit=limit, seed=data.subsample_seed)
 
 
-def check_models(plan: Plan) -> None:
-    """Both model specs resolve (a hub id must be cached while the hub is offline)."""
+def fetch_models(plan: Plan) -> None:
+    """Both models can be loaded without the network from here on: a hub id is downloaded once, here,
+    into the Hugging Face cache (progress bar), not by every trial (which then run offline); and
+    data.max_len fits both models' position embeddings."""
     for key, spec in (("teacher_model", plan.config.teacher_model), ("student_model", plan.config.student_model)):
         try:
-            resolve_model_source(spec)
+            fetch_model(spec)
         except ConfigError as err:
             raise ConfigError(f"{key}={spec}: {err}") from err
+        limit = max_positions(spec)
+        if limit is not None and plan.config.data.max_len > limit:
+            raise ConfigError(
+                f"data.max_len={plan.config.data.max_len} is longer than {key}={spec} can take ({limit} "
+                f"positions); set data.max_len={min(limit, 128)} or less (the paper uses 128)"
+            )
 
 
 def check_ray_address(address: str, timeout: float) -> None:
@@ -80,10 +89,10 @@ def check_run_dir(run_dir: Path) -> None:
 
 def preflight(plan: Plan) -> None:
     """Every I/O check of `plan`; the first failure raises its one-line error."""
+    check_run_dir(plan.run_dir)
     check_data(plan)
-    check_models(plan)
     if plan.config.ray.address:
         check_ray_address(plan.config.ray.address, plan.config.ray.connect_timeout_s)
     if plan.config.tracking_uri:
         check_tracking_uri(plan.config.tracking_uri)
-    check_run_dir(plan.run_dir)
+    fetch_models(plan)  # last: it may download

@@ -4,14 +4,13 @@ disk usage. `Echo` is where lines go (print by default; the tests collect them).
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 
+from doktra_tune.search.disk import disk_line
 from doktra_tune.search.pruning import pruned_trial_ids
 
 Echo = Callable[[str], None]
@@ -24,11 +23,20 @@ def echo_stdout(line: str) -> None:
 class StageProgress(Callback):
     """One concise line per trial result/end: stage, trial counts, best dev F1 so far."""
 
-    def __init__(self, stage: str, echo: Echo, scheduler: TrialScheduler | None = None) -> None:
+    def __init__(
+        self, stage: str, echo: Echo, scheduler: TrialScheduler | None = None,
+        on_result: Callable[[], None] | None = None,
+    ) -> None:
         self.stage = stage
         self.echo = echo
         self.scheduler = scheduler
+        self.on_result = on_result  # e.g. say once that trials queue tracking writes
         self.best: tuple[float, str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into the experiment's state file; echo and on_result are the
+        # driver's live handles (a tracker's HTTP client, a caller's closure) and stay out of it.
+        return {**self.__dict__, "echo": print, "on_result": None}
 
     def _counts(self, trials: list, ending: Any = None, ending_status: str = "TERMINATED") -> str:
         # Tune calls on_trial_complete/on_trial_error before it updates the ending trial's status.
@@ -54,38 +62,14 @@ class StageProgress(Callback):
             f"[{self.stage}] trial {trial.trial_id} epoch {epoch}: dev_f1={f1 if f1 is None else round(f1, 4)} "
             f"dev_ece={ece:.4f} | {self._counts(trials)}"
         )
+        if self.on_result is not None:
+            self.on_result()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.echo(f"[{self.stage}] trial {trial.trial_id} ended | {self._counts(trials, trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.echo(f"[{self.stage}] trial {trial.trial_id} ERRORED | {self._counts(trials, trial, 'ERROR')}")
-
-
-def dir_bytes(path: Path) -> int:
-    """Bytes of the files under `path` (links not followed)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += (Path(root) / name).stat(follow_symlinks=False).st_size
-            except OSError:
-                pass
-    return total
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def disk_line(run_dir: Path) -> str:
-    used = dir_bytes(run_dir)
-    free = shutil.disk_usage(run_dir).free
-    return f"run dir {fmt_bytes(used)} on disk ({used} bytes), {fmt_bytes(free)} free"
 
 
 def fmt_mean_std(stat: dict[str, float] | None) -> str:

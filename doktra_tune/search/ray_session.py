@@ -6,9 +6,14 @@ below 1 s on the 2-core box); the driver, the tests and the benchmarks all take 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import signal
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -17,9 +22,13 @@ import torch
 from ray.tune.logger import JsonLoggerCallback
 
 from doktra_tune.errors import ConfigError
+from doktra_tune.ray_compat import enable_token_auth_as_auto_does, local_cluster_addresses
 from doktra_tune.search.schema import RayOptions, ResourceOptions
 
 WORKER_SETUP_HOOK = "trainables.common.preload"  # imports torch/transformers when a worker starts
+# Trials never touch the Hugging Face Hub: the driver fetched every model before any trial
+# (preflight.fetch_models); on a cluster the nodes share the cache (HF_HOME on shared storage).
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @dataclass(frozen=True)
@@ -58,13 +67,12 @@ class RaySettings:
 
     def init_kwargs(self, *, address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
         """`ray.init` keyword arguments: connect to `address`, else start a local Ray."""
-        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
+                                  "runtime_env": {"env_vars": dict(WORKER_ENV)}}
         if address:
             return {"address": address, **kwargs}
-        return {
-            **kwargs, "num_cpus": int(num_cpus or os.cpu_count() or 1), "include_dashboard": False,
-            "runtime_env": {"worker_process_setup_hook": WORKER_SETUP_HOOK},
-        }
+        kwargs["runtime_env"]["worker_process_setup_hook"] = WORKER_SETUP_HOOK
+        return {**kwargs, "num_cpus": int(num_cpus or os.cpu_count() or 1), "include_dashboard": False}
 
     def tune_config_kwargs(self) -> dict[str, Any]:
         return {"reuse_actors": True}
@@ -84,6 +92,66 @@ class Resources:
     torch_threads: int  # intra-op threads of one trial
 
 
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time in clock ticks) of a running process, from /proc (Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (name) "
+    return int(fields[1]), fields[19]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents.setdefault(stat[0], []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def record_local_ray(path: Path) -> None:
+    """Write the processes this driver's local Ray runs (head, agents, workers) to `path`, so a
+    rerun after this driver is killed (`kill -9` leaves them running) can stop exactly those."""
+    entries = {}
+    for pid in descendants(os.getpid()):
+        stat = _stat(pid)
+        if stat is not None:
+            entries[str(pid)] = stat[1]
+    path.write_text(json.dumps(entries))
+
+
+def stop_recorded_ray(path: Path, grace_s: float = 3.0) -> int:
+    """Stop the processes `record_local_ray` wrote that still run (same pid, same start time: never
+    another program that reused a pid); returns how many were stopped."""
+    if not path.is_file():
+        return 0
+    try:
+        recorded = {int(pid): start for pid, start in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        return 0
+    alive = [pid for pid, start in recorded.items() if (stat := _stat(pid)) is not None and stat[1] == start]
+    stopped = len(alive)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_stat(pid) is not None for pid in alive):
+            time.sleep(0.1)
+        alive = [pid for pid in alive if _stat(pid) is not None]
+        if not alive:
+            break
+    path.unlink(missing_ok=True)
+    return stopped
+
+
 class RaySession:
     """`with RaySession(options) as session:` connects Ray (a local one, or `options.address`) unless
     Ray is already running in this process, and shuts it down on exit only if it connected it."""
@@ -92,13 +160,18 @@ class RaySession:
         self.options = options
         self.settings = settings
         self.started = False
+        self.record_path: Path | None = None
 
     def __enter__(self) -> RaySession:
         self.settings.apply_env()
         if ray.is_initialized():
             return self
+        address = self.options.address
+        if address == "auto":  # the cluster on this machine, found as the preflight found it
+            address = os.environ.get("RAY_ADDRESS") or next(iter(local_cluster_addresses()), "auto")
+            enable_token_auth_as_auto_does()  # `ray start` clusters use token auth by default
         try:
-            ray.init(**self.settings.init_kwargs(address=self.options.address, num_cpus=self.options.num_cpus))
+            ray.init(**self.settings.init_kwargs(address=address, num_cpus=self.options.num_cpus))
         except (ConnectionError, TimeoutError, RuntimeError) as err:
             text = str(err).strip().splitlines()
             raise ConfigError(
@@ -112,6 +185,14 @@ class RaySession:
         if self.started:
             ray.shutdown()
             self.started = False
+            if self.record_path is not None:
+                self.record_path.unlink(missing_ok=True)  # shut down cleanly: nothing left to stop
+
+    def record(self, path: Path) -> None:
+        """Keep the list of the local Ray processes this session started (see `stop_recorded_ray`)."""
+        if self.started and not self.options.address:
+            self.record_path = path
+            record_local_ray(path)
 
     @property
     def where(self) -> str:

@@ -38,6 +38,8 @@ E1Mode = Literal["grid", "best_epoch"]
 E1_MODES: tuple[str, ...] = get_args(E1Mode)
 Handoff = Literal["final_epoch", "best_epoch"]
 HANDOFFS: tuple[str, ...] = get_args(Handoff)
+KeepPolicy = Literal["needed", "all"]
+KEEP_POLICIES: tuple[str, ...] = get_args(KeepPolicy)
 FinalProtocol = Literal["chain", "winners"]
 FINAL_PROTOCOLS: tuple[str, ...] = get_args(FinalProtocol)
 GAD_FOLDS: tuple[int, ...] = tuple(range(1, 11))  # BioBERT's 10-fold GAD
@@ -243,6 +245,7 @@ class SearchOptions:
     max_failures: int
     stop_after: str | None
     handoff: Handoff  # which epoch of a trial is its model: the last (the authors') or the best on dev
+    keep_checkpoints: KeepPolicy  # needed: free what no later stage or resume needs | all
     selection: SelectionOptions
 
     @classmethod
@@ -258,9 +261,10 @@ class SearchOptions:
             reduction_factor=number(raw.get("reduction_factor", 3), "search.reduction_factor", REDUCTION_FACTOR),
             n_startup_trials=number(raw.get("n_startup_trials", 2), "search.n_startup_trials", NON_NEGATIVE_INT),
             seed=number(raw.get("seed", 0), "search.seed", SEED),
-            max_failures=number(raw.get("max_failures", 0), "search.max_failures", NON_NEGATIVE_INT),
+            max_failures=number(raw.get("max_failures", 2), "search.max_failures", NON_NEGATIVE_INT),
             stop_after=choice(raw.get("stop_after"), "search.stop_after", SEARCH_STAGES, null_ok=True),
             handoff=choice(raw.get("handoff", "final_epoch"), "search.handoff", HANDOFFS),
+            keep_checkpoints=choice(raw.get("keep_checkpoints", "needed"), "search.keep_checkpoints", KEEP_POLICIES),
             selection=SelectionOptions.from_raw(raw.get("selection")),
         )
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ray import tune
 
 from doktra_tune.search.progress import Echo, StageProgress
+from doktra_tune.stages import TRAINING_STATE_FILE
 from doktra_tune.search.pruning import SynchronousHalvingScheduler, pruned_trial_ids
 from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states
@@ -37,6 +38,16 @@ class StageSpec:
 
 
 SpecBuilder = Callable[[list[TrialRecord]], StageSpec]
+
+
+class DropTrainingState(tune.Callback):
+    """A trial that has ended never resumes: its checkpoint's training state (optimizer moments, RNG;
+    twice the model's size) goes at once, so a stage holds at most one per running trial."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.path:
+            for state in Path(trial.path).glob(f"checkpoint_*/{TRAINING_STATE_FILE}"):
+                state.unlink(missing_ok=True)
 
 
 def checkpoint_config(keep: str) -> tune.CheckpointConfig:
@@ -110,7 +121,9 @@ class StageRunner:
                 storage_path=str(self.storage),
                 checkpoint_config=checkpoint_config(spec.keep),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
-                **RAY_SETTINGS.run_config_kwargs([StageProgress(label, self.echo, spec.scheduler)]),
+                **RAY_SETTINGS.run_config_kwargs([
+                    StageProgress(label, self.echo, spec.scheduler, on_result=self.tracker.note_trial_outbox),
+                    DropTrainingState()]),
             ),
         )
         results = tuner.fit()

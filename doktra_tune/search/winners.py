@@ -90,6 +90,29 @@ def write_winner(
     return info
 
 
+def leaderboard(records: list[TrialRecord], winner: TrialRecord | None) -> list[dict[str, Any]]:
+    """One row per trial, best first: hyperparameters, status, epochs, the dev metrics of its model."""
+    rows = []
+    for r in sorted(records, key=lambda r: -(r.kept_metrics.get("dev_f1") or -1.0)):
+        rows.append({"trial_id": r.trial_id, "winner": winner is not None and r.trial_id == winner.trial_id,
+                     "status": r.status, **{f"param.{k}": v for k, v in sorted(r.params.items())},
+                     "epochs_run": r.epochs_run, "epoch": r.kept_epoch,
+                     "dev_f1": r.kept_metrics.get("dev_f1"),
+                     "dev_ece": r.kept_metrics.get("dev_ece"), "dev_lat": r.kept_metrics.get("dev_lat"),
+                     "error": r.error})
+    return rows
+
+
+def write_leaderboard(path: Path, rows: list[dict[str, Any]]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def holes(records: list[TrialRecord]) -> list[str]:
+    """The trials that failed (after their retries): a grid point with no result."""
+    return [f"{r.trial_id} {r.params}: {r.error or 'errored'}" for r in records if r.status == "errored"]
+
+
 def read_winner(stage_dir: Path) -> dict[str, Any] | None:
     """The winner.json of a finished stage, None when the stage has not finished."""
     path = stage_dir / WINNER_FILE

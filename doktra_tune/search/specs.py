@@ -1,0 +1,143 @@
+"""What each stage's Tuner runs: the base config of its trials, its searcher and scheduler, the run
+specs of the final stage, and what an interrupted stage still has to run (`SpecBuilder`s for
+`StageRunner.run`). The driver decides *when*; this module decides *what*."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ray import tune
+
+from doktra_tune.config import DistillConfig, StageConfig
+from doktra_tune.metrics import SEARCH_METRIC
+from doktra_tune.search.dependent_runs import DependentRuns
+from doktra_tune.search.final import RUN_KEYS
+from doktra_tune.search.plan import Plan, schedule_group
+from doktra_tune.search.pruning import PriorTrial
+from doktra_tune.search.ray_session import Resources
+from doktra_tune.search.search_algorithms import build_search, pruning_grace_period
+from doktra_tune.search.stage_runner import SpecBuilder, StageSpec
+from doktra_tune.search.trials import TrialRecord, remaining_grid_points, remaining_runs
+from doktra_tune.tracking import SearchTracker
+from trainables import STAGE_TRAINABLES, final_trainable
+
+
+def explicit_runs(spec: StageSpec, runs: list[dict[str, Any]], keys: tuple[str, ...]) -> SpecBuilder:
+    """A builder for a Tuner over explicit run specs (`spec.param_space["run"]` ranges over `runs`):
+    after an interruption, only the runs no finished trial covered."""
+
+    def build(prior: list[TrialRecord]) -> StageSpec:
+        if not prior:
+            return spec
+        todo = remaining_runs(runs, keys, prior)  # a one-run "run" becomes a one-value grid: same trial
+        return dataclasses.replace(spec, param_space={**spec.param_space, "run": tune.grid_search(todo)},
+                                   num_samples=1 if todo else 0)
+
+    return build
+
+
+class StageSpecs:
+    """The Tuner specs of one search's stages (its plan, the cluster's resources, its tracker)."""
+
+    def __init__(self, plan: Plan, resources: Resources, tracker: SearchTracker) -> None:
+        self.plan = plan
+        self.config = plan.config
+        self.run_dir = plan.run_dir
+        self.resources = resources
+        self.tracker = tracker
+
+    def keep(self, stage: str) -> str:
+        """Which epoch of a trial of `stage` is its model: "last" (search.handoff=final_epoch, the
+        authors'), or "best" by dev F1 (handoff=best_epoch, and the student's e1_mode=best_epoch)."""
+        if self.config.search.handoff == "best_epoch":
+            return "best"
+        student = self.config.stages["student"]
+        return "best" if stage == "student" and not student.searches_epochs else "last"
+
+    def stage_base(self, stage: str, model: str) -> dict[str, Any]:
+        """The StageConfig every trial of `stage` starts from (its trial config is applied on top)."""
+        t = self.config.train
+        return StageConfig(
+            data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
+            batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, seed=t.seed, weight_decay=t.weight_decay,
+            warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm, precision=self.config.stages[stage].precision,
+            torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
+            ece_bins=t.ece_bins, save_training_state=self.resumable,
+        ).to_dict()
+
+    @property
+    def resumable(self) -> bool:
+        """Whether trials save their training state with each checkpoint, so a paused (synchronous
+        halving) or retried (search.max_failures: a lost worker) trial goes on where it stopped."""
+        return self.config.search.pauses_trials or self.config.search.max_failures > 0
+
+    def abd_base(self, student_checkpoint: str, teacher_checkpoint: str) -> dict[str, Any]:
+        abd = self.config.stages["abd"]
+        return DistillConfig.from_dict({
+            **self.stage_base("abd", student_checkpoint), "teacher_checkpoint": teacher_checkpoint,
+            "margin": abd.margin, "projection": abd.projection,
+        }).to_dict()
+
+    def tracking(self, stage: str) -> dict:
+        tags = {"doktra.teacher_model": self.config.teacher_model, "doktra.student_model": self.config.student_model}
+        return self.tracker.trial_tracking(stage, tags)
+
+    # ---------------------------------------------------------------- search specs
+    def search_spec(
+        self, stage: str, base: dict[str, Any], *, num_samples: int | None = None,
+        points: list[dict[str, Any]] | None = None, prior: list[PriorTrial] | None = None,
+    ) -> StageSpec:
+        """The Tuner of `stage`'s search over its grid (or `points` / `num_samples` of it)."""
+        space = self.plan.spaces[stage]
+        s = self.config.search
+        max_t = self.plan.stage_epochs[stage]
+        search_alg, scheduler, n = build_search(
+            space, mode=s.mode, num_samples=num_samples or s.num_samples, pruner=s.pruner,
+            metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=s.seed,
+            grace_period=pruning_grace_period(stage, s.grace_period, max_t, space, base),
+            reduction_factor=s.reduction_factor, n_startup_trials=s.n_startup_trials, points=points,
+            prior_trials=prior, group_key=schedule_group(space),
+        )
+        return StageSpec(
+            name=stage, trainable=STAGE_TRAINABLES[stage],
+            trainable_kwargs={"base": base, "tracking": self.tracking(stage)},
+            param_space=dict(space.fixed), max_t=max_t, search_alg=search_alg, scheduler=scheduler,
+            num_samples=n, pruner_on=s.pruner != "none", keep=self.keep(stage),
+        )
+
+    def search_builder(self, stage: str, base: dict[str, Any]) -> SpecBuilder:
+        """The stage's full search; after an interruption, the missing grid points (grid mode) or
+        the rest of the trial budget (TPE), with the finished trials in the Optuna study."""
+
+        def build(prior: list[TrialRecord]) -> StageSpec:
+            full = self.search_spec(stage, base)
+            if not prior:
+                return full
+            known = [PriorTrial(params=r.params, curve=r.curve, state=r.status) for r in prior]
+            if self.config.search.mode == "grid":
+                todo = remaining_grid_points(self.plan.spaces[stage].params, prior)
+                return self.search_spec(stage, base, points=todo, prior=known) if todo else \
+                    dataclasses.replace(full, num_samples=0)
+            left = max(0, full.num_samples - len(prior))
+            return self.search_spec(stage, base, num_samples=left, prior=known) if left else \
+                dataclasses.replace(full, num_samples=0)
+
+        return build
+
+    def final_builder(self, specs: list[dict[str, Any]], bases: dict[str, Any]) -> SpecBuilder:
+        """One Tuner over every final run; `DependentRuns` starts each distillation as soon as its
+        teacher and student are published. After an interruption: the runs still missing."""
+        models_dir = self.run_dir / "final" / "models"
+
+        def build(prior: list[TrialRecord]) -> StageSpec:
+            todo = remaining_runs(specs, RUN_KEYS, prior) if prior else specs
+            return StageSpec(
+                name="final", trainable=final_trainable,
+                trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
+                param_space={}, max_t=max(self.plan.stage_epochs.values()),
+                search_alg=DependentRuns(todo, models_dir), num_samples=len(todo),
+                keep="best" if self.config.search.handoff == "best_epoch" else "last",
+            )
+
+        return build
