@@ -146,6 +146,9 @@ class StageConfig:
     # given resume_from=<such a checkpoint> goes on from the epoch after it, as if never stopped.
     save_training_state: bool = False
     resume_from: str | None = None
+    # Train epochs 1..stop_after_epoch only, on the schedule of all `epochs` (None: every epoch): the
+    # trunk of an ABD grid's shared activation-boundary phase (doktra_tune.search.trunks).
+    stop_after_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -148,6 +148,8 @@ def _validate(cfg: StageConfig) -> None:
         (cfg.warmup_ratio in WARMUP_RATIO, f"warmup_ratio={cfg.warmup_ratio} must be {WARMUP_RATIO.describe()}; the authors use 0"),
         (cfg.keep_checkpoints in KEEP_MODES, f"keep_checkpoints={cfg.keep_checkpoints!r} is unknown; use one of {list(KEEP_MODES)}"),
         (cfg.data.max_len in MAX_LEN, f"data.max_len={cfg.data.max_len} must be {MAX_LEN.requirement()}; the paper uses 128"),
+        (cfg.stop_after_epoch is None or 1 <= cfg.stop_after_epoch <= cfg.epochs,
+         f"stop_after_epoch={cfg.stop_after_epoch} must be in [1, epochs={cfg.epochs}] or None"),
     ]
     for split in cfg.eval_splits:
         checks.append((split in EVAL_SPLITS, f"eval_splits holds {split!r}; use train, dev and/or test"))
@@ -469,7 +471,7 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
     start_epoch0 = 0
     if cfg.resume_from:
         start_epoch0, best_f1 = _resume(state, Path(cfg.resume_from).expanduser(), optimizer, scheduler, result)
-    for epoch0 in range(start_epoch0, cfg.epochs):
+    for epoch0 in range(start_epoch0, cfg.stop_after_epoch or cfg.epochs):
         epoch = epoch0 + 1
         step_loss, phase = state.step_loss_for_epoch(epoch0)
         batches = make_batches(
@@ -532,12 +534,17 @@ def _run_stage(state: _StageState, on_epoch: EpochCallback | None) -> StageResul
             if old not in keep:
                 shutil.rmtree(saved.pop(old), ignore_errors=True)
     result.best_checkpoint = saved.get(result.best_epoch)
-    result.last_checkpoint = saved.get(cfg.epochs)
+    result.last_checkpoint = saved.get(cfg.stop_after_epoch or cfg.epochs)
     return result
 
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
-_RESUME_FREE_FIELDS = ("output_dir", "resume_from", "save_training_state", "torch_threads", "device")
+_RESUME_FREE_FIELDS = ("output_dir", "resume_from", "save_training_state", "torch_threads", "device",
+                       "stop_after_epoch")
+# ABD fields that act only from the switch epoch int(gamma * epochs) on (Alg. 1 lines 3-10: beta2
+# weighs the refinement's entropy term, gamma places the switch): a run may resume from another's
+# checkpoint of an epoch before both runs' switches -- the shared prefix of an ABD grid.
+PREFIX_FREE_FIELDS = ("beta", "gamma")
 
 
 def _save_training_state(
@@ -571,8 +578,10 @@ def _resume(
             "with save_training_state=True, or drop resume_from"
         )
     meta = read_meta(ckpt)
-    theirs = {k: v for k, v in dict(meta.get("config", {})).items() if k not in _RESUME_FREE_FIELDS}
-    ours = {k: v for k, v in state.cfg.to_dict().items() if k not in _RESUME_FREE_FIELDS}
+    training = torch.load(state_file, map_location="cpu", weights_only=False)
+    free = _resume_free_fields(state.cfg, dict(meta.get("config", {})), int(training["epoch"]))
+    theirs = {k: v for k, v in dict(meta.get("config", {})).items() if k not in free}
+    ours = {k: v for k, v in state.cfg.to_dict().items() if k not in free}
     if meta.get("stage") != state.name or theirs != ours:
         changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise ConfigError(
@@ -583,7 +592,6 @@ def _resume(
     state.model.load_state_dict(saved_model.state_dict())
     if state.projection is not None and state.projection.trainable:
         state.projection.load_state_dict(torch.load(ckpt / PROJECTION_FILE, map_location=state.rt.device))
-    training = torch.load(state_file, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(training["optimizer"])
     scheduler.load_state_dict(training["scheduler"])
     torch.set_rng_state(training["torch_rng"])
@@ -593,6 +601,17 @@ def _resume(
     result.best_epoch = int(training["best_epoch"])
     log.info("[%s] resumed from %s after epoch %d", state.name, ckpt, training["epoch"])
     return int(training["epoch"]), float(training["best_f1"])
+
+
+def _resume_free_fields(cfg: StageConfig, theirs: dict[str, Any], epoch: int) -> set[str]:
+    """The config fields a run resuming after `epoch` may have changed: bookkeeping always; for ABD
+    also beta and gamma when `epoch` is before both runs' switch (neither acted yet)."""
+    free = set(_RESUME_FREE_FIELDS)
+    if isinstance(cfg, DistillConfig) and {"epochs", "gamma"} <= set(theirs):
+        theirs_switch = switch_epoch(int(theirs["epochs"]), float(theirs["gamma"]))
+        if epoch <= min(switch_epoch(cfg.epochs, cfg.gamma), theirs_switch):
+            free |= set(PREFIX_FREE_FIELDS)
+    return free
 
 
 def _keep_set(mode: str, best_epoch: int, epoch: int) -> set[int]:

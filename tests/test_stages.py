@@ -382,3 +382,43 @@ def test_resume_from_needs_training_state_and_the_same_settings(chemprot, tmp_pa
     with pytest.raises(ConfigError, match=r"different configuration \(lr\)"):
         train_student(_stage(chemprot, STUDENT, tmp_path / "b", epochs=2, lr=5e-4, save_training_state=True,
                              resume_from=str(tmp_path / "paused")))
+
+
+def _scores(history: list[dict]) -> list[dict]:
+    """Per-epoch metrics without the timings (which never repeat)."""
+    return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in history]
+
+
+def test_a_shared_activation_boundary_prefix_gives_every_grid_point_to_the_last_digit(chemprot, tmp_path, pipeline):
+    """Issue 10's contract: before int(gamma * e2) a trial trains on Eq. 5 alone, where beta2 plays no
+    part and gamma only decides when the phase ends. One trunk (the AB phase up to the latest switch,
+    saving the training state at each switch) and branches resumed from it give the same per-epoch
+    dev metrics and test metrics as every grid point run on its own."""
+    import shutil
+
+    common = dict(data=chemprot, model=str(pipeline["student"].last_checkpoint),
+                  teacher_checkpoint=str(pipeline["teacher"].last_checkpoint), lr=1e-3, epochs=4, batch_size=16,
+                  torch_threads=1, eval_splits=("dev", "test"), eval_every_epoch=False, keep_checkpoints="last")
+    grid = [(beta, gamma) for gamma in (0.5, 0.75) for beta in (0.0, 0.3)]
+    alone = {point: distill(DistillConfig(output_dir=str(tmp_path / f"alone-{point}"), beta=point[0], gamma=point[1],
+                                          **common)) for point in grid}
+    switches = sorted({switch_epoch(4, gamma) for _, gamma in grid})  # [2, 3]
+    stash = tmp_path / "trunk-published"
+
+    def publish(report: EpochReport) -> None:
+        if report.epoch in switches:
+            shutil.copytree(report.checkpoint_dir, stash / f"epoch_{report.epoch}")
+
+    trunk = distill(DistillConfig(output_dir=str(tmp_path / "trunk"), beta=0.0, gamma=0.75, save_training_state=True,
+                                  stop_after_epoch=max(switches), **common), on_epoch=publish)
+    assert len(trunk.history) == 3 and all(row["phase"] == 0.0 for row in trunk.history)
+    for beta, gamma in grid:
+        start = stash / f"epoch_{switch_epoch(4, gamma)}"
+        branch = distill(DistillConfig(output_dir=str(tmp_path / f"branch-{beta}-{gamma}"), beta=beta, gamma=gamma,
+                                       resume_from=str(start), **common))
+        assert _scores(branch.history) == _scores(alone[(beta, gamma)].history), (beta, gamma)
+        assert branch.history[-1]["test_f1"] == alone[(beta, gamma)].history[-1]["test_f1"]
+    # a checkpoint after the switch of either run cannot be shared: beta2 or gamma already acted
+    with pytest.raises(ConfigError, match=r"different configuration \(beta, gamma\)"):
+        distill(DistillConfig(output_dir=str(tmp_path / "late"), beta=0.3, gamma=0.5, resume_from=str(stash / "epoch_3"),
+                              **common))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainables.abd import abd_trainable
+from trainables.abd import abd_trainable, abd_trunk_trainable
 from trainables.common import STAGE_KEY
 from trainables.ctt import ctt_trainable
 from trainables.evaluate import evaluate_trainable
@@ -34,4 +34,5 @@ def final_trainable(config: dict, bases: dict, tracking: dict | None = None, mod
         FINAL_TRAINABLES[stage](config, bases[stage], tracking)
 
 
-__all__ = ["abd_trainable", "ctt_trainable", "evaluate_trainable", "final_trainable", "student_trainable"]
+__all__ = ["abd_trainable", "abd_trunk_trainable", "ctt_trainable", "evaluate_trainable", "final_trainable",
+           "student_trainable"]

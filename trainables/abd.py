@@ -1,17 +1,38 @@
-"""Ray Tune trainable for activation boundary distillation + refinement (Algorithm 1 lines 3-10).
+"""Ray Tune trainables for activation boundary distillation + refinement (Algorithm 1 lines 3-10).
 
 `base` is a DistillConfig dict whose `model` is the fine-tuned student winner and whose
 `teacher_checkpoint` is the CTT winner (both checkpoints on shared storage).
+
+Shared prefix (`stages.abd.share_prefix`, doktra_tune.prefix): `abd_trunk_trainable` runs a grid's
+activation-boundary phase once per trunk, publishing its checkpoint (training state included) at
+every switch epoch the grid needs; `abd_trainable` given the prefix starts each grid point from its
+trunk's checkpoint at its own switch and refines from there.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from doktra_tune.prefix import SharedPrefix
 from doktra_tune.stages import distill
-from trainables.common import run_trial
+from trainables.common import Sharing, merge_config, run_trial
 
 
-def abd_trainable(config: dict, base: dict, tracking: dict | None = None, publish_to: Path | None = None) -> None:
-    """One ABD trial: `base` with `config` (e.g. {"lr": 1e-5, "beta": 0.5, "gamma": 0.9}) applied."""
-    run_trial("abd", distill, config, base, tracking, publish_to=publish_to)
+def abd_trainable(
+    config: dict, base: dict, tracking: dict | None = None, publish_to: Path | None = None,
+    prefix: SharedPrefix | None = None,
+) -> None:
+    """One ABD trial: `base` with `config` (e.g. {"lr": 1e-5, "beta": 0.5, "gamma": 0.9}) applied; with
+    `prefix`, it starts from its trunk's checkpoint at its switch epoch (none when that is 0)."""
+    start = prefix.start(merge_config(base, config)[0]) if prefix is not None else None
+    run_trial("abd", distill, config, base, tracking, publish_to=publish_to,
+              sharing=Sharing(prefix=start) if start is not None else None)
+
+
+def abd_trunk_trainable(config: dict, base: dict, prefix: SharedPrefix, tracking: dict | None = None) -> None:
+    """One trunk (`config`: `SharedPrefix.trunk_config`): the activation-boundary phase up to the grid's
+    latest switch, its checkpoint of every switch epoch published under the trunk's directory."""
+    merged, _ = merge_config(base, config)
+    directory = prefix.directory(merged)
+    epochs = {k: directory / f"epoch_{k}" for k in prefix.switches(int(merged["epochs"]))}
+    run_trial("abd", distill, config, base, tracking, sharing=Sharing(publish_epochs=epochs))

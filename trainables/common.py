@@ -15,10 +15,12 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import ray
+import torch
 from ray import tune
 
 from analysis.plots import plot_confusion, plot_reliability
@@ -39,6 +41,7 @@ RUN_ORDERING = ("publish", "needs")
 RESERVED_KEYS = ("run", *RUN_TAGS, *RUN_ORDERING)
 STAGE_KEY = "stage"  # inside a final run spec: which stage function runs it (ctt | student | abd | evaluate)
 STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial's scratch directory
+SHARED_METRIC = "shared_prefix"  # 1 on the epochs a branch took from its ABD trunk (search.trials reads it)
 
 
 def preload() -> None:
@@ -111,6 +114,17 @@ def _restored_checkpoint(dest: Path) -> Path | None:
     return path if (path / TRAINING_STATE_FILE).is_file() else None
 
 
+@dataclass
+class Sharing:
+    """How a trial shares an ABD grid's activation-boundary phase (issue 10): `prefix`, a trunk
+    checkpoint to start from (its epochs are reported as this trial's, marked shared); or
+    `publish_epochs`, where the trunk copies its checkpoint (training state included) of each
+    switch epoch some gamma of the grid needs."""
+
+    prefix: Path | None = None
+    publish_epochs: dict[int, Path] = field(default_factory=dict)
+
+
 def run_trial(
     stage: str,
     stage_fn: Callable[..., StageResult],
@@ -121,19 +135,22 @@ def run_trial(
     report: Callable[[dict[str, float], Path | None], None] = _report,
     restored_checkpoint: Callable[[Path], Path | None] = _restored_checkpoint,
     publish_to: Path | None = None,
+    sharing: Sharing | None = None,
 ) -> StageResult:
     """Run one trial of `stage` (ctt | student | abd) and log it; see the module docstring.
 
     A trial Tune resumes (synchronous halving pauses trials at its rungs; a lost worker's trial is
     retried) goes on from the epoch after its checkpoint when that checkpoint holds the training
     state (save_training_state). `publish_to`: where the trial's model (its kept checkpoint) is
-    copied when it ends well, for the runs that read it (the final runs' chain)."""
+    copied when it ends well, for the runs that read it (the final runs' chain). `sharing`: an ABD
+    trunk, or a branch of one (`Sharing`)."""
     merged, run_tags = merge_config(base, config)
     # The stage's own epoch checkpoints live in a node-local scratch dir, not in the trial dir:
     # Tune syncs the trial dir to storage, and the copies Tune keeps come from `tune.report`.
     work = Path(tempfile.mkdtemp(prefix=f"doktra_{stage}_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
     try:
-        result = _run_in(stage, stage_fn, merged, run_tags, work, tracking, report, restored_checkpoint)
+        result = _run_in(stage, stage_fn, merged, run_tags, work, tracking, report, restored_checkpoint,
+                         sharing or Sharing())
         model = result.last_checkpoint or result.best_checkpoint
         if publish_to is not None and model is not None:
             publish(Path(model), publish_to)
@@ -142,16 +159,23 @@ def run_trial(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def publish(checkpoint: Path, target: Path) -> None:
-    """Copy `checkpoint` to `target` so that a reader never sees half of it (copy, then rename);
-    the training state (optimizer moments) stays behind: a reader only needs the model."""
+def publish(checkpoint: Path, target: Path, with_state: bool = False) -> None:
+    """Copy `checkpoint` to `target` so that a reader never sees half of it (copy, then rename); the
+    training state (optimizer moments) stays behind unless `with_state` (a trunk's branches resume
+    from it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(checkpoint, partial, ignore=shutil.ignore_patterns(TRAINING_STATE_FILE))
+    shutil.copytree(checkpoint, partial, ignore=None if with_state else shutil.ignore_patterns(TRAINING_STATE_FILE))
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
+
+
+def shared_history(prefix: Path) -> list[dict[str, float]]:
+    """The per-epoch metrics of the run that wrote trunk checkpoint `prefix`, up to its epoch."""
+    training = torch.load(prefix / TRAINING_STATE_FILE, map_location="cpu", weights_only=False)
+    return [dict(row) for row in training["history"]]
 
 
 def _run_in(
@@ -163,14 +187,21 @@ def _run_in(
     tracking: dict | None,
     report: Callable[[dict[str, float], Path | None], None],
     restored_checkpoint: Callable[[Path], Path | None],
+    sharing: Sharing,
 ) -> StageResult:
     merged["output_dir"] = str(work / STAGE_OUTPUT)
     resume = restored_checkpoint(work / "resume")
+    replay: list[dict[str, float]] = []
     if resume is not None:  # Tune resumes a paused (or retried) trial: go on from its checkpoint
         merged["resume_from"] = str(resume)
+    elif sharing.prefix is not None:  # a branch: the trunk's epochs are this trial's first ones
+        merged["resume_from"] = str(sharing.prefix)
+        replay = shared_history(sharing.prefix)
     cfg_cls = DistillConfig if stage == "abd" else StageConfig
     cfg = cfg_cls.from_dict(merged)
     tags = {"doktra.seed": str(cfg.seed), **run_tags}
+    if replay and sharing.prefix is not None:
+        tags["doktra.shared_prefix"] = f"{sharing.prefix.parent.name}, epochs 1-{len(replay)}"
     with trial_run(tracking, _params(cfg.to_dict()), tags) as logger:
         logger.log_datasets(dataset_inputs(cfg.data, ["train", *_splits(cfg)]))
 
@@ -179,11 +210,16 @@ def _run_in(
             score = search_score(metrics)
             report({**metrics, SEARCH_METRIC: score} if score is not None else metrics, checkpoint)
 
+        for epoch, metrics in enumerate(replay, start=1):  # the shared epochs, reported as this trial's, marked
+            report_epoch(epoch, {**metrics, SHARED_METRIC: 1.0}, sharing.prefix if epoch == len(replay) else None)
+
         def on_epoch(rep: EpochReport) -> None:
             metrics = {k: float(v) for k, v in rep.metrics.items()}
             bad = [k for k in ("train_loss",) if k in metrics and not math.isfinite(metrics[k])]
             if bad:
                 raise NonFiniteLossError(f"{stage}: non-finite {bad[0]} at epoch {rep.epoch}")
+            if rep.epoch in sharing.publish_epochs and rep.checkpoint_dir is not None:
+                publish(rep.checkpoint_dir, sharing.publish_epochs[rep.epoch], with_state=True)
             report_epoch(rep.epoch, metrics, rep.checkpoint_dir)
 
         result = stage_fn(cfg, on_epoch=on_epoch)

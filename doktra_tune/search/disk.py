@@ -59,9 +59,10 @@ def tune_checkpoints(run_dir: Path, experiment: str) -> list[Path]:
 
 
 def free_stage(run_dir: Path, stage: str) -> int:
-    """After `stage`'s winner is written: its trials' Tune checkpoints (bytes freed)."""
-    experiments = [stage, "ctt_ft"] if stage == "ctt" else [stage]
-    return _remove([ckpt for exp in experiments for ckpt in tune_checkpoints(run_dir, exp)])
+    """After `stage`'s winner is written: its trials' Tune checkpoints, and ABD's trunks (bytes freed)."""
+    experiments = {"ctt": ["ctt", "ctt_ft"], "abd": ["abd", "abd_trunk"]}.get(stage, [stage])
+    extra = [run_dir / "stages" / "abd" / "trunks"] if stage == "abd" else []
+    return _remove([ckpt for exp in experiments for ckpt in tune_checkpoints(run_dir, exp)] + extra)
 
 
 def free_final(run_dir: Path) -> int:

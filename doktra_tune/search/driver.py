@@ -33,6 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
 from doktra_tune.search.plan import Plan, build_plan
 from doktra_tune.search.preflight import preflight
+from doktra_tune.errors import DoktraError
+from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search.disk import disk_line, fmt_bytes, free_final, free_stage, free_winners
 from doktra_tune.search.outcome import outcome_done, publish_outcome
 from doktra_tune.search.progress import Echo, echo_stdout, fmt_mean_std, stage_end_line
@@ -116,7 +118,9 @@ class SearchDriver:
         self.echo(f"[{stage}] start: {what}")
         t0 = time.monotonic()
         self._say_grace(stage, base)
-        records = self.runner.run(stage, self.specs.search_builder(stage, base))
+        prefix = self.specs.shared_prefix(base) if stage == "abd" else None
+        trunks = self.run_trunks(prefix, base) if prefix is not None else []
+        records = self.runner.run(stage, self.specs.search_builder(stage, base, prefix))
         rule = selection_rule(self.config.search.selection, stage)
         winner = pick_winner(stage, records, rule, self.run_dir / "ray" / stage)
         extra: dict[str, Any] = {"handoff": self.specs.keep(stage)}
@@ -125,7 +129,10 @@ class SearchDriver:
             extra["baseline"] = self.baseline_teacher(records, base)
         if stage == "student":  # e1: the winner's schedule length, or the best epoch of its one long run
             extra["e1"] = winner.params["epochs"] if self.config.stages["student"].searches_epochs else winner.kept_epoch
-        info = write_winner(stage_dir, stage, winner, records, rule, extra)
+        if trunks or prefix is not None:
+            extra["shared_prefix"] = {"trunk_epochs": sum(r.epochs_run for r in trunks),
+                                      "shared_epochs": sum(r.shared_epochs for r in records)}
+        info = write_winner(stage_dir, stage, winner, records, rule, extra, trunks)
         board = write_leaderboard(stage_dir / "leaderboard.csv", leaderboard(records, winner))
         self.tracker.log_leaderboard(stage, leaderboard(records, winner), board)
         self.tracker.log_stage_summary(
@@ -135,6 +142,20 @@ class SearchDriver:
         self._end_stage(stage, records, free_stage)
         self.echo(stage_end_line(stage, time.monotonic() - t0, info, self.run_dir))
         return info
+
+    def run_trunks(self, prefix: SharedPrefix, base: dict[str, Any]) -> list[TrialRecord]:
+        """The ABD grid's shared activation-boundary phase, once per trunk (issue 10)."""
+        builder = self.specs.trunk_builder(prefix, base)
+        todo = builder([]).num_samples
+        self.echo(f"[abd] shared prefix: {'trunks of ' + ', '.join(prefix.keys) if prefix.keys else 'one trunk'} "
+                  f"{'to train' if todo else 'published earlier'}; switches at epochs "
+                  f"{prefix.switches(int(base['epochs']))} ({prefix.root})")
+        records = self.runner.run("abd_trunk", builder) if todo else []
+        failed = [r for r in records if r.status == "errored"]
+        if failed:
+            raise DoktraError(f"abd: trunk {failed[0].params} failed ({failed[0].error}); see {self.run_dir / 'ray'} "
+                              "and rerun, or set stages.abd.share_prefix=false")
+        return records
 
     def _end_stage(self, stage: str, records: list[TrialRecord], free: Callable[[Path, str], int]) -> None:
         """Name the stage's holes, free what it no longer needs, send queued tracking writes."""

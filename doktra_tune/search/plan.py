@@ -66,6 +66,9 @@ def search_id_for(raw: dict[str, Any]) -> str:
     """`<task>-<preset>-<8 hex>`: a hash of everything that changes what the search computes."""
     keyed = {k: v for k, v in raw.items() if k not in _ID_EXCLUDED}
     keyed["search"] = {k: v for k, v in (raw.get("search") or {}).items() if k not in _ID_EXCLUDED_SEARCH}
+    stages = raw.get("stages") or {}
+    if "abd" in stages:  # sharing the ABD prefix gives the same numbers: the same search
+        keyed["stages"] = {**stages, "abd": {k: v for k, v in stages["abd"].items() if k != "share_prefix"}}
     digest = hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{raw['task']['name']}-{raw.get('preset_name', 'custom')}-{digest}"
 

@@ -81,8 +81,11 @@ def fmt_mean_std(stat: dict[str, float] | None) -> str:
 
 def stage_end_line(stage: str, seconds: float, info: dict[str, Any], run_dir: Path) -> str:
     m = info.get("metrics") or {}
+    shared = info.get("shared_prefix")
+    sharing = (f" (the shared trunks' {shared['trunk_epochs']} included, {shared['shared_epochs']} trunk epochs "
+               "reused by the trials)") if shared else ""
     return (
         f"[{stage}] end in {seconds:.0f}s: winner {info['trial_id']} {info['params']} "
         f"epoch {info['epoch']} ({info.get('handoff', 'last')}) dev_f1={m.get('dev_f1')} dev_ece={m.get('dev_ece')} | "
-        f"{info['epochs_spent']} epochs spent | {disk_line(run_dir)}"
+        f"{info['epochs_spent']} epochs spent{sharing} | {disk_line(run_dir)}"
     )

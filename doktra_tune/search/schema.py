@@ -85,6 +85,12 @@ def choice(value: Any, name: str, choices: tuple[str, ...], *, null_ok: bool = F
     raise ConfigError(f"{name}={value!r} is unknown; use one of {', '.join(choices)}{extra}")
 
 
+def boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name}={value!r} must be true or false; fix the override {name}=...")
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -177,6 +183,7 @@ class StageOptions:
     margin: float = 1.0  # ABD only: mu of Eq. 5
     projection: Projection = "auto"  # ABD only
     e1_mode: E1Mode = "grid"  # student only: e1 searched (grid) or the best epoch of one run (best_epoch)
+    share_prefix: bool = True  # ABD only: train the grid's activation-boundary phase once per trunk
 
     @classmethod
     def from_raw(cls, name: str, raw: Mapping[str, Any], train: TrainOptions) -> StageOptions:
@@ -197,6 +204,7 @@ class StageOptions:
         if name == "abd":
             extra["margin"] = float(number(raw.get("margin", 1.0), f"{key}.margin", POSITIVE))
             extra["projection"] = choice(raw.get("projection", "auto"), f"{key}.projection", PROJECTIONS)
+            extra["share_prefix"] = boolean(raw.get("share_prefix", True), f"{key}.share_prefix")
         if name == "student":
             extra["e1_mode"] = choice(raw.get("e1_mode", "grid"), f"{key}.e1_mode", E1_MODES)
             if extra["e1_mode"] == "best_epoch" and "epochs" in grid:

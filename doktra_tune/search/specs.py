@@ -11,6 +11,7 @@ from ray import tune
 
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
+from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search.dependent_runs import DependentRuns
 from doktra_tune.search.final import RUN_KEYS
 from doktra_tune.search.plan import Plan, schedule_group
@@ -20,7 +21,7 @@ from doktra_tune.search.search_algorithms import build_search, pruning_grace_per
 from doktra_tune.search.stage_runner import SpecBuilder, StageSpec
 from doktra_tune.search.trials import TrialRecord, remaining_grid_points, remaining_runs
 from doktra_tune.tracking import SearchTracker
-from trainables import STAGE_TRAINABLES, final_trainable
+from trainables import STAGE_TRAINABLES, abd_trunk_trainable, final_trainable
 
 
 def explicit_runs(spec: StageSpec, runs: list[dict[str, Any]], keys: tuple[str, ...]) -> SpecBuilder:
@@ -87,6 +88,7 @@ class StageSpecs:
     def search_spec(
         self, stage: str, base: dict[str, Any], *, num_samples: int | None = None,
         points: list[dict[str, Any]] | None = None, prior: list[PriorTrial] | None = None,
+        prefix: SharedPrefix | None = None,
     ) -> StageSpec:
         """The Tuner of `stage`'s search over its grid (or `points` / `num_samples` of it)."""
         space = self.plan.spaces[stage]
@@ -101,29 +103,51 @@ class StageSpecs:
         )
         return StageSpec(
             name=stage, trainable=STAGE_TRAINABLES[stage],
-            trainable_kwargs={"base": base, "tracking": self.tracking(stage)},
+            trainable_kwargs={"base": base, "tracking": self.tracking(stage), **({"prefix": prefix} if prefix else {})},
             param_space=dict(space.fixed), max_t=max_t, search_alg=search_alg, scheduler=scheduler,
             num_samples=n, pruner_on=s.pruner != "none", keep=self.keep(stage),
         )
 
-    def search_builder(self, stage: str, base: dict[str, Any]) -> SpecBuilder:
+    def search_builder(self, stage: str, base: dict[str, Any], prefix: SharedPrefix | None = None) -> SpecBuilder:
         """The stage's full search; after an interruption, the missing grid points (grid mode) or
-        the rest of the trial budget (TPE), with the finished trials in the Optuna study."""
+        the rest of the trial budget (TPE), with the finished trials in the Optuna study. With
+        `prefix` (ABD) every trial starts from its trunk."""
 
         def build(prior: list[TrialRecord]) -> StageSpec:
-            full = self.search_spec(stage, base)
+            full = self.search_spec(stage, base, prefix=prefix)
             if not prior:
                 return full
             known = [PriorTrial(params=r.params, curve=r.curve, state=r.status) for r in prior]
             if self.config.search.mode == "grid":
                 todo = remaining_grid_points(self.plan.spaces[stage].params, prior)
-                return self.search_spec(stage, base, points=todo, prior=known) if todo else \
+                return self.search_spec(stage, base, points=todo, prior=known, prefix=prefix) if todo else \
                     dataclasses.replace(full, num_samples=0)
             left = max(0, full.num_samples - len(prior))
-            return self.search_spec(stage, base, num_samples=left, prior=known) if left else \
+            return self.search_spec(stage, base, num_samples=left, prior=known, prefix=prefix) if left else \
                 dataclasses.replace(full, num_samples=0)
 
         return build
+
+    def shared_prefix(self, base: dict[str, Any]) -> SharedPrefix | None:
+        """The ABD grid's shared activation-boundary prefix (stages.abd.share_prefix), or None."""
+        if not self.config.stages["abd"].share_prefix:
+            return None
+        space = self.plan.spaces["abd"]
+        return SharedPrefix.for_grid(space.params, space.fixed, base, self.run_dir / "stages" / "abd" / "trunks")
+
+    def trunk_builder(self, prefix: SharedPrefix, base: dict[str, Any]) -> SpecBuilder:
+        """One Tuner over the trunks not published yet (a rerun never recomputes a finished one)."""
+        space = self.plan.spaces["abd"]
+        epochs = int(space.fixed.get("epochs", base["epochs"]))
+        runs = [prefix.trunk_config(point, int(point.get("epochs", epochs))) for point in prefix.trunk_points(space.params)
+                if not prefix.published({**base, **space.fixed, **point})]
+        spec = StageSpec(
+            name="abd_trunk", trainable=abd_trunk_trainable,
+            trainable_kwargs={"base": base, "prefix": prefix, "tracking": self.tracking("abd_trunk")},
+            param_space={**space.fixed, "run": tune.grid_search(runs)}, max_t=max(r["stop_after_epoch"] for r in runs)
+            if runs else 1, num_samples=1 if runs else 0, keep="last",
+        )
+        return explicit_runs(spec, runs, tuple(prefix.keys) or ("gamma",))
 
     def final_builder(self, specs: list[dict[str, Any]], bases: dict[str, Any]) -> SpecBuilder:
         """One Tuner over every final run; `DependentRuns` starts each distillation as soon as its

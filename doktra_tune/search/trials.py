@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 
 from doktra_tune.metrics import SEARCH_METRIC
 
+SHARED_METRIC = "shared_prefix"  # reported (1) on the epochs a branch took from its ABD trunk
+
 # Tune result keys that are bookkeeping, not metrics
 _METRIC_SKIP = ("config", "date", "hostname", "pid", "timestamp", "time_since_restore", "iterations_since_restore",
                 "checkpoint_dir_name", "should_checkpoint", "done", "trial_id", "experiment_tag")
@@ -37,6 +39,7 @@ class TrialRecord:
     node_id: str = ""
     error: str = ""
     curve: dict[int, float] = field(default_factory=dict)  # epoch -> search_score (what the pruner saw)
+    shared_epochs: int = 0  # of epochs_run, those taken from an ABD trunk (trained once for the grid)
 
     def row(self) -> dict[str, Any]:
         """The row `analysis.selection.select_winner` ranks: the trial at its kept epoch."""
@@ -49,7 +52,7 @@ class TrialRecord:
     def summary(self) -> dict[str, Any]:
         """The trial's line in winner.json."""
         return {"trial_id": self.trial_id, "status": self.status, "params": self.params,
-                "epochs_run": self.epochs_run, "epoch": self.kept_epoch,
+                "epochs_run": self.epochs_run, "shared_epochs": self.shared_epochs, "epoch": self.kept_epoch,
                 "dev_f1": self.kept_metrics.get("dev_f1"), "dev_ece": self.kept_metrics.get("dev_ece"),
                 "node_id": self.node_id, "error": self.error}
 
@@ -156,6 +159,7 @@ def collect_trial(result: Any, max_t: int, pruned_ids: set[str], pruner_on: bool
         error=error_line(result.error) if result.error is not None else "",
         curve={int(r["training_iteration"]): float(r.get(SEARCH_METRIC, r["dev_f1"])) for r in history
                if r.get("training_iteration") is not None and r.get("dev_f1") is not None},
+        shared_epochs=sum(1 for r in history if r.get(SHARED_METRIC)),
     )
 
 

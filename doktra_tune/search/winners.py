@@ -59,9 +59,14 @@ def pick_winner(
     return pool[int(winner.name)]
 
 
+def epochs_spent(records: list[TrialRecord], trunks: list[TrialRecord] = ()) -> int:
+    """Epochs a stage trained: each trial's own (not those it took from a trunk), plus the trunks'."""
+    return sum(r.epochs_run - r.shared_epochs for r in records) + sum(t.epochs_run for t in trunks)
+
+
 def winner_info(
     stage: str, winner: TrialRecord, records: list[TrialRecord], rule: SelectionRule, checkpoint: Path,
-    extra: dict[str, Any],
+    extra: dict[str, Any], trunks: list[TrialRecord] = (),
 ) -> dict[str, Any]:
     """The content of winner.json."""
     return clean({
@@ -72,7 +77,7 @@ def winner_info(
         "metrics": winner.kept_metrics,
         "checkpoint": str(checkpoint),
         "selection": {**dataclasses.asdict(rule), "rows": "one per trial: the epoch whose checkpoint is its model"},
-        "epochs_spent": sum(r.epochs_run for r in records),
+        "epochs_spent": epochs_spent(records, trunks),
         "trials": [r.summary() for r in records],
         **extra,
     })
@@ -80,12 +85,12 @@ def winner_info(
 
 def write_winner(
     stage_dir: Path, stage: str, winner: TrialRecord, records: list[TrialRecord], rule: SelectionRule,
-    extra: dict[str, Any],
+    extra: dict[str, Any], trunks: list[TrialRecord] = (),
 ) -> dict[str, Any]:
     """Copy the winner's checkpoint to `<stage_dir>/winner/` and write `<stage_dir>/winner.json`."""
     assert winner.checkpoint is not None
     target = copy_checkpoint(winner.checkpoint, stage_dir / "winner")
-    info = winner_info(stage, winner, records, rule, target, extra)
+    info = winner_info(stage, winner, records, rule, target, extra, trunks)
     atomic_write_json(stage_dir / WINNER_FILE, info)
     return info
 
@@ -96,7 +101,7 @@ def leaderboard(records: list[TrialRecord], winner: TrialRecord | None) -> list[
     for r in sorted(records, key=lambda r: -(r.kept_metrics.get("dev_f1") or -1.0)):
         rows.append({"trial_id": r.trial_id, "winner": winner is not None and r.trial_id == winner.trial_id,
                      "status": r.status, **{f"param.{k}": v for k, v in sorted(r.params.items())},
-                     "epochs_run": r.epochs_run, "epoch": r.kept_epoch,
+                     "epochs_run": r.epochs_run, "shared_epochs": r.shared_epochs, "epoch": r.kept_epoch,
                      "dev_f1": r.kept_metrics.get("dev_f1"),
                      "dev_ece": r.kept_metrics.get("dev_ece"), "dev_lat": r.kept_metrics.get("dev_lat"),
                      "error": r.error})

@@ -222,7 +222,7 @@ class SearchTracker:
     def finish(self, status: str = "FINISHED") -> int:
         """Terminate the search run and any stage run still RUNNING with `status`; send what waits
         in the outbox. Returns the number of writes still queued (the server is away)."""
-        for stage in (*STAGES, "final"):
+        for stage in (*STAGES, "abd_trunk", "final"):
             key = self.stage_key(stage)
             if self.client.run_id(key) is not None:  # opened by this driver
                 self.client.set_terminated(key, status, only_if_running=True)
