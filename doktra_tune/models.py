@@ -361,6 +361,19 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, path: str | Path, me
     return path
 
 
+def copy_checkpoint(source: str | Path, target: Path, *, leave_out: tuple[str, ...] = ()) -> Path:
+    """`source` copied to `target`, replacing what was there, so that a reader never sees half of it
+    (copied beside it, then renamed); files named in `leave_out` (e.g. the training state) stay behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns(*leave_out) if leave_out else None)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    return target
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

@@ -27,7 +27,7 @@ from analysis.plots import plot_confusion, plot_reliability
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
 from doktra_tune.metrics import SEARCH_METRIC, search_score
-from doktra_tune.models import read_meta
+from doktra_tune.models import copy_checkpoint, read_meta
 from doktra_tune.stages import TRAINING_STATE_FILE, EvaluationResult, evaluate_checkpoint
 from doktra_tune.tracking import trial_run
 from doktra_tune.tracking.datasets import dataset_inputs
@@ -153,23 +153,10 @@ def run_trial(
                          sharing or Sharing())
         model = result.last_checkpoint or result.best_checkpoint
         if publish_to is not None and model is not None:
-            publish(Path(model), publish_to)
+            copy_checkpoint(model, publish_to, leave_out=(TRAINING_STATE_FILE,))  # no optimizer moments
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def publish(checkpoint: Path, target: Path, with_state: bool = False) -> None:
-    """Copy `checkpoint` to `target` so that a reader never sees half of it (copy, then rename); the
-    training state (optimizer moments) stays behind unless `with_state` (a trunk's branches resume
-    from it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(checkpoint, partial, ignore=None if with_state else shutil.ignore_patterns(TRAINING_STATE_FILE))
-    if target.exists():
-        shutil.rmtree(target)
-    partial.rename(target)
 
 
 def shared_history(prefix: Path) -> list[dict[str, float]]:
@@ -219,7 +206,7 @@ def _run_in(
             if bad:
                 raise NonFiniteLossError(f"{stage}: non-finite {bad[0]} at epoch {rep.epoch}")
             if rep.epoch in sharing.publish_epochs and rep.checkpoint_dir is not None:
-                publish(rep.checkpoint_dir, sharing.publish_epochs[rep.epoch], with_state=True)
+                copy_checkpoint(rep.checkpoint_dir, sharing.publish_epochs[rep.epoch])  # state included: branches resume
             report_epoch(rep.epoch, metrics, rep.checkpoint_dir)
 
         result = stage_fn(cfg, on_epoch=on_epoch)

@@ -31,6 +31,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
+from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.plan import Plan, build_plan
 from doktra_tune.search.preflight import preflight
 from doktra_tune.errors import DoktraError
@@ -46,7 +47,6 @@ from doktra_tune.search.stage_runner import StageRunner, StageSpec
 from doktra_tune.search.trials import TrialRecord, clean
 from doktra_tune.search.winners import (
     atomic_write_json,
-    copy_checkpoint,
     holes,
     leaderboard,
     pick_winner,
@@ -129,12 +129,13 @@ class SearchDriver:
             extra["baseline"] = self.baseline_teacher(records, base)
         if stage == "student":  # e1: the winner's schedule length, or the best epoch of its one long run
             extra["e1"] = winner.params["epochs"] if self.config.stages["student"].searches_epochs else winner.kept_epoch
-        if trunks or prefix is not None:
+        if prefix is not None:
             extra["shared_prefix"] = {"trunk_epochs": sum(r.epochs_run for r in trunks),
                                       "shared_epochs": sum(r.shared_epochs for r in records)}
         info = write_winner(stage_dir, stage, winner, records, rule, extra, trunks)
-        board = write_leaderboard(stage_dir / "leaderboard.csv", leaderboard(records, winner))
-        self.tracker.log_leaderboard(stage, leaderboard(records, winner), board)
+        board_rows = leaderboard(records, winner)
+        board = write_leaderboard(stage_dir / "leaderboard.csv", board_rows)
+        self.tracker.log_leaderboard(stage, board_rows, board)
         self.tracker.log_stage_summary(
             stage, {"trial_id": winner.trial_id, "epoch": winner.kept_epoch, **winner.params, **extra},
             [stage_dir / "winner.json"],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,6 +13,7 @@ import pandas as pd
 
 from analysis.selection import SelectionRule, select_winner
 from doktra_tune.errors import DoktraError
+from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.schema import SelectionOptions
 from doktra_tune.search.trials import TrialRecord, clean
 
@@ -26,14 +26,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(clean(data), indent=1))
     tmp.replace(path)
-
-
-def copy_checkpoint(source: str | Path, target: Path) -> Path:
-    """`source` copied to `target` (replacing what was there)."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    return target
 
 
 def selection_rule(options: SelectionOptions, stage: str) -> SelectionRule:
