@@ -1,4 +1,4 @@
-"""Shared setup of the benchmarks: offline HF, the real ChemProt split, a scratch cache dir."""
+"""Shared setup of the benchmarks: the real ChemProt split, a scratch cache dir."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import os
 import statistics
 import tempfile
 from pathlib import Path
-
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
 
 import torch  # noqa: E402
 

@@ -264,8 +264,6 @@ def main() -> None:
     if args.replay and not args.grid_json:
         parser.error("--replay needs --grid-json (a grid run's figures with per-epoch curves)")
 
-    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(key, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from doktra_tune.search.ray_session import RAY_SETTINGS
 

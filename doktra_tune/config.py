@@ -29,6 +29,8 @@ DEFAULT_CACHE_DIR = "~/.cache/doktra_tune"
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+CpuKernels = Literal["native", "avx2"]  # train.cpu_kernels (doktra_tune.device.CPU_KERNEL_ENV)
+CPU_KERNELS: tuple[str, ...] = get_args(CpuKernels)
 KeepCheckpoints = Literal["best", "last", "best_and_last", "none"]
 KEEP_MODES: tuple[str, ...] = get_args(KeepCheckpoints)
 # Teacher -> student [CLS] map of Eq. 4/5 (§4.2). auto: identity when the widths are equal (as the

@@ -80,6 +80,18 @@ class Example:
     doc_id: str | None = None  # HoC: the abstract (PMID) a sentence belongs to
 
 
+class MissingDataError(DataError):
+    """A folder or file the loader needs is not there; `path` is the first one missing (the search's
+    preflight turns it into the task's "where the data come from" line)."""
+
+    def __init__(self, message: str, path: str | Path) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses Ray's process boundary intact
+        return type(self), (str(self), str(self.path))
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -100,9 +112,9 @@ def load_split(
     name, arg = parse_format(fmt)
     root = Path(data_dir).expanduser()
     if not root.exists():
-        raise DataError(
+        raise MissingDataError(
             f"data directory {root} does not exist; set data.data_dir to the folder holding "
-            f"the {spec.name} files"
+            f"the {spec.name} files", root,
         )
     examples = _LOADERS[name](spec, split, root, arg)
     if not examples:
@@ -213,9 +225,9 @@ def _group_by_labels(examples: Sequence[Example]) -> dict[tuple[str, ...], list[
 
 def _require_file(path: Path, split: str, what: str) -> Path:
     if not path.is_file():
-        raise DataError(
+        raise MissingDataError(
             f"missing {split} split file {path}; put {what} there or point data.data_dir / "
-            f"data.data_format at the right folder"
+            f"data.data_format at the right folder", path,
         )
     return path
 
@@ -357,9 +369,9 @@ def _load_gad_folds(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Ex
         )
     fold_dir = root / fold
     if not fold_dir.is_dir():
-        raise DataError(
+        raise MissingDataError(
             f"missing GAD fold directory {fold_dir}; data.data_dir must hold BioBERT's GAD fold "
-            f"folders 1..10 (pick one with data.data_format=gad_folds:<k>)"
+            f"folders 1..10 (pick one with data.data_format=gad_folds:<k>)", fold_dir,
         )
     if split == "test":
         return read_tsv(_require_file(fold_dir / "test.tsv", split, "the fold's test.tsv"), spec)
@@ -469,9 +481,10 @@ def _load_fpb(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]
         candidates = [root / "all-data.csv", root / "Sentences_50Agree.txt"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise DataError(
+            raise MissingDataError(
                 f"missing {split} split source {root / 'all-data.csv'}; put FPB's all-data.csv "
-                f"(or Sentences_50Agree.txt) there, or name the file with data.data_format=fpb:<file>"
+                f"(or Sentences_50Agree.txt) there, or name the file with data.data_format=fpb:<file>",
+                root / "all-data.csv",
             )
     return holdout_splits(read_sentiment_file(path, spec), split)
 
@@ -494,9 +507,9 @@ def _load_csv_holdout(spec: TaskSpec, split: str, root: Path, arg: str) -> list[
 def _load_hoc_raw(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
     text_dir, label_dir = root / "text", root / "labels"
     if not text_dir.is_dir() or not label_dir.is_dir():
-        raise DataError(
+        raise MissingDataError(
             f"missing {text_dir} or {label_dir}; data.data_dir must be the raw HoC corpus folder "
-            f"(text/<PMID>.txt and labels/<PMID>.txt)"
+            f"(text/<PMID>.txt and labels/<PMID>.txt)", text_dir if not text_dir.is_dir() else label_dir,
         )
     pmids = sorted(p.stem for p in text_dir.glob("*.txt"))
     if not pmids:
@@ -542,6 +555,20 @@ def _load_hoc_raw(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Exam
 _HF_EXTENSIONS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 
 
+def _hub_dataset_revision(source: str) -> str:
+    """The commit of hub dataset `source`, asked once with a 10 s timeout before `datasets` (whose own
+    requests retry for half a minute) touches the network. ConfigError (one line) when the hub does not
+    answer, does not know the id, or gates it."""
+    from huggingface_hub import HfApi
+
+    from doktra_tune.hub import hub_failure
+
+    try:
+        return str(HfApi().dataset_info(source, timeout=10).sha)
+    except Exception as err:  # noqa: BLE001 - unreachable hub, unknown or gated id: one line
+        raise ConfigError(f"{hub_failure(err, source, 'dataset')}; or use a local folder (hf:<folder>)") from None
+
+
 def _load_hf(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
     source, _, query = arg.partition("?")
     options = {"text_column": "text", "label_column": "label"}
@@ -580,13 +607,16 @@ def _load_hf(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
     else:
         hf_split = "validation" if split == "dev" else split
         where = f"hf:{source}[{hf_split}]"
+        revision = None if datasets.config.HF_HUB_OFFLINE else _hub_dataset_revision(source)
         try:
-            ds = datasets.load_dataset(source, split=hf_split)
-        except Exception as err:  # noqa: BLE001 - offline, unknown id, missing split
+            ds = datasets.load_dataset(source, split=hf_split, revision=revision)
+        except Exception as err:  # noqa: BLE001 - not in the offline cache, missing split
+            fix = ("with the hub offline only cached datasets load: download it where there is a network, or use"
+                   if revision is None else "check the split's name on the hub, or use")
             raise ConfigError(
                 f"cannot load Hugging Face dataset {source!r} split {hf_split!r} "
-                f"({type(err).__name__}: {_first_line(err)}); this box is offline: use a local "
-                f"folder (hf:<folder>) or another data.data_format"
+                f"({type(err).__name__}: {_first_line(err)}); {fix} a local folder (hf:<folder>) or another "
+                f"data.data_format"
             ) from None
     for key in ("text_column", "label_column"):
         if options[key] not in ds.column_names:

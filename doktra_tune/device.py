@@ -55,6 +55,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     raise ConfigError(f"unknown precision {precision!r}; use precision=auto, fp32 or bf16")
 
 
+# train.cpu_kernels: the environment that pins torch's CPU kernels. `avx2` makes ATen's vectorised
+# kernels and oneDNN use their AVX2 code paths (MKL's as well) even on AVX-512/AMX CPUs, so an fp32 run
+# computes bit for bit what it computes on any x86-64 CPU with AVX2 (README: reproducibility). These
+# variables are read when torch first dispatches a kernel: they must be in a process's environment
+# before it trains anything (the search gives them to its Ray workers).
+CPU_KERNEL_ENV: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 matmuls natively on this CPU (AVX512-BF16 or AMX): bf16 autocast then
     trains a BERT-base-sized encoder ~1.5x faster than fp32 (measured: MiniLM-L6, 1 thread)."""

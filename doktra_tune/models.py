@@ -159,20 +159,24 @@ def fetch_model(spec: str) -> str:
     ConfigError (one line) when it cannot be had."""
     source = resolve_model_source(spec)
     base, _ = split_truncation(spec)
-    if source != base or _hub_offline():  # a local directory, minilm, random:...; or already checked cached
-        return source
-    from huggingface_hub import snapshot_download
+    if source != base or parse_random_spec(base) is not None or _hub_offline():
+        return source  # a local directory, minilm, random:... (built in code); or a hub id found in the cache
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, snapshot_download, try_to_load_from_cache
 
+    from doktra_tune.hub import hub_failure
+
+    def failure(err: Exception) -> ConfigError:
+        return ConfigError(f"{hub_failure(err, base, 'model')}; or use a local directory / model=minilm")
+
+    try:  # one HEAD first: an unknown, gated or unreachable repo fails here, before the download's progress bar
+        get_hf_file_metadata(hf_hub_url(base, "config.json"))
+    except Exception as err:  # noqa: BLE001 - reported below, unless the cache has the model
+        if not isinstance(try_to_load_from_cache(base, "config.json"), str):
+            raise failure(err) from err
     try:
-        snapshot_download(base, ignore_patterns=_HUB_IGNORE)
+        snapshot_download(base, ignore_patterns=_HUB_IGNORE)  # a cached model: nothing downloaded
     except Exception as err:  # noqa: BLE001 - network, unknown or gated repository: one line
-        text = str(err).strip().splitlines()
-        reason = f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
-        raise ConfigError(
-            f"model {base!r} cannot be downloaded from the Hugging Face Hub ({reason}); check the id and the "
-            f"network, or download it where there is one (huggingface-cli download {base}) and run with "
-            "HF_HUB_OFFLINE=1, or use a local directory / model=minilm"
-        ) from err
+        raise failure(err) from err
     return source
 
 

@@ -39,6 +39,8 @@ class TaskSpec:
     splits: tuple[str, ...] = ("train", "dev", "test")
     positive_label: str | None = None  # binary_f1 tasks (GAD): the class whose F1 is reported
     description: str = ""
+    # (loader, where its files come from, in the layout that loader reads); the first is the usual one
+    data_sources: tuple[tuple[str, str], ...] = ()
 
     @property
     def num_labels(self) -> int:
@@ -51,6 +53,14 @@ class TaskSpec:
 
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
+
+    def data_source(self, data_format: str | None = None) -> str:
+        """One line: where the files of `data_format` (default: the task's) come from, in its layout."""
+        loader = (data_format or self.default_format).partition(":")[0].strip()
+        for name, source in self.data_sources:
+            if name == loader:
+                return source
+        return f"the {self.name} files in the layout of data format {loader} (doktra_tune/data.py)"
 
 
 # BLUE's HoC label names (its eval_hoc.py order: the ten hallmarks, lower case, sorted).
@@ -69,6 +79,12 @@ HOC_LABELS: tuple[str, ...] = (
 
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 
+BLUE_RELEASE = "github.com/ncbi-nlp/BLUE_Benchmark releases, bert_data.zip"
+
+
+def _blue(name: str, folder: str) -> tuple[str, str]:
+    return "blue_tsv", f"BLUE's {name} ({BLUE_RELEASE}: bert_data/{folder}/{{train,dev,test}}.tsv)"
+
 TASKS: dict[str, TaskSpec] = {
     "chemprot": TaskSpec(
         name="chemprot",
@@ -79,6 +95,11 @@ TASKS: dict[str, TaskSpec] = {
         default_format="chemprot_jsonl",
         domain="biomedical",
         description="chemical-protein relations, five evaluated CPR groups (BLUE)",
+        data_sources=(
+            ("chemprot_jsonl", "SciBERT's ChemProt (github.com/allenai/scibert, "
+             "data/text_classification/chemprot/{train,dev,test}.txt, JSON lines saved as {train,dev,test}.jsonl)"),
+            _blue("ChemProt", "ChemProt"),
+        ),
     ),
     "ddi": TaskSpec(
         name="ddi",
@@ -89,6 +110,7 @@ TASKS: dict[str, TaskSpec] = {
         default_format="blue_tsv",
         domain="biomedical",
         description="drug-drug interactions, four types (BLUE)",
+        data_sources=(_blue("DDI", "ddi2013-type"),),
     ),
     "i2b2": TaskSpec(
         name="i2b2",
@@ -99,6 +121,11 @@ TASKS: dict[str, TaskSpec] = {
         default_format="blue_tsv",
         domain="clinical",
         description="2010 i2b2/VA problem-treatment-test relations, eight types (BLUE)",
+        data_sources=(
+            ("blue_tsv", "BLUE's i2b2-2010 {train,dev,test}.tsv, built by BLUE_Benchmark's blue/bert/create_i2b2_bert.py "
+             "from the 2010 i2b2/VA relation data (not in BLUE's release: the n2c2 data use agreement, "
+             "portal.dbmi.hms.harvard.edu)"),
+        ),
     ),
     "hoc": TaskSpec(
         name="hoc",
@@ -109,6 +136,11 @@ TASKS: dict[str, TaskSpec] = {
         default_format="blue_tsv",
         domain="biomedical",
         description="hallmarks of cancer, multi-label sentences scored per abstract (BLUE)",
+        data_sources=(
+            ("hoc_raw", "the Hallmarks of Cancer corpus (github.com/sb895/Hallmarks-of-Cancer: text/<PMID>.txt, "
+             "labels/<PMID>.txt)"),
+            _blue("HoC", "hoc"),
+        ),
     ),
     "gad": TaskSpec(
         name="gad",
@@ -120,6 +152,10 @@ TASKS: dict[str, TaskSpec] = {
         domain="biomedical",
         positive_label="1",
         description="gene-disease associations, BioBERT's 10-fold split (no dev split shipped)",
+        data_sources=(
+            ("gad_folds", "BioBERT's pre-processed GAD folds (github.com/dmis-lab/biobert, download.sh: "
+             "datasets/RE/GAD/{1..10}/{train,test}.tsv)"),
+        ),
     ),
     "fpb": TaskSpec(
         name="fpb",
@@ -130,6 +166,10 @@ TASKS: dict[str, TaskSpec] = {
         default_format="fpb",
         domain="financial",
         description="Financial PhraseBank 50%-agree, 4846 sentences, stratified 10% test (§4.7)",
+        data_sources=(
+            ("fpb", "the Financial PhraseBank v1.0 (Malo et al. 2014), Sentences_50Agree.txt (sentence@label, "
+             "latin-1) or its CSV all-data.csv (label,sentence)"),
+        ),
     ),
     "fts": TaskSpec(
         name="fts",
@@ -142,6 +182,10 @@ TASKS: dict[str, TaskSpec] = {
         description=(
             "FinTextSen (SemEval-2017 task 5 microblogs): real-valued sentiment scores clustered "
             "into three classes following Daudert et al. (2018), stratified 10% test (§4.7)"
+        ),
+        data_sources=(
+            ("csv_holdout", "FinTextSen: the SemEval-2017 Task 5 microblog track (Cortis et al. 2017), its scores "
+             "clustered into negative/neutral/positive as in Daudert et al. 2018, saved as fts.csv (label,sentence)"),
         ),
     ),
 }

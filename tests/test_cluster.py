@@ -22,8 +22,6 @@ def test_trials_land_on_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None
     import ray
     from ray.cluster_utils import Cluster
 
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)
@@ -78,8 +76,7 @@ def test_the_readme_cluster_recipe(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     temp_dir = Path("/tmp") / f"doktra-ray-{os.getpid()}"  # short: Ray's socket paths must fit 107 bytes
     ray_cli = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0", "DOKTRA_DATA_ROOT": str(DATA_ROOT)}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "DOKTRA_DATA_ROOT": str(DATA_ROOT)}
     env.pop("RAY_ADDRESS", None)
     start = subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2",
                             f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],

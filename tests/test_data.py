@@ -167,6 +167,7 @@ def test_hf_missing_column_and_offline_hub(fixtures_dir, monkeypatch):
         load_split("fpb", "train", fixtures_dir / "hf_local", data_format="hf:")
     import datasets
 
+    # offline on purpose: the error under test is the one `datasets` gives with the hub switched off
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConfigError) as err:
         load_split("fpb", "test", fixtures_dir, data_format="hf:no-such-org/no-such-dataset")
@@ -333,3 +334,26 @@ def test_utf8_bom_and_bad_encoding(tmp_path):
     with pytest.raises(DataError) as err:
         load_split("hoc", "dev", tmp_path)
     assert f"{tmp_path / 'dev.tsv'}:3: not valid utf-8 text" in _one_line(err)
+
+
+def test_hf_hub_dataset_unreachable_is_one_fast_line(fixtures_dir, monkeypatch):
+    """A user's shell (hub not switched off) with no reachable hub: one line naming the dataset and
+    the fix, without `datasets`' half a minute of retries."""
+    import socket
+    import time
+
+    import datasets
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_split("fpb", "test", fixtures_dir, data_format="hf:no-such-org/no-such-dataset")
+    message = str(err.value)
+    assert time.monotonic() - t0 < 15
+    assert "\n" not in message and "'no-such-org/no-such-dataset'" in message
+    assert f"cannot be downloaded from http://127.0.0.1:{port}" in message and "HF_DATASETS_OFFLINE=1" in message

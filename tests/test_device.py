@@ -43,3 +43,28 @@ def test_bf16_autocast_runs_matmuls_in_bf16_on_cpu() -> None:
 def test_unknown_precision_is_one_line_config_error() -> None:
     with pytest.raises(ConfigError, match="use precision=auto, fp32 or bf16"):
         device.resolve_precision("fp16", CPU)
+
+
+@pytest.mark.slow
+def test_avx2_cpu_kernels_reach_the_ray_workers():
+    """train.cpu_kernels=avx2: the search's Ray workers run ATen on its AVX2 kernels (the pin that makes
+    the cpu preset's fp32 numbers the same on any x86-64 CPU); with Ray already up the pin is refused."""
+    import ray
+
+    from doktra_tune.device import CPU_KERNEL_ENV
+    from doktra_tune.errors import ConfigError
+    from doktra_tune.search.ray_session import RaySession
+    from doktra_tune.search.schema import RayOptions
+
+    options = RayOptions(address=None, num_cpus=1, connect_timeout_s=10)
+    with RaySession(options, worker_env=CPU_KERNEL_ENV["avx2"]):
+        @ray.remote
+        def capability() -> str:
+            import torch as worker_torch
+
+            return worker_torch.backends.cpu.get_cpu_capability()
+
+        assert ray.get(capability.remote()) in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
+        with pytest.raises(ConfigError, match="train.cpu_kernels"):
+            RaySession(options, worker_env=CPU_KERNEL_ENV["avx2"]).__enter__()
+    assert not ray.is_initialized()

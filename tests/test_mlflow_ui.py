@@ -57,8 +57,6 @@ def _search(tmp_path: Path) -> Path:
 
     from doktra_tune.search import compose_config, run_search
 
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = run_search(compose_config(["task=chemprot", "preset=tiny", f"runs_root={tmp_path}",

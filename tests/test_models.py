@@ -11,6 +11,7 @@ import torch
 from doktra_tune.errors import ConfigError
 from doktra_tune.models import (
     META_FILE,
+    fetch_model,
     forward_cls_logits,
     load_checkpoint,
     load_classifier,
@@ -57,6 +58,7 @@ def test_bad_specs_raise_one_line_config_error(spec, needle):
 
 
 def test_uncached_hub_id_offline_is_config_error(monkeypatch, tmp_path):
+    # offline on purpose: the error under test is the one an offline user (or a trial) gets for a cache miss
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
@@ -155,3 +157,19 @@ def test_truncated_pretrained_spec_keeps_the_first_layers():
         )
     with pytest.raises(ConfigError, match="keeps 9 layers but the model has 6"):
         load_classifier("minilm@L9", task, seed=0)
+
+
+def test_fetch_model_never_sends_local_specs_to_the_hub(monkeypatch):
+    """A user's shell has no HF_HUB_OFFLINE: random:, minilm and local directories resolve without the
+    hub (a random: spec once went to snapshot_download and failed as an invalid repo id)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"snapshot_download called with {args}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    assert fetch_model("random:bert:L4-H192") == "random:bert:L4-H192"
+    assert fetch_model("random:albert:L1-H48") == "random:albert:L1-H48"
+    assert fetch_model("minilm") == fetch_model("minilm@L2")

@@ -31,7 +31,7 @@ pytestmark = [
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DOKTRA_DATA_ROOT=str(DATA_ROOT))
+    env["DOKTRA_DATA_ROOT"] = str(DATA_ROOT)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

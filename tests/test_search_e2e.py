@@ -28,8 +28,6 @@ def _run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
     """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
     import ray
 
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
     cfg = compose_config([
         f"task={task}", "preset=tiny", f"runs_root={runs_root}", f"data_root={data_root}", *overrides,
     ])

@@ -116,8 +116,6 @@ def test_a_search_trains_through_an_outage_and_the_next_run_sends_what_waited(se
 
     from doktra_tune.search import compose_config, run_search
 
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
     overrides = ["task=chemprot", "preset=tiny", f"runs_root={tmp_path / 'runs'}", f"data_root={DATA_ROOT}",
                  f"mlflow.tracking_uri={server.uri}", "search.stop_after=student", "search_id=outage"]
     lines: list[str] = []

@@ -40,8 +40,6 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint(tmp_path: Pa
 
     from doktra_tune.search import compose_config, run_search
 
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
     runs = tmp_path / "runs"
     cfg = compose_config([
         "task=chemprot", "preset=tiny", f"runs_root={runs}", f"data_root={DATA_ROOT}", "search_id=loss",

@@ -9,8 +9,10 @@ Data flow (docs/DESIGN.md has the picture):
 | module | job |
 |---|---|
 | `cli` | Hydra entry point, `compose_config`, argv handling |
+| `multirun` | Hydra sweeps (`-m`): jobs expanded and checked up front, the per-search report |
 | `schema` | the typed configuration (`SearchConfig`) and its value checks |
 | `plan` | `build_plan`: grids, data config, search id, run directory |
+| `budget`, `estimate`, `dry_run` | what a plan trains (trials, epoch-units), its GPU-hours, `search.dry_run` |
 | `preflight` | the I/O checks before anything is written |
 | `ray_session` | Ray settings, connect once / shut down once, per-trial resources |
 | `pruning`, `search_algorithms` | Optuna samplers and pruners inside Tune; one stage's searcher + scheduler |

@@ -1,7 +1,9 @@
 """`python -m doktra_tune.search task=chemprot preset=cpu [key=value ...]`: the Hydra entry point.
 
 `main` composes the overrides once up front (an unknown task, preset or key is a one-line error,
-exit 2, before Ray or torch load), then hands over to Hydra (`--help`, `--cfg job`, the run).
+exit 2, before Ray or torch load), then hands over to Hydra (`--help`, `--cfg job`, the run). With
+`-m` (multirun) every job of the sweep is composed, planned and its data checked before the first
+search starts (`doktra_tune.search.multirun`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from doktra_tune.errors import ConfigError, DoktraError
+from doktra_tune.search.multirun import is_multirun, job_context, jobs, label, sweeps
+from doktra_tune.search.plan import build_plan
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 _HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                            "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+# flags with which Hydra shows something and runs nothing
+_HYDRA_SHOW_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 
 
 def known_choices(group: str) -> list[str]:
@@ -76,13 +82,21 @@ def split_argv(argv: list[str]) -> list[str]:
 
 
 def _fail(err: DoktraError) -> None:
-    print(f"error: {err}", file=sys.stderr, flush=True)
+    print(f"error: {job_context()}{err}", file=sys.stderr, flush=True)
     sys.exit(err.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    """Hydra entry: run the search for the composed config."""
+    """Hydra entry: run the search for the composed config (search.dry_run=true: print its plan only)."""
+    if cfg.search.get("dry_run", False) is True:  # no Ray, torch, download or run directory
+        from doktra_tune.search.dry_run import print_dry_run
+
+        try:
+            print_dry_run(cfg)
+        except DoktraError as err:
+            _fail(err)
+        return
     # Imported here, not at the top: the driver loads Ray, torch and MLflow (seconds), which
     # `--help`, `--cfg job` and a mistyped override never need.
     from doktra_tune.search.driver import run_search
@@ -96,11 +110,57 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(130)
 
 
+def check_multirun(todo: list[list[str]], runs: bool) -> None:
+    """Every job of a multirun composed and planned (and, when it runs, its data checked and its run
+    directory its own) before the first search starts: the first problem is one line naming the job."""
+    plans = {}
+    for num, job in enumerate(todo, 1):
+        try:
+            cfg = compose_config(job)
+            if runs:
+                plans[num] = build_plan(cfg)
+        except DoktraError as err:
+            raise type(err)(f"multirun search {num} ({label(job)}): {err}") from err
+    seen: dict[Path, int] = {}
+    for num, plan in plans.items():
+        if plan.run_dir in seen:
+            raise ConfigError(
+                f"multirun searches {seen[plan.run_dir]} and {num} would share the run directory {plan.run_dir} "
+                "(search_id is fixed, or they differ only in keys that do not change the search); sweep keys "
+                "that change the search, or drop search_id"
+            )
+        seen[plan.run_dir] = num
+    running = {num: plan for num, plan in plans.items() if not plan.raw["search"].get("dry_run")}
+    if len(running) > 1:  # a task without data fails here, not after the searches before it (hours)
+        from doktra_tune.search.preflight import check_data  # loads torch and Ray, which the searches need next
+
+        for num, plan in running.items():
+            try:
+                check_data(plan)
+            except DoktraError as err:
+                raise type(err)(f"multirun search {num} ({label(todo[num - 1])}): {err}") from err
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m doktra_tune.search [overrides]`: check the overrides, then hand over to Hydra."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    runs = not any(arg in _HYDRA_SHOW_FLAGS for arg in argv)
+    if any(arg in ("--help", "-h", "--hydra-help") for arg in argv):  # help shows one config: no sweeps
+        swept = set(sweeps(split_argv(argv)))
+        argv = [arg for arg in argv if arg not in swept and not is_multirun([arg])]
     try:
-        compose_config(split_argv(argv))
+        if is_multirun(argv):
+            shows = [arg for arg in argv if arg in _HYDRA_SHOW_FLAGS - {"--help", "-h", "--hydra-help"}]
+            if shows:
+                raise ConfigError(f"{shows[0]} shows one config and -m runs several; drop -m and give one value per key")
+            check_multirun(jobs(split_argv(argv), CONF_DIR), runs)
+        else:
+            swept = sweeps(split_argv(argv))
+            if swept:
+                raise ConfigError(f"{swept[0]} sweeps over several values; add -m (--multirun) to run one search per value")
+            cfg = compose_config(split_argv(argv))
+            if runs:
+                build_plan(cfg)
     except DoktraError as err:
         _fail(err)
     sys.argv = [sys.argv[0], *argv]

@@ -31,6 +31,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
+from doktra_tune.device import CPU_KERNEL_ENV
 from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.plan import Plan, build_plan
 from doktra_tune.search.preflight import preflight
@@ -313,11 +314,17 @@ def run_search(
     `overrides`: the command line's (for the outcome's "reproduce" line)."""
     _quiet_libraries()
     plan = build_plan(cfg)
+    if plan.config.search.dry_run:  # the plan, printed: no preflight (downloads), Ray or run directory
+        from doktra_tune.search.dry_run import dry_run_lines
+
+        for line in dry_run_lines(plan):
+            echo(line)
+        return {"dry_run": True, "search_id": plan.search_id, "run_dir": str(plan.run_dir)}
     preflight(plan)
     stale = stop_recorded_ray(plan.run_dir / RAY_PROCESSES_FILE)
     if stale:
         echo(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
-    with RaySession(plan.config.ray) as session:
+    with RaySession(plan.config.ray, worker_env=CPU_KERNEL_ENV[plan.config.train.cpu_kernels]) as session:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         (plan.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.raw)))
         session.record(plan.run_dir / RAY_PROCESSES_FILE)

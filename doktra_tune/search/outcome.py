@@ -109,6 +109,19 @@ def reproduce_command(plan: Plan, overrides: list[str] | None) -> str:
     return " ".join(["python -m doktra_tune.search", *args])
 
 
+def _model_card(plan: Plan, stage: str, meta: dict[str, Any]) -> Any:
+    """The registered model's card, written here: without one MLflow asks the hub for the card of the
+    checkpoint's path (a network call, and a warning where there is no hub)."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard(
+        f"---\nlibrary_name: transformers\npipeline_tag: text-classification\ntags: [doktra, {plan.task}]\n---\n"
+        f"# {REGISTERED_ROLES[stage]}, DoKTra search {plan.search_id}\n\n"
+        f"Task {plan.task}, labels {list(meta.get('labels', []))}; the {stage} winner after epoch {meta.get('epoch')}, "
+        f"from {meta.get('model_spec')} (Choi, Choi & Lee, ACL 2022: calibrated activation boundary distillation).\n"
+    )
+
+
 def register_winners(tracker: SearchTracker, plan: Plan, winners: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Log each stage winner as an MLflow transformers model on its stage run and register it;
     returns registered name -> version. A winner this search registered before (an earlier,
@@ -133,7 +146,7 @@ def register_winners(tracker: SearchTracker, plan: Plan, winners: Mapping[str, M
         with mlflow.start_run(run_id=run_id):
             logged = mlflow.transformers.log_model(
                 transformers_model={"model": model, "tokenizer": tokenizer}, name="model", task="text-classification",
-                registered_model_name=name, pip_requirements=requirements,
+                registered_model_name=name, pip_requirements=requirements, model_card=_model_card(plan, stage, meta),
                 metadata={"labels": list(meta.get("labels", [])), "search_id": plan.search_id, "stage": stage,
                           "epoch": meta.get("epoch"), "model_spec": meta.get("model_spec")},
             )

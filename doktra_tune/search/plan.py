@@ -24,7 +24,7 @@ from doktra_tune.search_space import SearchSpace, load_search_space
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # config keys that do not change what a search computes (left out of the default search id)
 _ID_EXCLUDED = ("runs_root", "search_id", "data_root", "cache_dir", "ray", "mlflow", "resources", "hydra")
-_ID_EXCLUDED_SEARCH = ("max_failures", "stop_after", "keep_checkpoints")
+_ID_EXCLUDED_SEARCH = ("max_failures", "stop_after", "keep_checkpoints", "dry_run")
 
 
 @dataclass(frozen=True)

@@ -10,29 +10,47 @@ import socket
 import tempfile
 from pathlib import Path
 
-from doktra_tune.data import load_split
+from doktra_tune.data import MissingDataError, load_split
 from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.models import fetch_model, max_positions
 from doktra_tune.ray_compat import local_cluster_addresses
-from doktra_tune.search.plan import Plan
+from doktra_tune.search.plan import REPO_ROOT, Plan
+from doktra_tune.tasks import get_task
 from doktra_tune.tracking import check_tracking_uri
 
 RAY_FIX = "start a cluster with `ray start --head` or drop the override ray.address to run locally"
 
 
+def missing_data_line(plan: Plan, path: Path) -> str:
+    """The one line for task data that is not there: where it was looked for (and which setting said
+    so), where it comes from, and how to point data_root at it."""
+    task = get_task(plan.task)
+    subdir = plan.config.task.data_subdir
+    if plan.data_root_origin == "the default data_root":
+        origin = f"the default data_root, ../shared/data beside the repository {REPO_ROOT}"
+    elif plan.data_root_origin == "data_root":
+        origin = f"data_root={plan.config.data_root}"
+    else:
+        origin = f"DOKTRA_DATA_ROOT={os.environ.get('DOKTRA_DATA_ROOT', '')}"
+    return (f"no {task.name} data at {path} ({origin}); get {task.data_source(plan.data.data_format)} and set "
+            f"data_root=<folder holding {subdir}/> (or export DOKTRA_DATA_ROOT)")
+
+
 def check_data(plan: Plan) -> None:
-    """The data root exists and every split loads (labels in the task's set, subsamples drawn), on
-    the search's data and on every GAD fold of the final runs."""
-    if not plan.data_root.is_dir():
-        raise DataError(
-            f"data root {plan.data_root} (from {plan.data_root_origin}) does not exist; set data_root=<folder "
-            f"holding {plan.config.task.data_subdir}/> or export DOKTRA_DATA_ROOT"
-        )
+    """The task's data are there and every split loads (labels in the task's set, subsamples drawn), on
+    the search's data and on every GAD fold of the final runs. A missing folder or file is one line
+    naming where the data come from (`missing_data_line`)."""
     data = plan.data
     formats = [data.data_format] + [f"gad_folds:{k}" for k in plan.config.final.folds or ()]
-    for data_format in dict.fromkeys(formats):
-        for split, limit in (("train", data.train_limit), ("dev", data.dev_limit), ("test", data.test_limit)):
-            load_split(data.task, split, data.data_dir, data_format=data_format, limit=limit, seed=data.subsample_seed)
+    try:
+        if not Path(data.data_dir).is_dir():
+            raise MissingDataError(f"no folder {data.data_dir}", data.data_dir)
+        for data_format in dict.fromkeys(formats):
+            for split, limit in (("train", data.train_limit), ("dev", data.dev_limit), ("test", data.test_limit)):
+                load_split(data.task, split, data.data_dir, data_format=data_format, limit=limit,
+                           seed=data.subsample_seed)
+    except MissingDataError as err:
+        raise DataError(missing_data_line(plan, err.path)) from err
 
 
 def fetch_models(plan: Plan) -> None:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Mapping
 
 import ray
 import torch
@@ -65,10 +65,12 @@ class RaySettings:
         for key, value in self.env.items():
             os.environ.setdefault(key, value)
 
-    def init_kwargs(self, *, address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
-        """`ray.init` keyword arguments: connect to `address`, else start a local Ray."""
+    def init_kwargs(self, *, address: str | None = None, num_cpus: int | None = None,
+                    worker_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """`ray.init` keyword arguments: connect to `address`, else start a local Ray; the workers get
+        WORKER_ENV and `worker_env`."""
         kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
-                                  "runtime_env": {"env_vars": dict(WORKER_ENV)}}
+                                  "runtime_env": {"env_vars": {**WORKER_ENV, **(worker_env or {})}}}
         if address:
             return {"address": address, **kwargs}
         kwargs["runtime_env"]["worker_process_setup_hook"] = WORKER_SETUP_HOOK
@@ -156,22 +158,30 @@ class RaySession:
     """`with RaySession(options) as session:` connects Ray (a local one, or `options.address`) unless
     Ray is already running in this process, and shuts it down on exit only if it connected it."""
 
-    def __init__(self, options: RayOptions, settings: RaySettings = RAY_SETTINGS) -> None:
+    def __init__(self, options: RayOptions, settings: RaySettings = RAY_SETTINGS,
+                 worker_env: Mapping[str, str] | None = None) -> None:
         self.options = options
         self.settings = settings
+        self.worker_env = dict(worker_env or {})  # e.g. the train.cpu_kernels pin
         self.started = False
         self.record_path: Path | None = None
 
     def __enter__(self) -> RaySession:
         self.settings.apply_env()
         if ray.is_initialized():
+            if self.worker_env:
+                raise ConfigError(
+                    f"Ray is already running in this process, so its workers cannot get {sorted(self.worker_env)} "
+                    "(train.cpu_kernels); call ray.shutdown() first or set train.cpu_kernels=native"
+                )
             return self
         address = self.options.address
         if address == "auto":  # the cluster on this machine, found as the preflight found it
             address = os.environ.get("RAY_ADDRESS") or next(iter(local_cluster_addresses()), "auto")
             enable_token_auth_as_auto_does()  # `ray start` clusters use token auth by default
         try:
-            ray.init(**self.settings.init_kwargs(address=address, num_cpus=self.options.num_cpus))
+            ray.init(**self.settings.init_kwargs(address=address, num_cpus=self.options.num_cpus,
+                                                 worker_env=self.worker_env))
         except (ConnectionError, TimeoutError, RuntimeError) as err:
             text = str(err).strip().splitlines()
             raise ConfigError(

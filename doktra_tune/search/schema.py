@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping, get_args
 from analysis.selection import SELECTION_KINDS, SelectionKind
 from doktra_tune.config import (
     BATCH_SIZE,
+    CPU_KERNELS,
     DEFAULT_CACHE_DIR,
     ECE_BINS,
     EPOCHS,
@@ -26,6 +27,7 @@ from doktra_tune.config import (
     SUBSAMPLE_SIZE,
     WARMUP_RATIO,
     WEIGHT_DECAY,
+    CpuKernels,
     Precision,
     Projection,
     Range,
@@ -156,6 +158,7 @@ class TrainOptions:
     max_grad_norm: float
     precision: Precision
     ece_bins: int
+    cpu_kernels: CpuKernels  # native | avx2: the CPU kernels the trials run (doktra_tune.device.CPU_KERNEL_ENV)
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> TrainOptions:
@@ -168,6 +171,7 @@ class TrainOptions:
             max_grad_norm=float(number(raw.get("max_grad_norm", 1.0), "train.max_grad_norm", POSITIVE)),
             precision=choice(raw.get("precision") or "auto", "train.precision", PRECISIONS),
             ece_bins=number(raw.get("ece_bins", 15), "train.ece_bins", ECE_BINS),
+            cpu_kernels=choice(raw.get("cpu_kernels") or "native", "train.cpu_kernels", CPU_KERNELS),
         )
 
 
@@ -255,6 +259,7 @@ class SearchOptions:
     handoff: Handoff  # which epoch of a trial is its model: the last (the authors') or the best on dev
     keep_checkpoints: KeepPolicy  # needed: free what no later stage or resume needs | all
     selection: SelectionOptions
+    dry_run: bool = False  # print the plan, its epoch-units and a GPU-hours estimate; run nothing
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> SearchOptions:
@@ -274,6 +279,7 @@ class SearchOptions:
             handoff=choice(raw.get("handoff", "final_epoch"), "search.handoff", HANDOFFS),
             keep_checkpoints=choice(raw.get("keep_checkpoints", "needed"), "search.keep_checkpoints", KEEP_POLICIES),
             selection=SelectionOptions.from_raw(raw.get("selection")),
+            dry_run=boolean(raw.get("dry_run", False), "search.dry_run"),
         )
 
     @property
