@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from doktra_tune.stages import switch_epoch  # noqa: E402
+from doktra_tune.stages.step_losses import switch_epoch  # noqa: E402
 
 
 def planned_epochs(lrs: int, betas: list[float], gammas: list[float], e2: int) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """(a) Length-bucketed dynamic padding vs padding every batch to max_len: training-epoch time.
 
 Same model (all-MiniLM-L6-v2), same ChemProt examples, same number of optimizer steps and the same
-training step as the stages (`doktra_tune.stages.train_epoch`, CE loss); only the batching differs:
+training step as the stages (`doktra_tune.stages.epoch.train_epoch`, CE loss); only the batching differs:
 
   bucketed : make_batches(bucket_by_length=True) + pad to the longest in the batch (the default)
   dynamic  : random batches + pad to the longest in the batch (no bucketing), for reference
@@ -22,7 +22,10 @@ from _common import header, median, parser, setup
 from doktra_tune.config import StageConfig
 from doktra_tune.encoding import make_batches, padding_tokens
 from doktra_tune.models import load_classifier
-from doktra_tune.stages import Runtime, cpl_step_loss, build_optimizer, load_encoded, train_epoch
+from doktra_tune.device import Runtime
+from doktra_tune.stages.epoch import build_optimizer, train_epoch
+from doktra_tune.stages.splits import load_encoded
+from doktra_tune.stages.step_losses import cpl_step_loss
 
 VARIANTS = ("bucketed", "dynamic", "pad_max")
 

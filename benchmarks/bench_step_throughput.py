@@ -26,7 +26,9 @@ from _common import header, median, parser, setup
 from doktra_tune.config import StageConfig
 from doktra_tune.encoding import collate, make_batches
 from doktra_tune.models import load_classifier
-from doktra_tune.stages import epoch_batch_seed, load_encoded, train_student
+from doktra_tune.stages import train_student
+from doktra_tune.stages.epoch import epoch_batch_seed
+from doktra_tune.stages.splits import load_encoded
 
 SEED = 13
 

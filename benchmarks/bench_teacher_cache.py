@@ -31,15 +31,11 @@ from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.encoding import collate, make_batches
 from doktra_tune.losses import TeacherProjection
 from doktra_tune.models import forward_cls_logits, load_checkpoint, load_classifier, save_checkpoint
-from doktra_tune.stages import (
-    Runtime,
-    abd_step_loss,
-    build_optimizer,
-    distill,
-    epoch_batch_seed,
-    load_encoded,
-    train_epoch,
-)
+from doktra_tune.device import Runtime
+from doktra_tune.stages import distill
+from doktra_tune.stages.epoch import build_optimizer, epoch_batch_seed, train_epoch
+from doktra_tune.stages.splits import load_encoded
+from doktra_tune.stages.step_losses import abd_step_loss
 from doktra_tune.teacher_cache import teacher_outputs
 from doktra_tune.tasks import get_task
 

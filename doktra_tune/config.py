@@ -218,7 +218,7 @@ class StageResult:
     best_epoch: int = 0  # by dev_f1 (ties: earlier epoch)
     best_checkpoint: Path | None = None
     last_checkpoint: Path | None = None
-    # split -> stages.EvaluationResult (probabilities, reliability bins, confusion) of the best / last
+    # split -> stages.evaluation.EvaluationResult (probabilities, reliability bins, confusion) of the best / last
     # epoch: what the trainables log as artifacts without evaluating the checkpoint a second time
     best_evaluations: dict[str, Any] = field(default_factory=dict)
     last_evaluations: dict[str, Any] = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
@@ -29,6 +30,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {spec!r}; use device=auto, cpu or cuda")
     return device
+
+
+@dataclass
+class Runtime:
+    """Where a stage or an evaluation runs, and its autocast dtype (None: plain fp32)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+
+def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """The ``Runtime`` of a ``device`` and ``precision`` setting (see ``resolve_device`` / ``resolve_precision``)."""
+    resolved = resolve_device(device)
+    return Runtime(resolved, resolve_precision(precision, resolved))
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -6,8 +6,8 @@ whatever else is searched), seed, teacher, student and data therefore follows on
 its own switch. A *trunk* runs that phase once — up to the grid's latest switch, on the schedule of
 all e2 epochs — and publishes its checkpoint, training state included, at every switch epoch some
 gamma needs; each grid point (a *branch*) resumes from its trunk at its own switch and refines.
-`stages._resume` admits exactly that resume (beta and gamma differ, no epoch after either switch),
-so a branch equals the point run on its own, epoch for epoch.
+`stages.checkpointing.resume` admits exactly that resume (beta and gamma differ, no epoch after
+either switch), so a branch equals the point run on its own, epoch for epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from doktra_tune.stages import PREFIX_FREE_FIELDS, TRAINING_STATE_FILE, switch_epoch
+from doktra_tune.stages.checkpointing import PREFIX_FREE_FIELDS, TRAINING_STATE_FILE
+from doktra_tune.stages.step_losses import switch_epoch
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Metrics:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from doktra_tune.errors import ConfigError
 
@@ -201,3 +202,13 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
             f"unknown task {name!r}; set data.task to one of {', '.join(sorted(TASKS))}"
         )
     return TASKS[key]
+
+
+def check_checkpoint_task(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint") -> None:
+    """A one-line ConfigError when the checkpoint at ``where`` (its doktra_meta.json ``meta``) was
+    trained on another task than ``task``; checkpoints that record no task pass."""
+    if meta.get("task") not in (None, task.name):
+        raise ConfigError(
+            f"{role} {str(where)!r} was trained on task {meta.get('task')!r}, not {task.name!r}; "
+            f"use a {role} of the same task or change data.task"
+        )

@@ -34,7 +34,7 @@ from doktra_tune.device import autocast
 from doktra_tune.encoding import EncodedSplit, collate, encode_split
 from doktra_tune.errors import ConfigError
 from doktra_tune.models import forward_cls_logits, load_checkpoint, read_meta
-from doktra_tune.tasks import TaskSpec, get_task
+from doktra_tune.tasks import TaskSpec, check_checkpoint_task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,19 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.load(path / "cls.npy"), np.load(path / "logits.npy")
 
 
+def _write_entry(target: Path, cls: np.ndarray, logits: np.ndarray, info: dict[str, Any]) -> None:
+    """Publish one cache entry atomically: written beside ``target``, then renamed onto it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        np.save(tmp / "cls.npy", cls)
+        np.save(tmp / "logits.npy", logits)
+        with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
+            json.dump(info, fh, indent=2)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def teacher_outputs(
     teacher_checkpoint: str | Path,
     task: TaskSpec | str,
@@ -166,11 +179,7 @@ def teacher_outputs(
     spec = get_task(task)
     ckpt = Path(teacher_checkpoint).expanduser()
     meta = read_meta(ckpt)
-    if meta.get("task") not in (None, spec.name):
-        raise ConfigError(
-            f"teacher checkpoint {str(ckpt)!r} was trained on task {meta.get('task')!r}, not {spec.name!r}; "
-            "use a teacher trained on the same task"
-        )
+    check_checkpoint_task(meta, spec, ckpt, role="teacher checkpoint")
     from transformers import AutoTokenizer
 
     tokenizer = teacher[1] if teacher is not None else AutoTokenizer.from_pretrained(ckpt)
@@ -202,26 +211,14 @@ def teacher_outputs(
                 model, encoded, tokenizer.pad_token_id, batch_size=batch_size, device=device, amp_dtype=amp_dtype
             )
             _compute_count += 1
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=base))
-            try:
-                np.save(tmp / "cls.npy", cls)
-                np.save(tmp / "logits.npy", logits)
-                with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
-                    json.dump(
-                        {
-                            "teacher_checkpoint": str(ckpt.resolve()),
-                            "task": spec.name,
-                            "split": split,
-                            "n": len(encoded),
-                            "max_len": max_len,
-                            "precision": precision,
-                        },
-                        fh,
-                        indent=2,
-                    )
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            _write_entry(target, cls, logits, {
+                "teacher_checkpoint": str(ckpt.resolve()),
+                "task": spec.name,
+                "split": split,
+                "n": len(encoded),
+                "max_len": max_len,
+                "precision": precision,
+            })
             log.info("teacher [CLS] cache: %s %s, %d examples in %.1fs -> %s", spec.name, split, len(encoded), time.perf_counter() - start, target)
             return TeacherOutputs(cls, logits, key, target, computed=True)
         finally:

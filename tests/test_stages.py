@@ -17,7 +17,8 @@ import torch
 from doktra_tune import teacher_cache
 from doktra_tune.config import DataConfig, DistillConfig, EpochReport, StageConfig
 from doktra_tune.errors import ConfigError, NonFiniteLossError
-from doktra_tune.stages import distill, evaluate_checkpoint, switch_epoch, train_student, train_teacher
+from doktra_tune.stages import distill, evaluate_checkpoint, train_student, train_teacher
+from doktra_tune.stages.step_losses import switch_epoch
 
 TEACHER = "random:bert:L2-H64"
 STUDENT = "random:albert:L2-H48"
@@ -295,7 +296,7 @@ def _teacher_outputs_in_process(args: tuple[str, dict, str]) -> tuple[bool, floa
     """Run in a separate (spawned) process: fetch the teacher outputs of the dev split."""
     import torch as _torch
 
-    from doktra_tune.stages import load_examples
+    from doktra_tune.stages.splits import load_examples
     from doktra_tune.teacher_cache import teacher_outputs
 
     _torch.set_num_threads(1)

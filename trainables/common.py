@@ -28,7 +28,10 @@ from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageRes
 from doktra_tune.errors import NonFiniteLossError
 from doktra_tune.metrics import SEARCH_METRIC, search_score
 from doktra_tune.models import copy_checkpoint, read_meta
-from doktra_tune.stages import TRAINING_STATE_FILE, EvaluationResult, evaluate_checkpoint
+from doktra_tune.stages import evaluate_checkpoint
+from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
+from doktra_tune.stages.evaluation import EvaluationResult
+from doktra_tune.stages.splits import evaluated_splits
 from doktra_tune.tracking import trial_run
 from doktra_tune.tracking.datasets import dataset_inputs
 
@@ -190,7 +193,7 @@ def _run_in(
     if replay and sharing.prefix is not None:
         tags["doktra.shared_prefix"] = f"{sharing.prefix.parent.name}, epochs 1-{len(replay)}"
     with trial_run(tracking, _params(cfg.to_dict()), tags) as logger:
-        logger.log_datasets(dataset_inputs(cfg.data, ["train", *_splits(cfg)]))
+        logger.log_datasets(dataset_inputs(cfg.data, ["train", *evaluated_splits(cfg)]))
 
         def report_epoch(epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
             logger.log_epoch(metrics, step=epoch)
@@ -237,14 +240,14 @@ def run_evaluation(
     work = Path(tempfile.mkdtemp(prefix="doktra_evaluate_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
     try:
         with trial_run(tracking, params, tags) as logger:
-            logger.log_datasets(dataset_inputs(cfg.data, _splits(cfg)))
+            logger.log_datasets(dataset_inputs(cfg.data, evaluated_splits(cfg)))
             evaluations = {
                 split: evaluate_checkpoint(
                     cfg.model, cfg.data, split, teacher_checkpoint=meta.get("teacher_checkpoint"),
                     ece_bins=cfg.ece_bins, device=cfg.device, precision=str(trained.get("precision", cfg.precision)),
                     batch_size=cfg.eval_batch_size,
                 )
-                for split in _splits(cfg)
+                for split in evaluated_splits(cfg)
             }
             metrics = {"epoch": float(epoch)}
             for split, ev in evaluations.items():
@@ -256,10 +259,6 @@ def run_evaluation(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return metrics
-
-
-def _splits(cfg: StageConfig) -> list[str]:
-    return ["dev", *(s for s in cfg.eval_splits if s != "dev")]
 
 
 def _params(values: Mapping[str, Any]) -> dict[str, Any]:

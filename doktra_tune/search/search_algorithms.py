@@ -24,7 +24,7 @@ from doktra_tune.search.pruning import (
 )
 from doktra_tune.search.schema import MODES, PRUNERS, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace
-from doktra_tune.stages import switch_epoch
+from doktra_tune.stages.step_losses import switch_epoch
 
 logger = logging.getLogger(__name__)
 

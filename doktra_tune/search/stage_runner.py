@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ray import tune
 
 from doktra_tune.search.progress import Echo, StageProgress
-from doktra_tune.stages import TRAINING_STATE_FILE
+from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.search.pruning import SynchronousHalvingScheduler, pruned_trial_ids
 from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states

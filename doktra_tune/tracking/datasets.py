@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from doktra_tune.config import DataConfig
 from doktra_tune.data import label_counts, split_digest
-from doktra_tune.stages import load_examples, split_limit
+from doktra_tune.stages.splits import load_examples, split_limit
 from doktra_tune.tasks import get_task
 from doktra_tune.tracking.client import dataset_input
 
