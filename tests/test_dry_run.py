@@ -73,7 +73,8 @@ def test_without_the_shared_prefix_every_abd_point_trains_its_e2() -> None:
 def test_abd_budget_matches_the_shared_prefix_the_search_builds(tmp_path: Path) -> None:
     from doktra_tune.prefix import SharedPrefix
     from doktra_tune.search import budget as b
-    from doktra_tune.stages import PREFIX_FREE_FIELDS, switch_epoch
+    from doktra_tune.stages.checkpointing import PREFIX_FREE_FIELDS
+    from doktra_tune.stages.step_losses import switch_epoch
 
     assert b.PREFIX_FREE_FIELDS == PREFIX_FREE_FIELDS
     assert all(b.switch_epoch(e, g) == switch_epoch(e, g) for e in (3, 4, 10) for g in (0.25, 0.5, 0.6, 0.9, 1.0))

@@ -16,7 +16,8 @@ import pytest
 from doktra_tune.config import DataConfig, StageConfig
 from doktra_tune.errors import NonFiniteLossError
 from trainables import final_trainable
-from trainables.common import STAGE_OUTPUT, merge_config, run_trial
+from trainables.run_spec import merge_config
+from trainables.trial import STAGE_OUTPUT, StageTrial
 
 DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CHEMPROT = DATA_ROOT / "chemprot_scibert"
@@ -56,7 +57,7 @@ def _base(tmp_path: Path, **kw) -> dict:
 
 
 @needs_data
-def test_run_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monkeypatch) -> None:
+def test_stage_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
 
     from doktra_tune.stages import train_teacher
@@ -71,8 +72,9 @@ def test_run_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monkey
         assert ckpt is not None and (ckpt / "doktra_meta.json").is_file()
         reports.append((metrics, sorted(p.name for p in ckpt.iterdir())))
 
-    result = run_trial("ctt", train_teacher, {"beta": 0.5, "eval_splits": ["dev", "test"]},
-                       _base(tmp_path), tracking, report=report)
+    with StageTrial("ctt", {"beta": 0.5, "eval_splits": ["dev", "test"]}, _base(tmp_path), tracking,
+                    report=report) as trial:
+        result = trial.finish(train_teacher(trial.stage_config, on_epoch=trial.on_epoch))
     assert [int(m["epoch"]) for m, _ in reports] == [1, 2]
     for metrics, files in reports:
         assert 0.0 <= metrics["dev_f1"] <= 1.0 and 0.0 <= metrics["dev_ece"] <= 1.0
@@ -107,7 +109,8 @@ def test_non_finite_loss_raises_and_marks_the_run_errored(tmp_path: Path, monkey
     tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
     tracking = tracker.trial_tracking("student", {"ray.trial_id": "bad"})
     with pytest.raises(NonFiniteLossError):
-        run_trial("student", train_student, {"lr": 1e6}, _base(tmp_path), tracking, report=lambda m, c: None)
+        with StageTrial("student", {"lr": 1e6}, _base(tmp_path), tracking, report=lambda m, c: None) as trial:
+            trial.finish(train_student(trial.stage_config, on_epoch=trial.on_epoch))
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
         [tracker.experiment_id], "tags.`ray.trial_id` = 'bad'")[0]
     assert run.data.tags["doktra.status"] == "errored" and run.info.status == "FAILED"
@@ -120,7 +123,7 @@ def test_run_evaluation_scores_a_checkpoint_once_as_a_final_run(tmp_path: Path, 
 
     from doktra_tune.stages import evaluate_checkpoint, train_teacher
     from doktra_tune.tracking import SearchTracker
-    from trainables.common import run_evaluation
+    from trainables.evaluate import run_evaluation
 
     monkeypatch.chdir(tmp_path)
     base = _base(tmp_path)

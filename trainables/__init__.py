@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainables.abd import abd_trainable, abd_trunk_trainable
-from trainables.common import STAGE_KEY
 from trainables.ctt import ctt_trainable
 from trainables.evaluate import evaluate_trainable
+from trainables.run_spec import STAGE_KEY
 from trainables.student import student_trainable
 
 STAGE_TRAINABLES = {"ctt": ctt_trainable, "student": student_trainable, "abd": abd_trainable}

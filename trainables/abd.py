@@ -15,7 +15,9 @@ from pathlib import Path
 
 from doktra_tune.prefix import SharedPrefix
 from doktra_tune.stages import distill
-from trainables.common import Sharing, merge_config, run_trial
+from trainables.run_spec import merge_config
+from trainables.sharing import Sharing
+from trainables.trial import StageTrial
 
 
 def abd_trainable(
@@ -25,8 +27,9 @@ def abd_trainable(
     """One ABD trial: `base` with `config` (e.g. {"lr": 1e-5, "beta": 0.5, "gamma": 0.9}) applied; with
     `prefix`, it starts from its trunk's checkpoint at its switch epoch (none when that is 0)."""
     start = prefix.start(merge_config(base, config)[0]) if prefix is not None else None
-    run_trial("abd", distill, config, base, tracking, publish_to=publish_to,
-              sharing=Sharing(prefix=start) if start is not None else None)
+    sharing = Sharing(prefix=start) if start is not None else None
+    with StageTrial("abd", config, base, tracking, publish_to=publish_to, sharing=sharing) as trial:
+        trial.finish(distill(trial.stage_config, on_epoch=trial.on_epoch))
 
 
 def abd_trunk_trainable(config: dict, base: dict, prefix: SharedPrefix, tracking: dict | None = None) -> None:
@@ -35,4 +38,5 @@ def abd_trunk_trainable(config: dict, base: dict, prefix: SharedPrefix, tracking
     merged, _ = merge_config(base, config)
     directory = prefix.directory(merged)
     epochs = {k: directory / f"epoch_{k}" for k in prefix.switches(int(merged["epochs"]))}
-    run_trial("abd", distill, config, base, tracking, sharing=Sharing(publish_epochs=epochs))
+    with StageTrial("abd", config, base, tracking, sharing=Sharing(publish_epochs=epochs)) as trial:
+        trial.finish(distill(trial.stage_config, on_epoch=trial.on_epoch))

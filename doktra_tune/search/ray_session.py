@@ -25,7 +25,7 @@ from doktra_tune.errors import ConfigError
 from doktra_tune.ray_compat import enable_token_auth_as_auto_does, local_cluster_addresses
 from doktra_tune.search.schema import RayOptions, ResourceOptions
 
-WORKER_SETUP_HOOK = "trainables.common.preload"  # imports torch/transformers when a worker starts
+WORKER_SETUP_HOOK = "trainables.worker.preload"  # imports torch/transformers when a worker starts
 # Trials never touch the Hugging Face Hub: the driver fetched every model before any trial
 # (preflight.fetch_models); on a cluster the nodes share the cache (HF_HOME on shared storage).
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
