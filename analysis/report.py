@@ -10,6 +10,8 @@ import pandas as pd
 
 from analysis import plots
 from analysis.caveats import comparison_caveats
+from analysis.render import to_markdown
+from analysis.results import final_results
 from analysis.runs import (
     SearchSource,
     load_json_artifact,
@@ -20,7 +22,7 @@ from analysis.runs import (
     tag,
     trial_runs,
 )
-from analysis.tables import final_results, to_markdown, write_all_tables
+from analysis.tables import write_all_tables
 from doktra_tune.errors import DoktraError
 
 SEARCH_STAGES = ("ctt", "student", "abd")

@@ -1,9 +1,6 @@
-"""The paper's result tables from a search's final (seed) runs, mean ± std over seeds.
-
-Final runs are MLflow trial runs tagged `doktra.stage=final`, `doktra.variant`, `doktra.seed`,
-with metrics `test_f1`, `test_ece`, `test_lat` (the last logged value). F1 and ECE are shown x100.
-std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. Errored/pruned
-final runs are left out.
+"""The paper's result tables (2, 5, 6, 7, A1-A3) and the CTT winner-rule table, built from the
+final runs' numbers (`analysis.results`) and the stage runs' winners; `write_all_tables` writes every
+table the runs support (`analysis.render`).
 
 Teacher for Table 2's Retain %: the paper's "BioBERT-ft (teacher)" row is the teacher that is
 distilled from, i.e. fine-tuned with its dev-tuned confidence penalty beta1 (Table A1; beta1 = 0
@@ -22,19 +19,30 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from analysis import paper_values as paper
-from analysis.runs import stage_runs, tag, trial_runs
+from analysis.render import write_table
+from analysis.results import (
+    FINANCIAL_TASKS,
+    MISSING,
+    TASK_NAMES,
+    average,
+    cell,
+    final_results,
+    fmt,
+    mean_of,
+    ordered_tasks,
+    percent,
+    short_number,
+    student_model_of,
+    summarize,
+)
+from analysis.runs import stage_runs
 from analysis.selection import NoWinnerError, SelectionRule, select_winner
 
-FINANCIAL_TASKS = ("fpb", "fts")
-TASK_ORDER = ("chemprot", "gad", "ddi", "i2b2", "hoc", "fpb", "fts")
-TASK_NAMES = {"chemprot": "ChemProt", "gad": "GAD", "ddi": "DDI", "i2b2": "i2b2", "hoc": "HoC",
-              "fpb": "FPB", "fts": "FTS"}
 ABLATION_ROWS = (  # Table 6: label, our variant
     ("teacher-ft", "teacher_ft"),
     ("student-ft", "student_ft"),
@@ -44,89 +52,6 @@ ABLATION_ROWS = (  # Table 6: label, our variant
     ("+CTT+ABD (DoKTra)", "doktra"),
     ("student-ft+CPL", "student_ft_cpl"),
 )
-MISSING = "–"
-
-
-# --------------------------------------------------------------------------------------------
-# numbers
-
-
-def final_results(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long frame of final runs: task, variant, seed, fold, origin, teacher, test_f1, test_ece,
-    test_lat, test_macro_f1, student_model, teacher_model."""
-    final = trial_runs(runs, "final")
-    columns = ["task", "variant", "seed", "fold", "origin", "teacher", "test_f1", "test_ece", "test_lat",
-               "test_macro_f1", "student_model", "teacher_model"]
-    if final.empty:
-        return pd.DataFrame(columns=columns)
-    # a run counts once it has finished: Ray's `completed`, or (no outcome recorded) a test score;
-    # a run killed with its driver, and re-run by the resume, has neither
-    status = tag(final, "doktra.status").astype("string").fillna("")
-    scored = final["metrics.test_f1"].notna() if "metrics.test_f1" in final else pd.Series(False, index=final.index)
-    final = final[((status == "completed") | ((status == "") & scored)).to_numpy(dtype=bool)]
-    out = pd.DataFrame(
-        {
-            "task": tag(final, "doktra.task"),
-            "variant": tag(final, "doktra.variant"),
-            "seed": tag(final, "doktra.seed"),
-            "fold": tag(final, "doktra.fold"),
-            "origin": tag(final, "doktra.origin"),
-            "teacher": tag(final, "doktra.teacher"),
-            "student_model": tag(final, "doktra.student_model"),
-            "teacher_model": tag(final, "doktra.teacher_model"),
-        }
-    )
-    for metric in ("test_f1", "test_ece", "test_lat", "test_macro_f1"):
-        column = f"metrics.{metric}"
-        out[metric] = pd.to_numeric(final[column], errors="coerce") if column in final else np.nan
-    return out[columns].reset_index(drop=True)
-
-
-def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """mean, std (ddof=1; NaN for one seed) and n per (variant, task), NaN values dropped."""
-    valid = results.dropna(subset=[metric])
-    grouped = valid.groupby(["variant", "task"])[metric]
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
-
-
-def fmt(mean: float | None, std: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
-    """`77.42 ± 0.04` (values x scale); the mean alone when std is NaN/None; `–` when missing."""
-    if mean is None or not math.isfinite(mean):
-        return MISSING
-    text = f"{mean * scale:.{digits}f}"
-    if std is not None and math.isfinite(std):
-        text += f" ± {std * scale:.{digits}f}"
-    return text
-
-
-def _cell(stats: pd.DataFrame, variant: str, task: str, scale: float = 100.0) -> str:
-    if (variant, task) not in stats.index:
-        return MISSING
-    row = stats.loc[(variant, task)]
-    return fmt(row["mean"], row["std"], scale)
-
-
-def _mean(stats: pd.DataFrame, variant: str, task: str) -> float:
-    return float(stats.loc[(variant, task), "mean"]) if (variant, task) in stats.index else math.nan
-
-
-def _avg(values: Iterable[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
-def _pct(value: float) -> str:
-    return f"{value:.2f}%" if math.isfinite(value) else MISSING
-
-
-def _ordered_tasks(tasks: Iterable[str]) -> list[str]:
-    tasks = {t for t in tasks if isinstance(t, str)}
-    return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
-
-
-def _student_model(results: pd.DataFrame) -> str | None:
-    models = results["student_model"].dropna()
-    return str(models.iloc[0]) if len(models) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,27 +96,27 @@ def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) ->
     names = [TASK_NAMES.get(t, t) for t in tasks]
     macro = summarize(results, "test_macro_f1") if financial else None
     table = []
-    teacher_avg = _avg(_mean(stats, teacher, t) for t in tasks)
+    teacher_avg = average(mean_of(stats, teacher, t) for t in tasks)
     for label, variant in rows:
-        avg = _avg(_mean(stats, variant, t) for t in tasks)
+        avg = average(mean_of(stats, variant, t) for t in tasks)
         retain = 100 * avg / teacher_avg if variant == "doktra" and teacher_avg else math.nan
-        extra = [_cell(macro, variant, t) for t in tasks] if macro is not None else []
-        table.append([label, which_model(results, variant), *(_cell(stats, variant, t) for t in tasks), fmt(avg),
-                      _pct(retain) if variant == "doktra" else "", *extra])
+        extra = [cell(macro, variant, t) for t in tasks] if macro is not None else []
+        table.append([label, which_model(results, variant), *(cell(stats, variant, t) for t in tasks), fmt(avg),
+                      percent(retain) if variant == "doktra" else "", *extra])
     # the paper's rows for the same tasks
-    family = paper.student_family(_student_model(results))
+    family = paper.student_family(student_model_of(results))
     source = paper.TABLE7 if financial else paper.TABLE2
     teacher_row = "FinBERT-ft (teacher)" if financial else "BioBERT-ft (teacher)"
     paper_rows = [teacher_row, f"{family}-ft (student)", f"{family}-DoKTra"]
-    paper_teacher = _avg(source[teacher_row].get(t, (math.nan, None))[0] for t in tasks)
+    paper_teacher = average(source[teacher_row].get(t, (math.nan, None))[0] for t in tasks)
     if any(t in source[teacher_row] for t in tasks):
         for row in paper_rows:
             cells = [
                 fmt(source[row][t][0], source[row][t][1], scale=1.0) if t in source[row] else MISSING
                 for t in tasks
             ]
-            avg = _avg(source[row].get(t, (math.nan, None))[0] for t in tasks)
-            retain = _pct(100 * avg / paper_teacher) if row.endswith("DoKTra") else ""
+            avg = average(source[row].get(t, (math.nan, None))[0] for t in tasks)
+            retain = percent(100 * avg / paper_teacher) if row.endswith("DoKTra") else ""
             table.append([f"paper: {row}", "paper (3 seeds)", *cells, fmt(avg, scale=1.0), retain,
                           *([MISSING] * len(tasks) if macro is not None else [])])
     macro_names = [f"{n} macro-F1" for n in names] if macro is not None else []
@@ -201,14 +126,14 @@ def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) ->
 def table2(results: pd.DataFrame) -> pd.DataFrame:
     """Table 2: teacher-ft, student-ft, student-DoKTra test F1 per biomedical/clinical task,
     Avg. and Retain %, next to the paper's rows (ALBERT or RoBERTa by the student model)."""
-    tasks = _ordered_tasks(t for t in results["task"].unique() if t not in FINANCIAL_TASKS)
+    tasks = ordered_tasks(t for t in results["task"].unique() if t not in FINANCIAL_TASKS)
     return _main_table(results[results["task"].isin(tasks)], tasks, financial=False)
 
 
 def table7(results: pd.DataFrame) -> pd.DataFrame:
     """Table 7: the same for the financial tasks (FPB, FTS): F1 is the authors' micro-F1 over the
     three classes (= accuracy), with macro-F1 as extra columns."""
-    tasks = _ordered_tasks(t for t in results["task"].unique() if t in FINANCIAL_TASKS)
+    tasks = ordered_tasks(t for t in results["task"].unique() if t in FINANCIAL_TASKS)
     return _main_table(results[results["task"].isin(tasks)], tasks, financial=True)
 
 
@@ -224,19 +149,19 @@ def table5(results: pd.DataFrame) -> pd.DataFrame:
     lat = summarize(results, "test_lat")
     ece = summarize(results, "test_ece")
     rows = []  # the teacher columns are the very teachers the DoKTra rows distilled from (final.protocol)
-    for task in _ordered_tasks(results["task"].unique()):
+    for task in ordered_tasks(results["task"].unique()):
         p = paper.TABLE5.get(task)
         rows.append(
             [
                 TASK_NAMES.get(task, task),
-                _cell(f1, "doktra_no_ctt", task),
-                _cell(lat, "doktra_no_ctt", task, scale=1.0),
-                _cell(f1, "doktra", task),
-                _cell(lat, "doktra", task, scale=1.0),
-                _cell(ece, "teacher_ft", task),
-                _cell(ece, "teacher_ctt", task),
-                _cell(f1, "teacher_ft", task),
-                _cell(f1, "teacher_ctt", task),
+                cell(f1, "doktra_no_ctt", task),
+                cell(lat, "doktra_no_ctt", task, scale=1.0),
+                cell(f1, "doktra", task),
+                cell(lat, "doktra", task, scale=1.0),
+                cell(ece, "teacher_ft", task),
+                cell(ece, "teacher_ctt", task),
+                cell(f1, "teacher_ft", task),
+                cell(f1, "teacher_ctt", task),
                 fmt(p["no_ctt"][0], p["no_ctt"][1], 1.0) if p else MISSING,
                 fmt(p["no_ctt"][2], None, 1.0) if p else MISSING,
                 fmt(p["ctt"][0], p["ctt"][1], 1.0) if p else MISSING,
@@ -259,15 +184,15 @@ def table6(results: pd.DataFrame) -> pd.DataFrame | None:
     ablations = {"kld", "ctt_kld", "doktra_no_ctt", "student_ft_cpl"}
     stats = summarize(results, "test_f1")
     rows = []
-    for task in _ordered_tasks(results["task"].unique()):
+    for task in ordered_tasks(results["task"].unique()):
         present = set(results.loc[results["task"] == task, "variant"].dropna())
         if not present & ablations:
             continue
-        base = _mean(stats, "student_ft", task)
+        base = mean_of(stats, "student_ft", task)
         for label, variant in ABLATION_ROWS:
             if variant not in present and variant not in paper.TABLE6_CHEMPROT:
                 continue
-            mean = _mean(stats, variant, task)
+            mean = mean_of(stats, variant, task)
             improvement = (
                 f"{100 * (mean - base):+.2f}"
                 if variant not in ("teacher_ft", "student_ft") and math.isfinite(mean - base)
@@ -278,7 +203,7 @@ def table6(results: pd.DataFrame) -> pd.DataFrame | None:
             p_improvement = (
                 f"{p[0] - p_base:+.2f}" if p and variant not in ("teacher_ft", "student_ft") else ""
             )
-            rows.append([TASK_NAMES.get(task, task), label, _cell(stats, variant, task),
+            rows.append([TASK_NAMES.get(task, task), label, cell(stats, variant, task),
                          improvement, fmt(p[0], p[1], 1.0) if p else MISSING, p_improvement])
     if not rows:
         return None
@@ -302,16 +227,8 @@ def _winner_value(row: pd.Series, *names: str) -> str:
             column = f"params.winner.{prefix}{name}"
             value = row.get(column)
             if isinstance(value, str) and value not in ("", "None", "nan"):
-                return _short_number(value)
+                return short_number(value)
     return MISSING
-
-
-def _short_number(text: str) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return f"{int(value)}" if value.is_integer() and abs(value) >= 1 else f"{value:g}"
 
 
 def _winners(runs: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
@@ -325,13 +242,13 @@ def _winners(runs: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 
 
 def _paper_cell(values: Mapping[str, float] | None, key: str) -> str:
-    return _short_number(str(values[key])) if values and key in values else MISSING
+    return short_number(str(values[key])) if values and key in values else MISSING
 
 
 def table_a1(runs: pd.DataFrame) -> pd.DataFrame | None:
     """Table A1/A4: the CTT stage's selected epochs and beta1 per task (ours vs the paper's)."""
     winners = _winners(runs)
-    tasks = _ordered_tasks(task for task, stage in winners if stage == "ctt")
+    tasks = ordered_tasks(task for task, stage in winners if stage == "ctt")
     if not tasks:
         return None
     rows = []
@@ -347,7 +264,7 @@ def table_abd(runs: pd.DataFrame, family: str) -> pd.DataFrame | None:
     """Table A2 (ALBERT) / A3 (RoBERTa): student fine-tuning e1, lr1 and ABD e2, lr2, beta2,
     gamma selected per task, next to the paper's."""
     winners = _winners(runs)
-    tasks = _ordered_tasks(task for task, stage in winners if stage in ("student", "abd"))
+    tasks = ordered_tasks(task for task, stage in winners if stage in ("student", "abd"))
     if not tasks:
         return None
     source = paper.TABLE_A3 if family == "RoBERTa" else paper.TABLE_A2
@@ -387,7 +304,7 @@ def ctt_selection(winner_info: Mapping[str, Any]) -> pd.DataFrame | None:
         return None
     rows = pd.DataFrame([{"beta1": t["params"].get("beta"), "dev_f1": t["dev_f1"], "dev_ece": t.get("dev_ece"),
                           "status": t.get("status", "completed")} for t in trials])
-    table = [[f"trial beta1 = {_short_number(str(r.beta1))}", fmt(r.dev_f1), fmt(r.dev_ece), r.status]
+    table = [[f"trial beta1 = {short_number(str(r.beta1))}", fmt(r.dev_f1), fmt(r.dev_ece), r.status]
              for r in rows.itertuples()]
     used = winner_info.get("selection") or {}
     rules = list(SELECTION_RULES)
@@ -398,50 +315,10 @@ def ctt_selection(winner_info: Mapping[str, Any]) -> pd.DataFrame | None:
         try:
             pick = select_winner(rows, rule, status_col="status")
             table.append([f"rule: {label}", fmt(pick["dev_f1"]), fmt(pick["dev_ece"]),
-                          f"picks beta1 = {_short_number(str(pick['beta1']))}"])
+                          f"picks beta1 = {short_number(str(pick['beta1']))}"])
         except NoWinnerError:
             table.append([f"rule: {label}", MISSING, MISSING, "no eligible trial"])
     return pd.DataFrame(table, columns=["CTT trial / winner rule", "dev F1 (%)", "dev ECE (%)", "status / pick"])
-
-
-# --------------------------------------------------------------------------------------------
-# writers
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-_LATEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "±": r"$\pm$",
-          "−": r"$-$", "–": "--"}
-
-
-def _latex_escape(text: str) -> str:
-    text = "".join(_LATEX.get(ch, ch) for ch in str(text))
-    return (text.replace("beta1", r"$\beta_1$").replace("beta2", r"$\beta_2$")
-            .replace("gamma", r"$\gamma$").replace("L\\_AT", r"$\mathcal{L}_{AT}$"))
-
-
-def to_latex(df: pd.DataFrame, caption: str) -> str:
-    spec = "l" + "c" * (len(df.columns) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\hline",
-             " & ".join(_latex_escape(c) for c in df.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(_latex_escape(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
-    lines += [r"\hline", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(df: pd.DataFrame, name: str, out_dir: Path, caption: str) -> list[Path]:
-    """`<out_dir>/<name>.md|.tex|.csv`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.md", out_dir / f"{name}.tex", out_dir / f"{name}.csv"]
-    paths[0].write_text(f"{caption}\n\n{to_markdown(df)}")
-    paths[1].write_text(to_latex(df, caption))
-    df.to_csv(paths[2], index=False)
-    return paths
 
 
 def write_all_tables(
@@ -455,7 +332,7 @@ def write_all_tables(
     if not results.empty:
         out_dir.mkdir(parents=True, exist_ok=True)
         results.to_csv(out_dir / "final_runs.csv", index=False)
-    family = paper.student_family(_student_model(results)) if not results.empty else "ALBERT"
+    family = paper.student_family(student_model_of(results)) if not results.empty else "ALBERT"
     candidates: list[tuple[str, pd.DataFrame | None, str]] = []
     if not results.empty:
         bio = results[~results["task"].isin(FINANCIAL_TASKS)]

@@ -10,7 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import load_runs, resolve_source, search_curve_rows, trial_runs
-from analysis.tables import final_results, fmt, table2, table5, table6, to_latex, to_markdown
+from analysis.render import to_latex, to_markdown
+from analysis.results import final_results, fmt
+from analysis.tables import table2, table5, table6
 from analysis.__main__ import main as analysis_main
 from doktra_tune.tracking import SearchTracker, trial_run
 from tests.test_tracking import new_store
@@ -144,10 +146,18 @@ def test_table5_and_table6(filled: Path) -> None:
     assert rows["+CTT+KLD"]["F1 (%)"] == "–"  # no ctt_kld runs: the paper's value stays visible
 
 
+def _cells(markdown_row: str) -> list[str]:
+    """The cells of one Markdown table row, without the padding."""
+    return [cell.strip() for cell in markdown_row.strip().strip("|").split("|")]
+
+
 def test_markdown_and_latex_format() -> None:
     df = pd.DataFrame([["DoKTra", "77.42 ± 0.04", "99.72%"]], columns=["Model", "L_AT", "Retain"])
-    assert to_markdown(df).splitlines() == [
-        "| Model | L_AT | Retain |", "|---|---|---|", "| DoKTra | 77.42 ± 0.04 | 99.72% |"]
+    assert to_markdown(df).splitlines() == [  # tabulate's pipe table: columns padded to their widest cell
+        "| Model   | L_AT         | Retain   |", "|:--------|:-------------|:---------|",
+        "| DoKTra  | 77.42 ± 0.04 | 99.72%   |"]
+    numbers = pd.DataFrame([["+3.00", "1e-05", "7"]], columns=["Improvement", "lr", "e"])
+    assert _cells(to_markdown(numbers).splitlines()[2]) == ["+3.00", "1e-05", "7"]  # shown as given, not re-parsed
     latex = to_latex(df, "cap")
     assert r"77.42 $\pm$ 0.04 & 99.72\% \\" in latex and r"$\mathcal{L}_{AT}$" in latex
 
@@ -165,7 +175,8 @@ def test_search_curve_rows(filled: Path) -> None:
 def test_cli_writes_tables_and_plots(filled: Path, capsys) -> None:
     assert analysis_main([str(filled)]) == 0  # = python -m analysis <run dir>
     out = capsys.readouterr().out
-    assert "| student-DoKTra | seed re-runs (n=3); distilled from the rows above | 72.00 ± 2.00 | 72.00 | 96.00% |" in out
+    assert ["student-DoKTra", "seed re-runs (n=3); distilled from the rows above", "72.00 ± 2.00", "72.00",
+            "96.00%"] in [_cells(line) for line in out.splitlines()]
     for name in ("table2", "table5", "table6", "tableA1", "tableA2"):
         for ext in ("md", "tex", "csv"):
             assert (filled / "tables" / f"{name}.{ext}").stat().st_size > 0

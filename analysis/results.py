@@ -1,0 +1,117 @@
+"""A search's final (seed) runs as numbers: one row per run (`final_results`), mean ± std over
+seeds per (variant, task) (`summarize`), and the cell text every table uses (`fmt`, `cell`).
+
+Final runs are MLflow trial runs tagged `doktra.stage=final`, `doktra.variant`, `doktra.seed`,
+with metrics `test_f1`, `test_ece`, `test_lat` (the last logged value). F1 and ECE are shown x100.
+std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. Errored/pruned
+final runs are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from analysis.runs import tag, trial_runs
+
+FINANCIAL_TASKS = ("fpb", "fts")
+TASK_ORDER = ("chemprot", "gad", "ddi", "i2b2", "hoc", "fpb", "fts")
+TASK_NAMES = {"chemprot": "ChemProt", "gad": "GAD", "ddi": "DDI", "i2b2": "i2b2", "hoc": "HoC",
+              "fpb": "FPB", "fts": "FTS"}
+MISSING = "–"
+
+
+def final_results(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of final runs: task, variant, seed, fold, origin, teacher, test_f1, test_ece,
+    test_lat, test_macro_f1, student_model, teacher_model."""
+    final = trial_runs(runs, "final")
+    columns = ["task", "variant", "seed", "fold", "origin", "teacher", "test_f1", "test_ece", "test_lat",
+               "test_macro_f1", "student_model", "teacher_model"]
+    if final.empty:
+        return pd.DataFrame(columns=columns)
+    # a run counts once it has finished: Ray's `completed`, or (no outcome recorded) a test score;
+    # a run killed with its driver, and re-run by the resume, has neither
+    status = tag(final, "doktra.status").astype("string").fillna("")
+    scored = final["metrics.test_f1"].notna() if "metrics.test_f1" in final else pd.Series(False, index=final.index)
+    final = final[((status == "completed") | ((status == "") & scored)).to_numpy(dtype=bool)]
+    out = pd.DataFrame(
+        {
+            "task": tag(final, "doktra.task"),
+            "variant": tag(final, "doktra.variant"),
+            "seed": tag(final, "doktra.seed"),
+            "fold": tag(final, "doktra.fold"),
+            "origin": tag(final, "doktra.origin"),
+            "teacher": tag(final, "doktra.teacher"),
+            "student_model": tag(final, "doktra.student_model"),
+            "teacher_model": tag(final, "doktra.teacher_model"),
+        }
+    )
+    for metric in ("test_f1", "test_ece", "test_lat", "test_macro_f1"):
+        column = f"metrics.{metric}"
+        out[metric] = pd.to_numeric(final[column], errors="coerce") if column in final else np.nan
+    return out[columns].reset_index(drop=True)
+
+
+def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """mean, std (ddof=1; NaN for one seed) and n per (variant, task), NaN values dropped."""
+    valid = results.dropna(subset=[metric])
+    grouped = valid.groupby(["variant", "task"])[metric]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
+
+
+def fmt(mean: float | None, std: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
+    """`77.42 ± 0.04` (values x scale); the mean alone when std is NaN/None; `–` when missing."""
+    if mean is None or not math.isfinite(mean):
+        return MISSING
+    text = f"{mean * scale:.{digits}f}"
+    if std is not None and math.isfinite(std):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def cell(stats: pd.DataFrame, variant: str, task: str, scale: float = 100.0) -> str:
+    """`fmt` of the (variant, task) row of `summarize`'s frame; `–` when there is none."""
+    if (variant, task) not in stats.index:
+        return MISSING
+    row = stats.loc[(variant, task)]
+    return fmt(row["mean"], row["std"], scale)
+
+
+def mean_of(stats: pd.DataFrame, variant: str, task: str) -> float:
+    """The (variant, task) mean of `summarize`'s frame; NaN when there is none."""
+    return float(stats.loc[(variant, task), "mean"]) if (variant, task) in stats.index else math.nan
+
+
+def average(values: Iterable[float]) -> float:
+    """The mean of the finite values (a table's Avg. column); NaN when there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def percent(value: float) -> str:
+    """`99.72%`; `–` when not finite."""
+    return f"{value:.2f}%" if math.isfinite(value) else MISSING
+
+
+def ordered_tasks(tasks: Iterable[str]) -> list[str]:
+    """The tasks in the paper's column order, unknown ones after them by name."""
+    tasks = {t for t in tasks if isinstance(t, str)}
+    return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
+
+
+def student_model_of(results: pd.DataFrame) -> str | None:
+    """The student model the final runs used (it picks the paper's ALBERT or RoBERTa rows)."""
+    models = results["student_model"].dropna()
+    return str(models.iloc[0]) if len(models) else None
+
+
+def short_number(text: str) -> str:
+    """A logged hyperparameter as the paper writes it: `3`, `1e-05`, `0.9`; non-numbers as they are."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return f"{int(value)}" if value.is_integer() and abs(value) >= 1 else f"{value:g}"
