@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from doktra_tune.errors import ConfigError, DataError
+from doktra_tune.errors import ConfigError, DataError, first_line
 from doktra_tune.tracking import check_tracking_uri, default_tracking_uri
 
 FIX_SOURCE = (
@@ -87,7 +87,7 @@ def load_runs(source: SearchSource) -> pd.DataFrame:
         ]
     except Exception as err:  # noqa: BLE001 - unreachable server / broken store: one line
         raise ConfigError(
-            f"cannot read MLflow store {source.tracking_uri} ({str(err).splitlines()[0][:200]}); "
+            f"cannot read MLflow store {source.tracking_uri} ({first_line(err, 200)}); "
             f"{FIX_SOURCE}"
         ) from err
     if not experiments:

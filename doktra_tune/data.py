@@ -48,7 +48,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from doktra_tune.errors import ConfigError, DataError
+from doktra_tune.errors import ConfigError, DataError, first_line
 from doktra_tune.tasks import TaskSpec, get_task
 
 SPLITS = ("train", "dev", "test")
@@ -603,7 +603,7 @@ def _load_hf(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
                 _HF_EXTENSIONS[ext], data_files={"data": str(path)}, split="data", **kwargs
             )
         except Exception as err:  # noqa: BLE001 - any parser failure is a data problem
-            raise DataError(f"{path}: cannot be read as {ext} ({_first_line(err)}); fix the file") from None
+            raise DataError(f"{path}: cannot be read as {ext} ({first_line(err, 200)}); fix the file") from None
     else:
         hf_split = "validation" if split == "dev" else split
         where = f"hf:{source}[{hf_split}]"
@@ -615,7 +615,7 @@ def _load_hf(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
                    if revision is None else "check the split's name on the hub, or use")
             raise ConfigError(
                 f"cannot load Hugging Face dataset {source!r} split {hf_split!r} "
-                f"({type(err).__name__}: {_first_line(err)}); {fix} a local folder (hf:<folder>) or another "
+                f"({type(err).__name__}: {first_line(err, 200)}); {fix} a local folder (hf:<folder>) or another "
                 f"data.data_format"
             ) from None
     for key in ("text_column", "label_column"):
@@ -639,11 +639,6 @@ def _load_hf(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
             value = ",".join(str(v) for v in value)
         examples.append(Example(text.strip(), _parse_label_cell(spec, str(value), at)))
     return examples
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
 
 
 _LOADERS: dict[str, Callable[[TaskSpec, str, Path, str], list[Example]]] = {

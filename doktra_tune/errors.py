@@ -26,5 +26,11 @@ class DataError(DoktraError):
     """A data file is missing, empty or malformed, or holds a label outside the task's set."""
 
 
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The first line of `str(err)` (at most `limit` characters), or the error's type name when it says nothing."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the stage stops so the search can mark the trial errored."""

@@ -3,6 +3,8 @@ and `hf:` dataset ids (`data`). The endpoint is `HF_ENDPOINT` (huggingface_hub's
 
 from __future__ import annotations
 
+from doktra_tune.errors import first_line
+
 
 def hub_failure(err: BaseException, repo_id: str, kind: str) -> str:
     """Why the hub did not give `repo_id` (a `kind`: "model" | "dataset"), and what to do: a gated
@@ -23,8 +25,7 @@ def hub_failure(err: BaseException, repo_id: str, kind: str) -> str:
         return (f"{kind} {repo_id!r} cannot be used: its repository on {hub} has no config.json, so it is not a "
                 "transformers model; check the id")
     cause = err.__cause__ if err.__cause__ is not None else err
-    text = str(cause).strip().splitlines()
-    reason = f"{type(cause).__name__}: {text[0][:160]}" if text else type(cause).__name__
+    reason = f"{type(cause).__name__}: {first_line(cause, 160)}" if str(cause).strip() else type(cause).__name__
     offline, repo_type = ("HF_HUB_OFFLINE=1", "") if kind == "model" else ("HF_DATASETS_OFFLINE=1", " --repo-type dataset")
     return (f"{kind} {repo_id!r} cannot be downloaded from {hub} ({reason}); check the network (and HF_ENDPOINT), "
             f"or download it where there is one (huggingface-cli download {repo_id}{repo_type}) and run with {offline}")

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import torch
 
-from doktra_tune.errors import ConfigError
+from doktra_tune.errors import ConfigError, first_line
 
 META_FILE = "doktra_meta.json"
 MINILM_SPEC = "minilm"
@@ -261,8 +261,9 @@ def _random_config(rs: RandomSpec, vocab_size: int, pad_token_id: int, num_label
 
 
 def _wrap_load_error(spec: str, err: Exception) -> ConfigError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ConfigError(f"cannot load model {spec!r} ({first}); check model= (hub id, local dir, minilm, random:...)")
+    return ConfigError(
+        f"cannot load model {spec!r} ({first_line(err)}); check model= (hub id, local dir, minilm, random:...)"
+    )
 
 
 def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module, Any]:

@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from doktra_tune.errors import ConfigError, DoktraError
+from doktra_tune.errors import ConfigError, DoktraError, first_line
 from doktra_tune.search.multirun import is_multirun, job_context, jobs, label, sweeps
 from doktra_tune.search.plan import build_plan
 
@@ -31,11 +31,6 @@ _HYDRA_SHOW_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-
 def known_choices(group: str) -> list[str]:
     """The config files of a Hydra group (`task`, `preset`)."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -52,7 +47,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     except DoktraError:
         raise
     except Exception as err:  # noqa: BLE001 - hydra/omegaconf errors: one line, never a traceback
-        msg = _first_line(err)
+        msg = first_line(err)
         if msg.startswith("Could not override '"):
             key = msg.split("'")[1]
             raise ConfigError(

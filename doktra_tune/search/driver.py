@@ -35,7 +35,7 @@ from doktra_tune.device import CPU_KERNEL_ENV
 from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.plan import Plan, build_plan
 from doktra_tune.search.preflight import preflight
-from doktra_tune.errors import DoktraError
+from doktra_tune.errors import DoktraError, first_line
 from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search.disk import disk_line, fmt_bytes, free_final, free_stage, free_winners
 from doktra_tune.search.outcome import outcome_done, publish_outcome
@@ -258,7 +258,7 @@ class SearchDriver:
         except Exception as err:  # noqa: BLE001 - an outage: the next run of the command publishes it
             if not is_outage(err, self.tracker.tracking_uri):
                 raise
-            self.echo(f"[outcome] the tracking server is away ({str(err).splitlines()[0][:120]}); the tables are "
+            self.echo(f"[outcome] the tracking server is away ({first_line(err, 120)}); the tables are "
                       "in the run directory and the outcome is published by the next run of this command")
             return
         names = ", ".join(f"{name} v{version}" for name, version in outcome["registered"].items())

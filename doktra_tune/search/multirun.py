@@ -28,8 +28,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from doktra_tune.errors import ConfigError
-from doktra_tune.search.plan import build_plan, first_line
+from doktra_tune.errors import ConfigError, first_line
+from doktra_tune.search.plan import build_plan
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 SWEEP_SYNTAX = "a,b (choice), range(start,stop[,step]) or glob(pattern)"

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.config import DataConfig
-from doktra_tune.errors import ConfigError
+from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace, load_search_space
 
@@ -44,11 +44,6 @@ class Plan:
     @property
     def task(self) -> str:
         return self.config.task.name
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def resolved_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import ray
 import torch
 from ray.tune.logger import JsonLoggerCallback
 
-from doktra_tune.errors import ConfigError
+from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.ray_compat import enable_token_auth_as_auto_does, local_cluster_addresses
 from doktra_tune.search.schema import RayOptions, ResourceOptions
 
@@ -183,9 +183,8 @@ class RaySession:
             ray.init(**self.settings.init_kwargs(address=address, num_cpus=self.options.num_cpus,
                                                  worker_env=self.worker_env))
         except (ConnectionError, TimeoutError, RuntimeError) as err:
-            text = str(err).strip().splitlines()
             raise ConfigError(
-                f"ray.address={self.options.address or 'local'} failed ({text[0] if text else type(err).__name__}); "
+                f"ray.address={self.options.address or 'local'} failed ({first_line(err)}); "
                 "start a cluster with `ray start --head` or drop ray.address"
             ) from err
         self.started = True

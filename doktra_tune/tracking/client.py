@@ -21,6 +21,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from doktra_tune.errors import first_line
 from doktra_tune.tracking.outbox import Outbox, RunKey
 
 T = TypeVar("T")
@@ -198,8 +199,7 @@ class TrackingClient:
         first = self._away_since is None
         self._away_since = time.monotonic()
         if first and self.on_degraded is not None:
-            text = str(err).strip().splitlines()
-            self.on_degraded(text[0][:200] if text else type(err).__name__)
+            self.on_degraded(first_line(err, 200))
 
     def _resolve(self, key: RunKey, reopen: bool = False) -> str:
         run_id = self._ids.get(key.ident)

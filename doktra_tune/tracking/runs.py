@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from doktra_tune.errors import ConfigError
+from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.tracking.client import TrackingClient, dataset_input, retry_locked
 from doktra_tune.tracking.outbox import OUTBOX_DIR, Outbox, RunKey
 from doktra_tune.tracking.uris import SERVER_FIX, is_local, sqlite_path
@@ -91,9 +91,9 @@ class SearchTracker:
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - one line for the user, not a library traceback
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(
-                f"MLflow tracking store mlflow.tracking_uri={tracking_uri} failed ({first[:200]}); {SERVER_FIX}"
+                f"MLflow tracking store mlflow.tracking_uri={tracking_uri} failed ({first_line(err, 200)}); "
+                f"{SERVER_FIX}"
             ) from err
         if sent and echo is not None:
             echo(f"[mlflow] sent {sent} tracking write(s) an earlier run of this search had queued")
