@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import torch
 
 from doktra_tune.errors import ConfigError, first_line
+from doktra_tune.jsonable import jsonable
 
 META_FILE = "doktra_meta.json"
 MINILM_SPEC = "minilm"
@@ -356,7 +357,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, path: str | Path, me
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(meta), fh, indent=2, sort_keys=True)
+            json.dump(jsonable(meta), fh, indent=2, sort_keys=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -377,18 +378,6 @@ def copy_checkpoint(source: str | Path, target: Path, *, leave_out: tuple[str, .
         shutil.rmtree(target)
     partial.rename(target)
     return target
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
-    return value
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from doktra_tune.errors import first_line
+from doktra_tune.jsonable import jsonable
 from doktra_tune.tracking.outbox import Outbox, RunKey
 
 T = TypeVar("T")
@@ -147,14 +148,14 @@ class TrackingClient:
         self._write(key, "set_tags", {"tags": {str(k): str(v) for k, v in tags.items()}})
 
     def log_dict(self, key: RunKey, data: Any, name: str) -> None:
-        self._write(key, "log_dict", {"data": json.loads(json.dumps(data, default=str)), "name": name})
+        self._write(key, "log_dict", {"data": jsonable(data), "name": name})
 
     def log_artifact(self, key: RunKey, local_path: str | Path, artifact_path: str | None = None) -> None:
         self._write(key, "log_artifact", {"local_path": str(local_path), "artifact_path": artifact_path})
 
     def log_table(self, key: RunKey, columns: Mapping[str, list[Any]], name: str) -> None:
         """A table artifact (`columns`: name -> values) the MLflow UI shows as a table."""
-        self._write(key, "log_table", {"columns": json.loads(json.dumps(dict(columns), default=str)), "name": name})
+        self._write(key, "log_table", {"columns": jsonable(columns), "name": name})
 
     def log_inputs(self, key: RunKey, datasets: list[dict[str, Any]]) -> None:
         """Dataset inputs (`dataset_input(...)` dicts): the Dataset column of the runs list."""

@@ -20,12 +20,12 @@ Default store: `sqlite:///<run_dir>/mlflow.db` with artifacts in `<run_dir>/mlar
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from doktra_tune.errors import ConfigError, first_line
+from doktra_tune.jsonable import jsonable
 from doktra_tune.tracking.client import TrackingClient, dataset_input, retry_locked
 from doktra_tune.tracking.outbox import OUTBOX_DIR, Outbox, RunKey
 from doktra_tune.tracking.uris import SERVER_FIX, is_local, sqlite_path
@@ -53,10 +53,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +95,7 @@ class SearchTracker:
             echo(f"[mlflow] sent {sent} tracking write(s) an earlier run of this search had queued")
         self.closed_stale = self._close_stale_runs()
         self.client.log_params(self.search_key, flatten(resolved_config))
-        self.client.log_dict(self.search_key, _jsonable(resolved_config), "config.yaml")
+        self.client.log_dict(self.search_key, jsonable(resolved_config), "config.yaml")
 
     def _experiment_id(self) -> str:
         client = self.client.mlflow
@@ -205,7 +201,7 @@ class SearchTracker:
         flat = flatten(winner)
         self.client.log_params(key, {f"winner.{k}": v for k, v in flat.items()})
         self.client.set_tags(key, {f"doktra.winner.{k}": v for k, v in flat.items()})
-        self.client.log_dict(key, _jsonable(winner), "winner.json")
+        self.client.log_dict(key, jsonable(winner), "winner.json")
         for path in artifacts:
             self.client.log_artifact(key, path)
         self.client.set_terminated(key, "FINISHED")
@@ -267,7 +263,7 @@ class TrialLogger:
 
     def log_dict(self, d: dict, name: str) -> None:
         if self.client is not None and self.key is not None:
-            self.client.log_dict(self.key, _jsonable(d), name)
+            self.client.log_dict(self.key, jsonable(d), name)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.client is not None and self.key is not None:
