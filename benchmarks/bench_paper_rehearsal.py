@@ -49,11 +49,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from doktra_tune.metrics import SHARED_METRIC  # noqa: E402
 from doktra_tune.search import compose_config  # noqa: E402
 from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget  # noqa: E402
 from doktra_tune.search.disk import dir_bytes, fmt_bytes  # noqa: E402
 from doktra_tune.search.plan import Plan, build_plan  # noqa: E402
-from doktra_tune.search.trials import SHARED_METRIC, experiment_trial_states  # noqa: E402
+from doktra_tune.search.trials import experiment_trial_states  # noqa: E402
 
 STAGES = ("ctt", "student", "abd", "final")
 # Tune experiments (ray/<name>) whose trials count toward a stage: its own, its resumes, and the

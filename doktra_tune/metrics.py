@@ -351,6 +351,7 @@ def reliability_for_task(
 # analysis.selection.
 SEARCH_METRIC = "search_score"
 TIE_BREAK_WEIGHT = 1e-6  # x dev_loss: far below any F1 difference two different predictions make
+SHARED_METRIC = "shared_prefix"  # reported (1) on the epochs an ABD branch took from its trunk (prefix.py)
 
 
 def search_score(metrics: Mapping[str, float]) -> float | None:

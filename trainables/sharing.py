@@ -11,8 +11,6 @@ import torch
 
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 
-SHARED_METRIC = "shared_prefix"  # 1 on the epochs a branch took from its ABD trunk (search.trials reads it)
-
 
 @dataclass
 class Sharing:

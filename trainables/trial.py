@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
+from doktra_tune.metrics import SHARED_METRIC
 from doktra_tune.models import copy_checkpoint
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.stages.splits import evaluated_splits
@@ -34,7 +35,7 @@ from doktra_tune.tracking.datasets import dataset_inputs
 from doktra_tune.tracking.evaluations import log_evaluations
 from trainables import tune_session
 from trainables.run_spec import merge_config
-from trainables.sharing import SHARED_METRIC, Sharing, shared_history
+from trainables.sharing import Sharing, shared_history
 
 STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial's scratch directory
 

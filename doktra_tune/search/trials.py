@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from doktra_tune.metrics import SEARCH_METRIC
-
-SHARED_METRIC = "shared_prefix"  # reported (1) on the epochs a branch took from its ABD trunk
+from doktra_tune.metrics import SEARCH_METRIC, SHARED_METRIC
 
 # Tune result keys that are bookkeeping, not metrics
 _METRIC_SKIP = ("config", "date", "hostname", "pid", "timestamp", "time_since_restore", "iterations_since_restore",
