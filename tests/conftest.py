@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,22 @@ import pytest
 # switched off (a cache-miss error, the trials' offline reads) sets it itself and says why.
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))  # the real shared data
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_env() -> dict[str, str]:
+    """This process's environment for a CLI subprocess: DOKTRA_DATA_ROOT set, this checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["DOKTRA_DATA_ROOT"] = str(DATA_ROOT)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +46,9 @@ def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real shared data (env DOKTRA_DATA_ROOT, default <repo>/../shared/data); skip if absent."""
-    root = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
-    if not root.is_dir():
-        pytest.skip(f"shared data not found at {root} (set DOKTRA_DATA_ROOT)")
-    return root
+    if not DATA_ROOT.is_dir():
+        pytest.skip(f"shared data not found at {DATA_ROOT} (set DOKTRA_DATA_ROOT)")
+    return DATA_ROOT
 
 
 @pytest.fixture(scope="session")

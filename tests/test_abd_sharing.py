@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_search_e2e import DATA_ROOT, _run_tiny_search
+from tests.conftest import DATA_ROOT
+from tests.test_search_e2e import _run_tiny_search
 
 pytestmark = [
     pytest.mark.slow,

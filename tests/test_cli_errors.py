@@ -5,29 +5,13 @@ Also `--help` / `--cfg job` work and Hydra writes no outputs/ directory.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["DOKTRA_DATA_ROOT"] = str(DATA_ROOT)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import DATA_ROOT, cli_env, free_port
 
 
 BAD_TSV_ROOT = "BAD_TSV_ROOT"  # replaced by a data root whose DDI train.tsv header has no label column
@@ -41,7 +25,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {  # name -> (overrides, what the
     "grid value wrong type": (["stages.ctt.grid.beta=[abc]"], "beta"),
     "missing data root": (["data_root=/nonexistent/doktra-data"], "/nonexistent/doktra-data"),
     "model not cached offline": (["teacher_model=no-such-org/no-such-model"], "no-such-org/no-such-model"),
-    "ray address not answering": ([f"ray.address=127.0.0.1:{_free_port()}", "ray.connect_timeout_s=2"],
+    "ray address not answering": ([f"ray.address=127.0.0.1:{free_port()}", "ray.connect_timeout_s=2"],
                                   "ray.address"),
     "tpe without budget": (["search.mode=tpe"], "num_samples"),
     "unknown precision": (["stages.ctt.precision=fp16"], "stages.ctt.precision"),
@@ -66,7 +50,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path: Path) -> No
     bad_tsv = _bad_tsv_root(tmp_path)
     for name, (overrides, _) in BAD_INPUTS.items():
         runs = tmp_path / name.replace(" ", "_") / "runs"
-        env = _env()
+        env = cli_env()
         args = [o.replace(BAD_TSV_ROOT, str(bad_tsv)) for o in overrides]
         if not any(a.startswith("runs_root=") for a in args):
             args.append(f"runs_root={runs}")
@@ -87,12 +71,12 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path: Path) -> No
 
 
 def test_help_and_cfg_job(tmp_path: Path) -> None:
-    help_ = subprocess.run([sys.executable, "-m", "doktra_tune.search", "--help"], cwd=tmp_path, env=_env(),
+    help_ = subprocess.run([sys.executable, "-m", "doktra_tune.search", "--help"], cwd=tmp_path, env=cli_env(),
                            capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0
     assert "preset: cpu, paper, proxy, tiny" in help_.stdout and "chemprot" in help_.stdout
     job = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=gad", "preset=cpu", "--cfg", "job"],
-                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert job.returncode == 0, job.stderr
     assert "teacher_model: minilm" in job.stdout and "name: gad" in job.stdout
     assert "ctt_epochs: 3" in job.stdout  # Table A1: GAD's CTT runs 3 epochs

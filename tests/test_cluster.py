@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from doktra_tune.search import compose_config, run_search
+from tests.conftest import DATA_ROOT, free_port
 
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),
@@ -66,14 +66,11 @@ def test_the_readme_cluster_recipe(tmp_path: Path) -> None:
     """README "On a Ray cluster": `ray start --head`, the search with ray.address=auto, stop the
     cluster. Only the cluster this test started is stopped (its processes, found by its temp dir)."""
     import signal
-    import socket
     import subprocess
     import sys
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     temp_dir = Path("/tmp") / f"doktra-ray-{os.getpid()}"  # short: Ray's socket paths must fit 107 bytes
     ray_cli = Path(sys.executable).with_name("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "DOKTRA_DATA_ROOT": str(DATA_ROOT)}

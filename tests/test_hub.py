@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import DATA_ROOT, free_port
 from tests.hub_server import IGNORED_FILE, PAPER_MODEL_IDS, LocalHub, build_repos
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
 RAY_TMP = Path("/tmp/ray")  # where a local Ray keeps its sessions when RAY_TMPDIR is unset (a user's shell)
 TEACHER, STUDENT = "dmis-lab/biobert-base-cased-v1.1", "albert-xlarge-v2"
 GATED = "roberta-large"
@@ -104,12 +102,6 @@ def ray_start(ran: Ran) -> float | None:
             times.append(stamp)
     assert len(times) <= 1, f"several Ray sessions for driver {ran.pid}"
     return times[0] if times else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def search_cmd(runs_root: Path, *overrides: str) -> list[str]:

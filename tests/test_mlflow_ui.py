@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,9 +25,8 @@ from pathlib import Path
 import pytest
 
 from doktra_tune.tracking import SearchTracker, check_tracking_uri, default_tracking_uri, trial_run
+from tests.conftest import DATA_ROOT, free_port
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
@@ -41,12 +39,6 @@ pytestmark = [
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir() and "DOKTRA_UI_RUN_DIR" not in os.environ,
                        reason=f"no ChemProt data at {DATA_ROOT}"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _search(tmp_path: Path) -> Path:
@@ -86,7 +78,7 @@ def _page_text(url: str, screenshot: Path) -> str:
 def server(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mlflow-ui")
     run_dir = _search(tmp_path / "runs")
-    port = _free_port()
+    port = free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [str(mlflow_cli), "server", "--backend-store-uri", default_tracking_uri(run_dir),

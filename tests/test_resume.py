@@ -21,19 +21,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
+from tests.conftest import DATA_ROOT, cli_env
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),
 ]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["DOKTRA_DATA_ROOT"] = str(DATA_ROOT)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _trial_states(exp: Path) -> dict[str, str]:
@@ -64,7 +57,7 @@ def test_kill_9_mid_stage_then_resume_keeps_finished_trials(tmp_path: Path) -> N
     ]
     exp = runs / "resume" / "ray" / "ctt"
     log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
     finished: list[str] = []
     try:
@@ -98,7 +91,7 @@ def _check_resume(tmp_path: Path, cmd: list[str], runs: Path, exp: Path, finishe
     assert not (runs / "resume" / "stages" / "ctt" / "winner.json").exists()
     lines_before = {t: _result_lines(exp, t) for t in finished}
 
-    second = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "resuming the interrupted stage" in second.stdout
     assert "process(es) the killed earlier run of this search had left running" in second.stdout
@@ -124,6 +117,6 @@ def _check_resume(tmp_path: Path, cmd: list[str], runs: Path, exp: Path, finishe
     assert len(client.search_runs([exp_id], "tags.`doktra.level` = 'search'")) == 1
     assert not client.search_runs([exp_id], "attributes.status = 'RUNNING'")  # nothing left open
 
-    third = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    third = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "[ctt] finished earlier" in third.stdout and "[ctt] trial" not in third.stdout

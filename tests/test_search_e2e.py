@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 from doktra_tune.search import compose_config, run_search
+from tests.conftest import DATA_ROOT
 
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from doktra_tune.tracking import client as tracking_client
 from doktra_tune.tracking import Outbox, RunKey, TrackingClient
+from tests.conftest import DATA_ROOT, free_port
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -34,7 +26,7 @@ class Server:
 
     def __init__(self, store: Path) -> None:
         self.store = store
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 

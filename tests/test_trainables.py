@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 
-import os
 from pathlib import Path
 
 import pytest
 
 from doktra_tune.config import DataConfig, StageConfig
 from doktra_tune.errors import NonFiniteLossError
+from tests.conftest import DATA_ROOT
 from trainables import final_trainable
 from trainables.run_spec import merge_config
 from trainables.trial import STAGE_OUTPUT, StageTrial
 
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CHEMPROT = DATA_ROOT / "chemprot_scibert"
 needs_data = pytest.mark.skipif(not CHEMPROT.is_dir(), reason=f"ChemProt data not found at {CHEMPROT}")
 

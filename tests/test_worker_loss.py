@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO.parent / "shared" / "data"))
+from tests.conftest import DATA_ROOT
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),
