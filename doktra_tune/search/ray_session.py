@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping
 
 import ray
+import psutil  # after ray: a venv without psutil of its own uses the copy Ray ships (ray/thirdparty_files)
 import torch
 from ray.tune.logger import JsonLoggerCallback
 
@@ -94,60 +94,50 @@ class Resources:
     torch_threads: int  # intra-op threads of one trial
 
 
-def _stat(pid: int) -> tuple[int, str] | None:
-    """(parent pid, start time in clock ticks) of a running process, from /proc (Linux)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (name) "
-    return int(fields[1]), fields[19]
-
-
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children, their children, ...)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
-            parents.setdefault(stat[0], []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every process below `pid` (children, their children, ...); none when `pid` is gone."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _same_process(pid: int, created: float) -> psutil.Process | None:
+    """Process `pid` if it still runs and started at `created` (not another program that reused the pid)."""
+    try:
+        process = psutil.Process(pid)
+        return process if process.create_time() == created else None
+    except psutil.NoSuchProcess:
+        return None
 
 
 def record_local_ray(path: Path) -> None:
-    """Write the processes this driver's local Ray runs (head, agents, workers) to `path`, so a
-    rerun after this driver is killed (`kill -9` leaves them running) can stop exactly those."""
+    """Write the processes this driver's local Ray runs (head, agents, workers) to `path`, with their
+    create times, so a rerun after this driver is killed (`kill -9` leaves them running) can stop
+    exactly those."""
     entries = {}
-    for pid in descendants(os.getpid()):
-        stat = _stat(pid)
-        if stat is not None:
-            entries[str(pid)] = stat[1]
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended since the walk
+            entries[str(child.pid)] = child.create_time()
     path.write_text(json.dumps(entries))
 
 
 def stop_recorded_ray(path: Path, grace_s: float = 3.0) -> int:
-    """Stop the processes `record_local_ray` wrote that still run (same pid, same start time: never
-    another program that reused a pid); returns how many were stopped."""
+    """Stop the processes `record_local_ray` wrote that still run (same pid, same create time: never
+    another program that reused a pid); SIGTERM, then SIGKILL after `grace_s`; returns how many."""
     if not path.is_file():
         return 0
     try:
-        recorded = {int(pid): start for pid, start in json.loads(path.read_text()).items()}
+        recorded = {int(pid): created for pid, created in json.loads(path.read_text()).items()}
     except (OSError, ValueError):
         return 0
-    alive = [pid for pid, start in recorded.items() if (stat := _stat(pid)) is not None and stat[1] == start]
+    alive = [process for pid, created in recorded.items() if (process := _same_process(pid, created)) is not None]
     stopped = len(alive)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in alive:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_stat(pid) is not None for pid in alive):
-            time.sleep(0.1)
-        alive = [pid for pid in alive if _stat(pid) is not None]
+        for process in alive:
+            with contextlib.suppress(psutil.Error):  # ended, or not ours to signal
+                process.send_signal(sig)
+        _, alive = psutil.wait_procs(alive, timeout=grace_s)
         if not alive:
             break
     path.unlink(missing_ok=True)
