@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping
 
+import psutil
 import ray
-import psutil  # after ray: a venv without psutil of its own uses the copy Ray ships (ray/thirdparty_files)
 import torch
 from ray.tune.logger import JsonLoggerCallback
 
