@@ -14,7 +14,7 @@ import yaml
 
 from doktra_tune.errors import ConfigError
 from doktra_tune.search import compose_config
-from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget, stage_jobs
+from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget
 from doktra_tune.search.dry_run import dry_run_lines
 from doktra_tune.search.estimate import MODELS, architecture, estimate, throughput
 from doktra_tune.search.plan import build_plan
