@@ -27,6 +27,8 @@ cached under --workdir), then the stage under test:
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import json
 import os
@@ -171,12 +173,12 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
         base = DistillConfig(
             data=prep["data"], model=prep["student"], teacher_checkpoint=prep["teacher"],
             output_dir="", epochs=epochs, **prep["common"],
-        ).to_dict()
+        )
         trainable = abd_trainable
     else:
         base = StageConfig(
             data=prep["data"], model=prep["student_model"], output_dir="", epochs=epochs, **prep["common"],
-        ).to_dict()
+        )
         trainable = student_trainable
     space = SearchSpace(stage=stage, params=grid, fixed={"epochs": epochs})
     searcher, scheduler, n = build_search(
@@ -185,7 +187,7 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
         grace_period=grace_period, n_startup_trials=n_startup_trials, reduction_factor=reduction_factor,
     )
     if pruner in PAUSING_PRUNERS and base is not None:
-        base["save_training_state"] = True  # paused trials resume from their checkpoint
+        base = dataclasses.replace(base, save_training_state=True)  # paused trials resume from their checkpoint
     tuner = tune.Tuner(
         tune.with_resources(
             trainable if base is None else tune.with_parameters(trainable, base=base, tracking=None),

@@ -2,7 +2,9 @@
 
 These dataclasses are the contract between the method core (`doktra_tune.stages`) and everything
 that wraps it (Ray trainables, the search driver, MLflow, analysis). They hold plain values only,
-so they round-trip through dicts (`to_dict` / `from_dict`) for Ray configs and MLflow params.
+so they round-trip through dicts (`to_dict` / `from_dict`) for checkpoints and MLflow params. Each
+checked field carries its one rule (`FieldRule`, `ruled`): the configs check themselves when made, the
+CLI schema and the grid files read the same rules (`field_rule`).
 
 Metric names reported after every epoch (keys of `EpochReport.metrics`):
   epoch, train_loss, epoch_seconds,
@@ -24,8 +26,7 @@ from doktra_tune.errors import ConfigError
 DEFAULT_CACHE_DIR = "~/.cache/doktra_tune"
 
 # ---------------------------------------------------------------------------------------------
-# Every allowed-value set and range, defined once: the CLI checks (doktra_tune.search.schema), the
-# grid files (doktra_tune.search_space) and the stages (doktra_tune.stages) all read these.
+# Every allowed-value set and range, defined once; each checked config field names its own below.
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -103,6 +104,58 @@ SUBSAMPLE_SIZE = Range(1, integer=True)
 ECE_BINS = Range(1, integer=True)
 
 
+@dataclass(frozen=True)
+class FieldRule:
+    """What one config field admits: a numeric `range` or a set of `choices` (None allowed when
+    `optional`), and a valid `example` for messages (`grid`: one for a search-space grid)."""
+
+    range: Range | None = None
+    choices: tuple[str, ...] | None = None
+    example: str = ""
+    grid: str = ""
+    optional: bool = False
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """A one-line message when `value` is not admitted, else None."""
+        if value is None and self.optional:
+            return None
+        if self.choices is not None:
+            return None if value in self.choices else f"{name}={value!r} is unknown; use one of {', '.join(self.choices)}"
+        assert self.range is not None
+        if value in self.range:
+            return None
+        return f"{name}={value!r} must be {self.range.requirement()}; e.g. {name}={self.example}"
+
+
+def ruled(default: Any, *, range: Range | None = None, choices: tuple[str, ...] | None = None,
+          example: Any = None, grid: str = "", optional: bool = False) -> Any:
+    """A dataclass field whose admitted values are its `FieldRule` (checked in `__post_init__`)."""
+    rule = FieldRule(range, choices, str(default if example is None else example), grid, optional)
+    return field(default=default, metadata={"rule": rule})
+
+
+def field_rule(cls: type, name: str) -> FieldRule:
+    """The rule of field `name` of config dataclass `cls`: the one validator of that field, read by
+    the stage configs, the CLI schema (doktra_tune.search.schema) and the grid files (search_space)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name and "rule" in f.metadata:
+            return f.metadata["rule"]
+    raise KeyError(f"{cls.__name__}.{name} has no rule")
+
+
+def ruled_fields(cls: type) -> dict[str, FieldRule]:
+    """Every field of `cls` that has a rule, with it."""
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Raise a one-line ConfigError for the first field of dataclass `obj` outside its rule."""
+    for name, rule in ruled_fields(type(obj)).items():
+        problem = rule.problem(prefix + name, getattr(obj, name))
+        if problem:
+            raise ConfigError(problem)
+
+
 @dataclass
 class DataConfig:
     """Which task, where its files are, and how much of it to use."""
@@ -110,39 +163,46 @@ class DataConfig:
     task: str
     data_dir: str  # the folder holding this task's files (e.g. ../shared/data/chemprot_scibert)
     data_format: str | None = None  # None: the task's default loader (see doktra_tune.tasks)
-    max_len: int = 128  # Appendix A.1: maximum sequence length 128
-    train_limit: int | None = None  # seeded stratified subsample sizes (None: the whole split)
-    dev_limit: int | None = None
-    test_limit: int | None = None
-    subsample_seed: int = 0
+    max_len: int = ruled(128, range=MAX_LEN)  # Appendix A.1: maximum sequence length 128
+    # seeded stratified subsample sizes (None: the whole split)
+    train_limit: int | None = ruled(None, range=SUBSAMPLE_SIZE, example=2000, optional=True)
+    dev_limit: int | None = ruled(None, range=SUBSAMPLE_SIZE, example=400, optional=True)
+    test_limit: int | None = ruled(None, range=SUBSAMPLE_SIZE, example=400, optional=True)
+    subsample_seed: int = ruled(0, range=SEED)
     cache_dir: str = DEFAULT_CACHE_DIR  # tokenized splits and teacher [CLS] vectors
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data.")
 
 
 @dataclass
 class StageConfig:
-    """One training run of a stage: CTT (beta = beta1) or student fine-tuning (beta = 0)."""
+    """One training run of a stage: CTT (beta = beta1) or student fine-tuning (beta = 0).
+
+    Every value is checked against its field's rule when the config is made (`__post_init__`,
+    `dataclasses.replace` included): a bad value is a one-line ConfigError before anything runs."""
 
     data: DataConfig
     model: str  # hub id, local path, "minilm", or "random:<bert|albert|roberta>:L<n>-H<d>"
     output_dir: str
-    lr: float = 2e-5
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    beta: float = 0.0  # confidence-penalty strength (Eq. 2)
-    seed: int = 42
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0  # authors: linear schedule, 0 warmup steps
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
+    lr: float = ruled(2e-5, range=LEARNING_RATE, grid="[6e-6, 1e-5]")
+    epochs: int = ruled(3, range=EPOCHS, grid="[10]")
+    batch_size: int = ruled(32, range=BATCH_SIZE, grid="[16, 32]")
+    eval_batch_size: int = ruled(128, range=BATCH_SIZE)
+    beta: float = ruled(0.0, range=BETA, example=0.3, grid="[0, 0.3, 0.5, 0.7]")  # confidence-penalty strength (Eq. 2)
+    seed: int = ruled(42, range=SEED, grid="[42]")
+    weight_decay: float = ruled(0.0, range=WEIGHT_DECAY, grid="[0, 0.01]")
+    warmup_ratio: float = ruled(0.0, range=WARMUP_RATIO, grid="[0, 0.1]")  # authors: linear schedule, 0 warmup steps
+    adam_eps: float = ruled(1e-8, range=POSITIVE, grid="[1e-8]")
+    max_grad_norm: float = ruled(1.0, range=POSITIVE, grid="[1.0]")
     bucket_by_length: bool = True  # length-bucketed batches with dynamic padding
-    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: Precision = ruled("auto", choices=PRECISIONS)  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     torch_threads: int | None = None  # None: leave torch's default
     eval_splits: tuple[str, ...] = ("dev",)
     eval_every_epoch: bool = True  # False: splits other than dev are evaluated after the last epoch only
-    keep_checkpoints: KeepCheckpoints = "best"
-    ece_bins: int = 15  # Appendix A.1 ECE, M equal-width bins
+    keep_checkpoints: KeepCheckpoints = ruled("best", choices=KEEP_MODES)
+    ece_bins: int = ruled(15, range=ECE_BINS)  # Appendix A.1 ECE, M equal-width bins
     # Pause/resume (synchronous successive halving pauses trials at its rungs): every epoch checkpoint
     # also holds the optimizer, LR schedule, RNG and best-so-far (TRAINING_STATE_FILE), and a run
     # given resume_from=<such a checkpoint> goes on from the epoch after it, as if never stopped.
@@ -151,6 +211,17 @@ class StageConfig:
     # Train epochs 1..stop_after_epoch only, on the schedule of all `epochs` (None: every epoch): the
     # trunk of an ABD grid's shared activation-boundary phase (doktra_tune.search.trunks).
     stop_after_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, Mapping):
+            self.data = DataConfig(**self.data)
+        self.eval_splits = tuple(self.eval_splits)
+        check_fields(self)
+        for split in self.eval_splits:
+            if split not in EVAL_SPLITS:
+                raise ConfigError(f"eval_splits holds {split!r}; use train, dev and/or test")
+        if self.stop_after_epoch is not None and not 1 <= self.stop_after_epoch <= self.epochs:
+            raise ConfigError(f"stop_after_epoch={self.stop_after_epoch} must be in [1, epochs={self.epochs}] or None")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -167,12 +238,19 @@ class DistillConfig(StageConfig):
     """ABD (Algorithm 1 lines 3-10): `model` is the fine-tuned student checkpoint to start from."""
 
     teacher_checkpoint: str = ""
-    gamma: float = 0.9  # switch rate: epochs < int(gamma * epochs) train on Eq. 5, the rest refine
-    margin: float = 1.0  # mu in Eq. 5
-    projection: Projection = "auto"
+    # switch rate (loss switch, Alg. 1 line 3): epochs < int(gamma * epochs) train on Eq. 5, the rest refine
+    gamma: float = ruled(0.9, range=GAMMA, grid="[0.6, 0.7, 0.8, 0.9]")
+    margin: float = ruled(1.0, range=POSITIVE, grid="[1.0]")  # mu in Eq. 5
+    projection: Projection = ruled("auto", choices=PROJECTIONS)
     projection_seed: int | None = None  # None: the run's seed (the authors seed it with --random_seed)
-    distill_loss: DistillLoss = "abd"  # "kld": Table 6's KL-divergence distillation instead
-    kd_temperature: float = 1.0
+    distill_loss: DistillLoss = ruled("abd", choices=DISTILL_LOSSES)  # "kld": Table 6's KL-divergence distillation
+    kd_temperature: float = ruled(1.0, range=POSITIVE, grid="[1.0]")
+
+    @classmethod
+    def of_stage(cls, base: StageConfig, **values: Any) -> DistillConfig:
+        """A DistillConfig with every StageConfig field of `base` and `values` for the rest."""
+        shared = {f.name: getattr(base, f.name) for f in dataclasses.fields(StageConfig)}
+        return cls(**{**shared, **values})
 
 
 _C = TypeVar("_C", bound=StageConfig)
@@ -193,9 +271,20 @@ def _build(cls: type[_C], values: Mapping[str, Any]) -> _C:
         if bad:
             raise ConfigError(f"unknown data field(s) {bad}; valid fields are {sorted(data_names)}")
         kwargs["data"] = DataConfig(**data)
-    if "eval_splits" in kwargs:
-        kwargs["eval_splits"] = tuple(kwargs["eval_splits"])
     return cls(**kwargs)
+
+
+def with_overrides(base: _C, overrides: Mapping[str, Any]) -> _C:
+    """`base` with `overrides` (field -> value; `data`: a mapping of DataConfig fields, applied field
+    by field), checked like any new config."""
+    names = {f.name for f in dataclasses.fields(type(base))}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown {type(base).__name__} field(s) {unknown}; valid fields are {sorted(names)}")
+    values = dict(overrides)
+    if isinstance(values.get("data"), Mapping):
+        values["data"] = dataclasses.replace(base.data, **values["data"])
+    return dataclasses.replace(base, **values)
 
 
 @dataclass

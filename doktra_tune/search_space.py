@@ -3,7 +3,7 @@
 A `SearchSpace` holds, for one stage, the grid of every searched hyperparameter (`params`) and the
 values every trial shares (`fixed`). `load_search_space` reads the packaged file (or a user's file),
 applies command-line overrides and validates every value against the ranges of
-`doktra_tune.config` (the same ones the stages and the CLI use), raising a one-line `ConfigError`
+`doktra_tune.config` (each field's own rule, the one its stage config checks), raising a one-line `ConfigError`
 that names the file or override and the fix.
 
 Turning a `SearchSpace` into a Ray Tune searcher and scheduler (Optuna grid/TPE sampling and
@@ -19,58 +19,20 @@ from typing import Any, Mapping
 
 import yaml
 
-from doktra_tune.config import (
-    BATCH_SIZE,
-    BETA,
-    EPOCHS,
-    GAMMA,
-    LEARNING_RATE,
-    POSITIVE,
-    SEED,
-    WARMUP_RATIO,
-    WEIGHT_DECAY,
-    Range,
-)
+from doktra_tune.config import DistillConfig, FieldRule, StageConfig, field_rule
 from doktra_tune.errors import ConfigError
 from search_spaces import STAGES, search_space_path
 
+# The StageConfig / DistillConfig fields a stage may search or fix; each field's range is its own
+# rule (doktra_tune.config.field_rule), the one the stage config checks itself against.
+_STAGE_FIELDS = ("lr", "beta", "weight_decay", "warmup_ratio", "adam_eps", "max_grad_norm", "epochs", "batch_size", "seed")
+_DISTILL_FIELDS = ("gamma", "margin", "kd_temperature")
 
-@dataclass(frozen=True)
-class _Rule:
-    """Type and admissible range of one hyperparameter."""
-
-    range: Range
-    example: str  # a valid override, for error messages
-
-    @property
-    def kind(self) -> type:
-        return int if self.range.integer else float
-
-
-_FLOAT_RULES: dict[str, _Rule] = {
-    "lr": _Rule(LEARNING_RATE, "[6e-6, 1e-5]"),
-    "beta": _Rule(BETA, "[0, 0.3, 0.5, 0.7]"),
-    "weight_decay": _Rule(WEIGHT_DECAY, "[0, 0.01]"),
-    "warmup_ratio": _Rule(WARMUP_RATIO, "[0, 0.1]"),
-    "adam_eps": _Rule(POSITIVE, "[1e-8]"),
-    "max_grad_norm": _Rule(POSITIVE, "[1.0]"),
-}
-_INT_RULES: dict[str, _Rule] = {
-    "epochs": _Rule(EPOCHS, "[10]"),
-    "batch_size": _Rule(BATCH_SIZE, "[16, 32]"),
-    "seed": _Rule(SEED, "[42]"),
-}
-_DISTILL_RULES: dict[str, _Rule] = {
-    "gamma": _Rule(GAMMA, "[0.6, 0.7, 0.8, 0.9]"),
-    "margin": _Rule(POSITIVE, "[1.0]"),
-    "kd_temperature": _Rule(POSITIVE, "[1.0]"),
-}
-
-#: hyperparameters each stage may search or fix (StageConfig / DistillConfig fields)
-HYPERPARAMETERS: dict[str, dict[str, _Rule]] = {
-    "ctt": {**_FLOAT_RULES, **_INT_RULES},
-    "student": {**_FLOAT_RULES, **_INT_RULES},
-    "abd": {**_FLOAT_RULES, **_INT_RULES, **_DISTILL_RULES},
+#: hyperparameters each stage may search or fix, with their rules
+HYPERPARAMETERS: dict[str, dict[str, FieldRule]] = {
+    "ctt": {name: field_rule(StageConfig, name) for name in _STAGE_FIELDS},
+    "student": {name: field_rule(StageConfig, name) for name in _STAGE_FIELDS},
+    "abd": {name: field_rule(DistillConfig, name) for name in (*_STAGE_FIELDS, *_DISTILL_FIELDS)},
 }
 
 
@@ -140,7 +102,21 @@ def load_search_space(
             )
         fixed[name] = _validate_value(stage, rules, name, value, f"{where}: fixed {name}")
 
-    for name, values in (overrides or {}).items():
+    _apply_overrides(stage, rules, params, fixed, overrides or {}, fixed_values or {})
+
+    if not params:
+        raise ConfigError(
+            f"{where}: the {stage} grid is empty; add at least one hyperparameter under 'params'"
+        )
+    return SearchSpace(stage=stage, params=params, fixed=fixed, source=source)
+
+
+def _apply_overrides(
+    stage: str, rules: Mapping[str, FieldRule], params: dict[str, list], fixed: dict[str, Any],
+    overrides: Mapping[str, Any], fixed_values: Mapping[str, Any],
+) -> None:
+    """Apply the command line's grid `overrides`, then the stage's `fixed_values`, in place."""
+    for name, values in overrides.items():
         origin = f"override {name}={_show(values)}"
         grid = _validate_grid(stage, rules, name, values, origin)
         if name in fixed and len(grid) == 1:
@@ -148,15 +124,9 @@ def load_search_space(
         else:
             fixed.pop(name, None)
             params[name] = grid
-    for name, value in (fixed_values or {}).items():
+    for name, value in fixed_values.items():
         params.pop(name, None)
         fixed[name] = _validate_value(stage, rules, name, value, f"{name}={value}")
-
-    if not params:
-        raise ConfigError(
-            f"{where}: the {stage} grid is empty; add at least one hyperparameter under 'params'"
-        )
-    return SearchSpace(stage=stage, params=params, fixed=fixed, source=source)
 
 
 def _read_yaml(source: Path) -> dict:
@@ -182,7 +152,7 @@ def _read_yaml(source: Path) -> dict:
 
 
 def _validate_grid(
-    stage: str, rules: Mapping[str, _Rule], name: str, values: Any, where: str
+    stage: str, rules: Mapping[str, FieldRule], name: str, values: Any, where: str
 ) -> list:
     if name not in rules:
         raise ConfigError(
@@ -194,7 +164,7 @@ def _validate_grid(
     if len(values) == 0:
         raise ConfigError(
             f"{where}: the grid of {name!r} is empty; give at least one value, "
-            f"e.g. {name}={rules[name].example}"
+            f"e.g. {name}={rules[name].grid}"
         )
     grid = [_validate_value(stage, rules, name, v, f"{where}: {name}") for v in values]
     duplicates = sorted({v for v in grid if grid.count(v) > 1})
@@ -206,7 +176,7 @@ def _validate_grid(
 
 
 def _validate_value(
-    stage: str, rules: Mapping[str, _Rule], name: str, value: Any, where: str
+    stage: str, rules: Mapping[str, FieldRule], name: str, value: Any, where: str
 ) -> float | int:
     rule = rules.get(name)
     if rule is None:
@@ -214,16 +184,17 @@ def _validate_value(
             f"{where}: unknown hyperparameter {name!r} for stage {stage}; "
             f"use one of {', '.join(sorted(rules))}"
         )
-    converted = _convert(value, rule.kind)
+    assert rule.range is not None
+    converted = _convert(value, int if rule.range.integer else float)
     if converted is None:
-        kind = "a number" if rule.kind is float else "an integer"
+        kind = "an integer" if rule.range.integer else "a number"
         raise ConfigError(
-            f"{where}: value {value!r} is not {kind}; use values like {name}={rule.example}"
+            f"{where}: value {value!r} is not {kind}; use values like {name}={rule.grid}"
         )
     if converted not in rule.range:
         raise ConfigError(
             f"{where}: value {value!r} is out of range ({name} must be {rule.range.describe()}); "
-            f"use values like {name}={rule.example}"
+            f"use values like {name}={rule.grid}"
         )
     return converted
 

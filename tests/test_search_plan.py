@@ -14,6 +14,7 @@ import pytest
 
 from doktra_tune.errors import ConfigError
 from doktra_tune.search import compose_config
+from doktra_tune.run_spec import RunSpec
 from doktra_tune.search.final import FinalPlan, final_runs, missing_runs, summarize
 from doktra_tune.search.plan import build_plan, search_id_for
 from doktra_tune.search.schema import SearchConfig
@@ -166,7 +167,7 @@ def test_a_resume_runs_only_the_missing_grid_points_and_runs() -> None:
     grid = {"lr": [1e-4, 3e-4], "beta": [0.0, 0.5]}
     assert remaining_grid_points(grid, done) == [{"lr": 3e-4, "beta": 0.0}, {"lr": 3e-4, "beta": 0.5}]
     assert remaining_grid_points({"lr": [1e-4], "beta": [0.0, 0.5]}, done) == []
-    runs = [{"variant": v, "seed": s} for v in ("doktra", "student_ft") for s in (1, 2)]
+    runs = [RunSpec("abd", {"seed": s}, {"variant": v}) for v in ("doktra", "student_ft") for s in (1, 2)]
     finished = [TrialRecord("f", "completed", {"variant": "doktra", "seed": 2}, 1, 1, {}, {}, None)]
     assert remaining_runs(runs, ("variant", "seed"), finished) == [runs[0], runs[2], runs[3]]
 
@@ -202,8 +203,8 @@ def _final_plan(**kw: Any) -> FinalPlan:
 
 def test_chain_protocol_distils_each_seed_from_its_own_teacher_and_student() -> None:
     plan = _final_plan()
-    specs = plan.runs("/m")
-    by = {(s["variant"], s["seed"]): s for s in specs}
+    runs = {(r.labels["variant"], r.overrides["seed"]): r for r in plan.runs("/m")}
+    by = {key: r.record() for key, r in runs.items()}  # each run as its finished trial's record shows it
     # teacher_ft is not asked for, but doktra_no_ctt distils from it: it is trained too
     assert sorted(by) == sorted([(v, seed) for v in ("student_ft", "teacher_ctt", "teacher_ft", "doktra", "doktra_no_ctt")
                                  for seed in (1, 2)])
@@ -216,7 +217,7 @@ def test_chain_protocol_distils_each_seed_from_its_own_teacher_and_student() -> 
     assert doktra["needs"] == ["teacher_ctt-seed2", "student_ft-seed2"] and doktra["distill_loss"] == "abd"
     assert by[("doktra_no_ctt", 1)]["needs"] == ["teacher_ft-seed1", "student_ft-seed1"]
     assert {k: doktra[k] for k in ("lr", "beta", "gamma", "epochs")} == WINNERS["abd"]["params"]
-    (hole,) = missing_runs([by[("doktra_no_ctt", 2)]])
+    (hole,) = missing_runs([runs[("doktra_no_ctt", 2)]])
     assert hole["status"] == "errored" and "teacher_ft-seed2" in hole["error"]
 
 
@@ -235,7 +236,10 @@ def test_dependent_runs_start_a_distillation_once_its_inputs_exist(tmp_path: Pat
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
 
-    started = {f"t{i}": searcher.suggest(f"t{i}")["run"] for i in range(4)}  # the 2 teachers, 2 students
+    def suggest(trial_id: str) -> dict:
+        return RunSpec.from_json(searcher.suggest(trial_id)["run"]).record()
+
+    started = {f"t{i}": suggest(f"t{i}") for i in range(4)}  # the 2 teachers, 2 students
     assert sorted((r["variant"], r["seed"]) for r in started.values()) == [
         ("student_ft", 1), ("student_ft", 2), ("teacher_ctt", 1), ("teacher_ctt", 2)]
     assert searcher.suggest("t4") is None  # the distillations wait for their inputs
@@ -243,7 +247,7 @@ def test_dependent_runs_start_a_distillation_once_its_inputs_exist(tmp_path: Pat
     for key in (("teacher_ctt", 1), ("student_ft", 1)):
         publish(started[ids[key]]["publish"])
         searcher.on_trial_complete(ids[key], {})
-    first = searcher.suggest("t5")["run"]
+    first = suggest("t5")
     assert (first["variant"], first["seed"]) == ("doktra", 1)
     searcher.on_trial_complete(ids[("teacher_ctt", 2)], {}, error=True)  # seed 2's teacher fails
     publish(started[ids[("student_ft", 2)]]["publish"])
@@ -251,12 +255,12 @@ def test_dependent_runs_start_a_distillation_once_its_inputs_exist(tmp_path: Pat
     assert searcher.suggest("t6") is None  # doktra seed 1 still runs
     searcher.on_trial_complete("t5", {})
     assert searcher.suggest("t7") == Searcher.FINISHED
-    assert [(s["variant"], s["seed"]) for s in searcher.blocked] == [("doktra", 2)]
+    assert [s.key(("variant", "seed")) for s in searcher.blocked] == [("doktra", 2)]
 
 
 def test_winners_protocol_scores_the_search_models_once_and_distils_from_them() -> None:
     plan = _final_plan(protocol="winners", variants=("teacher_ctt", "student_ft", "doktra", "student_ft_cpl"))
-    specs = plan.runs("/m")
+    specs = [r.record() for r in plan.runs("/m")]
     evaluated = {s["variant"]: s for s in specs if s["stage"] == "evaluate"}
     assert {v: (s["model"], s["seed"], s["origin"]) for v, s in evaluated.items()} == {
         "teacher_ctt": ("/w/ctt", 42, "search winner"), "student_ft": ("/w/student", 42, "search winner")}
@@ -269,7 +273,7 @@ def test_winners_protocol_scores_the_search_models_once_and_distils_from_them() 
 
 def test_gad_final_runs_cover_every_fold() -> None:
     plan = _final_plan(folds=(1, 2), seeds=(1,), variants=("doktra",))
-    specs = plan.runs("/m")
+    specs = [r.record() for r in plan.runs("/m")]
     trained = [s for s in specs if s["variant"] != "doktra"]
     assert sorted((s["variant"], s["fold"]) for s in trained) == [
         ("student_ft", 1), ("student_ft", 2), ("teacher_ctt", 1), ("teacher_ctt", 2)]

@@ -6,6 +6,7 @@ with a real sqlite MLflow store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from pathlib import Path
@@ -13,46 +14,57 @@ from pathlib import Path
 import pytest
 
 from doktra_tune.config import DataConfig, StageConfig
-from doktra_tune.errors import NonFiniteLossError
+from doktra_tune.errors import ConfigError, NonFiniteLossError
+from doktra_tune.run_spec import RunSpec
 from tests.conftest import DATA_ROOT
 from trainables import final_trainable
-from trainables.run_spec import merge_config
 from trainables.trial import STAGE_OUTPUT, StageTrial
 
 CHEMPROT = DATA_ROOT / "chemprot_scibert"
 needs_data = pytest.mark.skipif(not CHEMPROT.is_dir(), reason=f"ChemProt data not found at {CHEMPROT}")
 
 
-def test_merge_config_applies_overrides_then_run_dict() -> None:
-    base = {"lr": 1e-5, "epochs": 3, "beta": 0.0, "data": {"task": "chemprot", "max_len": 128}}
-    merged, tags = merge_config(
-        base,
-        {"lr": 2e-5, "variant": "ignored-when-run-has-one",
-         "run": {"variant": "doktra", "stage": "abd", "seed": 7, "lr": 3e-5, "data": {"max_len": 64},
-                 "fold": 3, "origin": "seed re-run", "teacher": "teacher_ctt-seed7-fold3"}},
-    )
-    assert tags == {"doktra.variant": "doktra", "doktra.fold": "3", "doktra.origin": "seed re-run",
-                    "doktra.teacher": "teacher_ctt-seed7-fold3"}
-    assert merged["lr"] == 3e-5  # the run dict is flattened in last
-    assert merged["seed"] == 7 and merged["epochs"] == 3 and merged["beta"] == 0.0
-    assert merged["data"] == {"task": "chemprot", "max_len": 64}
-    assert not {"stage", "variant", "run", "fold", "origin", "teacher"} & set(merged)
-    assert base["lr"] == 1e-5 and base["data"]["max_len"] == 128  # base untouched
-
-    merged, tags = merge_config(base, {"beta": 0.5, "variant": "teacher_ctt"})
-    assert (merged["beta"], tags) == (0.5, {"doktra.variant": "teacher_ctt"})
+def test_run_spec_applies_the_grid_point_then_the_run_and_labels_it() -> None:
+    base = StageConfig(data=DataConfig(task="chemprot", data_dir="/d", max_len=128), model="m", output_dir="",
+                       lr=1e-5, epochs=3)
+    spec = RunSpec.of_trial({
+        "lr": 2e-5,
+        "run": RunSpec("abd", {"seed": 7, "lr": 3e-5, "data": {"max_len": 64}},
+                       {"variant": "doktra", "fold": 3, "origin": "seed re-run", "teacher": "teacher_ctt-seed7-fold3"},
+                       needs=("teacher_ctt-seed7-fold3",)).to_json(),
+    })
+    assert spec.tags() == {"doktra.variant": "doktra", "doktra.fold": "3", "doktra.origin": "seed re-run",
+                           "doktra.teacher": "teacher_ctt-seed7-fold3"}
+    cfg = spec.stage_config(base)
+    assert cfg.lr == 3e-5  # the run's own overrides win over the grid point's
+    assert (cfg.seed, cfg.epochs, cfg.beta, cfg.data.max_len, cfg.data.data_dir) == (7, 3, 0.0, 64, "/d")
+    assert base.lr == 1e-5 and base.data.max_len == 128  # base untouched
+    # what a finished trial's record (results.json, a resumed search) holds: one flat mapping
+    assert spec.record() == {"variant": "doktra", "fold": 3, "origin": "seed re-run", "teacher": "teacher_ctt-seed7-fold3",
+                             "stage": "abd", "lr": 3e-5, "seed": 7, "data": {"max_len": 64},
+                             "needs": ["teacher_ctt-seed7-fold3"]}
+    point = RunSpec.of_trial({"beta": 0.5})  # a search trial: its grid point, no labels
+    assert (point.stage, point.tags(), point.stage_config(base).beta) == (None, {}, 0.5)
+    with pytest.raises(ConfigError, match=r"lr=-1\.0 must be a number > 0"):
+        RunSpec(overrides={"lr": -1.0}).stage_config(base)  # checked like any config: one line
+    with pytest.raises(ConfigError, match="unknown StageConfig field"):
+        RunSpec(overrides={"gamma": 0.5}).stage_config(base)
+    with pytest.raises(ConfigError, match="run labels"):
+        RunSpec(labels={"colour": "red"})
 
 
 def test_final_trainable_rejects_unknown_stage() -> None:
-    with pytest.raises(ValueError, match="stage"):
+    with pytest.raises(ConfigError, match="run stage 'nope' is unknown"):
         final_trainable({"run": {"stage": "nope"}}, bases={})
+    with pytest.raises(ValueError, match="a final run needs a stage"):
+        final_trainable({"run": {"overrides": {}}}, bases={})
 
 
-def _base(tmp_path: Path, **kw) -> dict:
+def _base(tmp_path: Path, **kw) -> StageConfig:
     data = DataConfig(task="chemprot", data_dir=str(CHEMPROT), max_len=32, train_limit=32, dev_limit=16,
                       test_limit=16, cache_dir=str(tmp_path / "cache"))
     return StageConfig(data=data, model="random:bert:L1-H32", output_dir="", epochs=2, batch_size=16,
-                       lr=1e-3, keep_checkpoints="last", torch_threads=1, **kw).to_dict()
+                       lr=1e-3, keep_checkpoints="last", torch_threads=1, **kw)
 
 
 @needs_data
@@ -71,7 +83,7 @@ def test_stage_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monk
         assert ckpt is not None and (ckpt / "doktra_meta.json").is_file()
         reports.append((metrics, sorted(p.name for p in ckpt.iterdir())))
 
-    with StageTrial("ctt", {"beta": 0.5, "eval_splits": ["dev", "test"]}, _base(tmp_path), tracking,
+    with StageTrial("ctt", RunSpec(overrides={"beta": 0.5, "eval_splits": ["dev", "test"]}), _base(tmp_path), tracking,
                     report=report) as trial:
         result = trial.finish(train_teacher(trial.stage_config, on_epoch=trial.on_epoch))
     assert [int(m["epoch"]) for m, _ in reports] == [1, 2]
@@ -108,7 +120,7 @@ def test_non_finite_loss_raises_and_marks_the_run_errored(tmp_path: Path, monkey
     tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
     tracking = tracker.trial_tracking("student", {"ray.trial_id": "bad"})
     with pytest.raises(NonFiniteLossError):
-        with StageTrial("student", {"lr": 1e6}, _base(tmp_path), tracking, report=lambda m, c: None) as trial:
+        with StageTrial("student", RunSpec(overrides={"lr": 1e6}), _base(tmp_path), tracking, report=lambda m, c: None) as trial:
             trial.finish(train_student(trial.stage_config, on_epoch=trial.on_epoch))
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
         [tracker.experiment_id], "tags.`ray.trial_id` = 'bad'")[0]
@@ -126,16 +138,16 @@ def test_run_evaluation_scores_a_checkpoint_once_as_a_final_run(tmp_path: Path, 
 
     monkeypatch.chdir(tmp_path)
     base = _base(tmp_path)
-    teacher = train_teacher(StageConfig.from_dict({**base, "output_dir": str(tmp_path / "t"), "beta": 0.3}))
+    teacher = train_teacher(dataclasses.replace(base, output_dir=str(tmp_path / "t"), beta=0.3))
     tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
     tracking = tracker.trial_tracking("final", {"ray.trial_id": "e0"})
     reports: list[dict] = []
     metrics = run_evaluation(
-        {"run": {"stage": "evaluate", "variant": "teacher_ctt", "origin": "search winner", "seed": 42,
-                 "model": str(teacher.last_checkpoint), "eval_splits": ["dev", "test"]}},
+        {"run": RunSpec("evaluate", {"seed": 42, "model": str(teacher.last_checkpoint), "eval_splits": ["dev", "test"]},
+                        {"variant": "teacher_ctt", "origin": "search winner"}).to_json()},
         base, tracking, report=lambda m, c: reports.append(m),
     )
-    direct = evaluate_checkpoint(teacher.last_checkpoint, DataConfig(**base["data"]), "test")
+    direct = evaluate_checkpoint(teacher.last_checkpoint, base.data, "test")
     assert metrics["test_f1"] == pytest.approx(direct.metrics["f1"]) and metrics["epoch"] == 2.0
     assert len(reports) == 1 and reports[0]["dev_f1"] == metrics["dev_f1"]
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(

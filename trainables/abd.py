@@ -1,6 +1,6 @@
 """Ray Tune trainables for activation boundary distillation + refinement (Algorithm 1 lines 3-10).
 
-`base` is a DistillConfig dict whose `model` is the fine-tuned student winner and whose
+`base` is a DistillConfig whose `model` is the fine-tuned student winner and whose
 `teacher_checkpoint` is the CTT winner (both checkpoints on shared storage).
 
 Shared prefix (`stages.abd.share_prefix`, doktra_tune.prefix): `abd_trunk_trainable` runs a grid's
@@ -13,30 +13,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from doktra_tune.config import DistillConfig
 from doktra_tune.prefix import SharedPrefix
+from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages import distill
-from trainables.run_spec import merge_config
 from trainables.sharing import Sharing
 from trainables.trial import StageTrial
 
 
 def abd_trainable(
-    config: dict, base: dict, tracking: dict | None = None, publish_to: Path | None = None,
+    config: dict, base: DistillConfig, tracking: dict | None = None, publish_to: Path | None = None,
     prefix: SharedPrefix | None = None,
 ) -> None:
     """One ABD trial: `base` with `config` (e.g. {"lr": 1e-5, "beta": 0.5, "gamma": 0.9}) applied; with
     `prefix`, it starts from its trunk's checkpoint at its switch epoch (none when that is 0)."""
-    start = prefix.start(merge_config(base, config)[0]) if prefix is not None else None
+    spec = RunSpec.of_trial(config)
+    start = prefix.start(spec.stage_config(base).to_dict()) if prefix is not None else None
     sharing = Sharing(prefix=start) if start is not None else None
-    with StageTrial("abd", config, base, tracking, publish_to=publish_to, sharing=sharing) as trial:
+    with StageTrial("abd", spec, base, tracking, publish_to=publish_to, sharing=sharing) as trial:
         trial.finish(distill(trial.stage_config, on_epoch=trial.on_epoch))
 
 
-def abd_trunk_trainable(config: dict, base: dict, prefix: SharedPrefix, tracking: dict | None = None) -> None:
+def abd_trunk_trainable(config: dict, base: DistillConfig, prefix: SharedPrefix, tracking: dict | None = None) -> None:
     """One trunk (`config`: `SharedPrefix.trunk_config`): the activation-boundary phase up to the grid's
     latest switch, its checkpoint of every switch epoch published under the trunk's directory."""
-    merged, _ = merge_config(base, config)
-    directory = prefix.directory(merged)
-    epochs = {k: directory / f"epoch_{k}" for k in prefix.switches(int(merged["epochs"]))}
-    with StageTrial("abd", config, base, tracking, sharing=Sharing(publish_epochs=epochs)) as trial:
+    spec = RunSpec.of_trial(config)
+    trunk = spec.stage_config(base)
+    directory = prefix.directory(trunk.to_dict())
+    epochs = {k: directory / f"epoch_{k}" for k in prefix.switches(trunk.epochs)}
+    with StageTrial("abd", spec, base, tracking, sharing=Sharing(publish_epochs=epochs)) as trial:
         trial.finish(distill(trial.stage_config, on_epoch=trial.on_epoch))

@@ -11,23 +11,23 @@ from typing import Any, Mapping
 
 from doktra_tune.config import StageConfig
 from doktra_tune.models import read_meta
+from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages import evaluate_checkpoint
 from doktra_tune.stages.splits import evaluated_splits
 from doktra_tune.tracking import trial_run
 from doktra_tune.tracking.datasets import dataset_inputs
 from doktra_tune.tracking.evaluations import log_evaluations
 from trainables import tune_session
-from trainables.run_spec import merge_config
 
 
-def evaluate_trainable(config: dict, base: dict, tracking: dict | None = None) -> None:
-    """One evaluation: `base` (a StageConfig dict: data, eval settings) with `config["run"]["model"]`."""
+def evaluate_trainable(config: dict, base: StageConfig, tracking: dict | None = None) -> None:
+    """One evaluation: `base` (a StageConfig: data, eval settings) with the run's `model`."""
     run_evaluation(config, base, tracking)
 
 
 def run_evaluation(
     config: Mapping[str, Any],
-    base: Mapping[str, Any],
+    base: StageConfig,
     tracking: dict | None,
     *,
     report: tune_session.Report = tune_session.report,
@@ -35,14 +35,14 @@ def run_evaluation(
     """Score an existing checkpoint (`model` of the merged config: the search's winner of the final
     runs' `winners` protocol) on dev and `eval_splits`, in the precision it was trained in; one
     report (step = the checkpoint's epoch), logged like a trained trial's last epoch."""
-    merged, run_tags = merge_config(base, config)
-    cfg = StageConfig.from_dict({**merged, "output_dir": ""})
+    spec = RunSpec.of_trial(config)
+    cfg = spec.stage_config(base)
     meta = read_meta(cfg.model)
     trained = dict(meta.get("config") or {})
     epoch = int(meta.get("epoch", 0))
     params = {"model": cfg.model, "seed": trained.get("seed", cfg.seed), "epoch": epoch,
               **{k: trained[k] for k in ("lr", "beta", "epochs", "gamma") if k in trained}}
-    tags = {"doktra.seed": str(params["seed"]), **run_tags}
+    tags = {"doktra.seed": str(params["seed"]), **spec.tags()}
     work = Path(tempfile.mkdtemp(prefix="doktra_evaluate_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
     try:
         with trial_run(tracking, params, tags) as logger:

@@ -1,10 +1,10 @@
 """One trial of a training stage (docs/DESIGN.md, "Trainable contract"): the frame around one call of
 a core stage function (`train_teacher`, `train_student`, `distill`), which a trainable writes as
 
-    with StageTrial("ctt", config, base, tracking) as trial:
+    with StageTrial("ctt", RunSpec.of_trial(config), base, tracking) as trial:
         trial.finish(train_teacher(trial.stage_config, on_epoch=trial.on_epoch))
 
-Entering merges the trial's config into the stage's base config (`run_spec.merge_config`), picks up
+Entering applies the trial's `RunSpec` to the stage's base config (a checked `StageConfig`), picks up
 the checkpoint of a trial Tune resumes (or the trunk checkpoint a shared-prefix branch starts
 from, whose epochs it replays) and opens the trial's MLflow run. Every epoch the stage's
 checkpoint goes to Tune (`tune_session.report`) and its metrics to the MLflow run; `finish` logs
@@ -15,6 +15,7 @@ and removes the trial's scratch directory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -24,17 +25,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping
 
-from doktra_tune.config import DistillConfig, EpochReport, StageConfig, StageResult
+from doktra_tune.config import EpochReport, StageConfig, StageResult
 from doktra_tune.errors import NonFiniteLossError
 from doktra_tune.metrics import SHARED_METRIC
 from doktra_tune.models import copy_checkpoint
+from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.stages.splits import evaluated_splits
 from doktra_tune.tracking import TrialLogger, trial_run
 from doktra_tune.tracking.datasets import dataset_inputs
 from doktra_tune.tracking.evaluations import log_evaluations
 from trainables import tune_session
-from trainables.run_spec import merge_config
 from trainables.sharing import Sharing, shared_history
 
 STAGE_OUTPUT = "stage_output"  # the stage's own output_dir inside the trial's scratch directory
@@ -67,8 +68,8 @@ class StageTrial:
     def __init__(
         self,
         stage: str,
-        config: Mapping[str, Any],
-        base: Mapping[str, Any],
+        spec: RunSpec,
+        base: StageConfig,
         tracking: dict | None,
         *,
         report: tune_session.Report = tune_session.report,
@@ -77,7 +78,7 @@ class StageTrial:
         sharing: Sharing | None = None,
     ) -> None:
         self.stage = stage
-        self._config = config
+        self._spec = spec
         self._base = base
         self._tracking = tracking
         self._report = report
@@ -89,16 +90,16 @@ class StageTrial:
 
     def __enter__(self) -> StageTrial:
         with ExitStack() as exits:
-            merged, run_tags = merge_config(self._base, self._config)
             # The stage's own epoch checkpoints live in a node-local scratch dir, not in the trial dir:
             # Tune syncs the trial dir to storage, and the copies Tune keeps come from `tune.report`.
             self.work = Path(tempfile.mkdtemp(prefix=f"doktra_{self.stage}_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
             exits.callback(shutil.rmtree, self.work, ignore_errors=True)
             exits.push(self._publish)  # runs after the MLflow run is closed
-            replay = self._start_point(merged)
-            cfg_cls = DistillConfig if self.stage == "abd" else StageConfig
-            self.stage_config: StageConfig = cfg_cls.from_dict(merged)
-            tags = {"doktra.seed": str(self.stage_config.seed), **run_tags}
+            resume_from, replay = self._start_point()
+            self.stage_config: StageConfig = self._spec.stage_config(self._base)
+            self.stage_config = dataclasses.replace(
+                self.stage_config, output_dir=str(self.work / STAGE_OUTPUT), resume_from=resume_from)
+            tags = {"doktra.seed": str(self.stage_config.seed), **self._spec.tags()}
             if replay and self._sharing.prefix is not None:
                 tags["doktra.shared_prefix"] = f"{self._sharing.prefix.parent.name}, epochs 1-{len(replay)}"
             self.logger: TrialLogger = exits.enter_context(
@@ -115,17 +116,15 @@ class StageTrial:
     ) -> bool:
         return self._exits.__exit__(exc_type, exc, traceback)
 
-    def _start_point(self, merged: dict[str, Any]) -> list[dict[str, float]]:
-        """Set the stage's output and resume directories in `merged`; the epochs to replay (a branch's
-        trunk epochs, none otherwise)."""
-        merged["output_dir"] = str(self.work / STAGE_OUTPUT)
+    def _start_point(self) -> tuple[str | None, list[dict[str, float]]]:
+        """(the checkpoint the stage resumes from, or None; the epochs to replay: a branch's trunk
+        epochs, none otherwise)."""
         resume = self._restored_checkpoint(self.work / "resume")
         if resume is not None:  # Tune resumes a paused (or retried) trial: go on from its checkpoint
-            merged["resume_from"] = str(resume)
-        elif self._sharing.prefix is not None:  # a branch: the trunk's epochs are this trial's first ones
-            merged["resume_from"] = str(self._sharing.prefix)
-            return shared_history(self._sharing.prefix)
-        return []
+            return str(resume), []
+        if self._sharing.prefix is not None:  # a branch: the trunk's epochs are this trial's first ones
+            return str(self._sharing.prefix), shared_history(self._sharing.prefix)
+        return self._base.resume_from, []
 
     def _report_epoch(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         self.logger.log_epoch(metrics, step=epoch)

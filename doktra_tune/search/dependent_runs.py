@@ -5,8 +5,8 @@ Tuner over all of them with this searcher starts a distillation the moment its t
 been published (`final/models/<name>`), while other seeds' teachers still train: no wave barrier,
 no core idling at its end. A spec whose input failed is never started (`blocked`).
 
-Spec keys used here (the trainable ignores them): `publish` — the model name this run writes
-under the models directory when it ends well; `needs` — the model names it reads.
+What it reads of a `RunSpec`: `publish` — the model name the run writes under the models
+directory when it ends well; `needs` — the model names it reads.
 """
 
 from __future__ import annotations
@@ -16,39 +16,41 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from doktra_tune.run_spec import RUN_FIELD, RunSpec
+
 
 class DependentRuns(Searcher):
-    """Suggests `{"run": spec}` for each spec once every model in its `needs` is published."""
+    """Suggests `{"run": spec.to_json()}` for each spec once every model in its `needs` is published."""
 
-    def __init__(self, specs: list[dict[str, Any]], models_dir: Path) -> None:
+    def __init__(self, specs: list[RunSpec], models_dir: Path) -> None:
         super().__init__()
         self.specs = list(specs)
         self.models_dir = Path(models_dir)
         self._waiting = list(range(len(self.specs)))
         self._running: dict[str, int] = {}  # trial id -> spec index
-        produced = {spec.get("publish") for spec in self.specs}
+        produced = {spec.publish for spec in self.specs}
         # model names that will never exist: their run failed, or no spec makes them and they are not there
-        self._failed: set[str] = {name for spec in self.specs for name in spec.get("needs", ())
+        self._failed: set[str] = {name for spec in self.specs for name in spec.needs
                                   if name not in produced and not self._published(name)}
 
     def _published(self, name: str) -> bool:
         return (self.models_dir / name / "config.json").is_file()
 
     @property
-    def blocked(self) -> list[dict[str, Any]]:
+    def blocked(self) -> list[RunSpec]:
         """Specs that cannot run: an input's run failed (or its model is gone)."""
-        return [self.specs[i] for i in self._waiting if set(self.specs[i].get("needs", ())) & self._failed]
+        return [self.specs[i] for i in self._waiting if set(self.specs[i].needs) & self._failed]
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for index in list(self._waiting):
-            needs = self.specs[index].get("needs", ())
+            needs = self.specs[index].needs
             if set(needs) & self._failed:
                 continue
             if all(self._published(name) for name in needs):
                 self._waiting.remove(index)
                 self._running[trial_id] = index
-                return {"run": self.specs[index]}
-        if not self._running and all(set(self.specs[i].get("needs", ())) & self._failed for i in self._waiting):
+                return {RUN_FIELD: self.specs[index].to_json()}
+        if not self._running and all(set(self.specs[i].needs) & self._failed for i in self._waiting):
             return Searcher.FINISHED  # every spec started, or blocked by a failed input
         return None  # the next one waits for an input still training
 
@@ -56,7 +58,7 @@ class DependentRuns(Searcher):
         index = self._running.pop(trial_id, None)
         if index is None:
             return
-        name = self.specs[index].get("publish")
+        name = self.specs[index].publish
         if name and (error or not self._published(name)):
             self._failed.add(name)
 

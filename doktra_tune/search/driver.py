@@ -36,7 +36,9 @@ from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.plan import Plan, build_plan
 from doktra_tune.search.preflight import preflight
 from doktra_tune.errors import DoktraError, first_line
+from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.prefix import SharedPrefix
+from doktra_tune.run_spec import RunSpec
 from doktra_tune.search.disk import disk_line, fmt_bytes, free_final, free_stage, free_winners
 from doktra_tune.search.outcome import outcome_done, publish_outcome
 from doktra_tune.search.progress import Echo, echo_stdout, fmt_mean_std, stage_end_line
@@ -83,10 +85,10 @@ class SearchDriver:
                                   max_failures=self.config.search.max_failures)
         self.specs = StageSpecs(plan, self.resources, self.tracker)
 
-    def _say_grace(self, stage: str, base: dict[str, Any]) -> None:
+    def _say_grace(self, stage: str, base: StageConfig) -> None:
         s = self.config.search
         max_t = self.plan.stage_epochs[stage]
-        grace = pruning_grace_period(stage, s.grace_period, max_t, self.plan.spaces[stage], base)
+        grace = pruning_grace_period(stage, s.grace_period, max_t, self.plan.spaces[stage], base.to_dict())
         if grace > min(s.grace_period, max_t) and s.pruner != "none":
             self.echo(
                 f"[{stage}] pruning starts at epoch {grace}, not search.grace_period={s.grace_period}: until then "
@@ -95,7 +97,7 @@ class SearchDriver:
             )
 
     # ---------------------------------------------------------------- stages
-    def _stage_plan(self, stage: str, winners: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    def _stage_plan(self, stage: str, winners: dict[str, dict[str, Any]]) -> tuple[str, StageConfig]:
         """(what the stage does, in words; its base config)."""
         space, epochs = self.plan.spaces[stage].params, self.plan.stage_epochs[stage]
         if stage == "ctt":
@@ -119,7 +121,7 @@ class SearchDriver:
         self.echo(f"[{stage}] start: {what}")
         t0 = time.monotonic()
         self._say_grace(stage, base)
-        prefix = self.specs.shared_prefix(base) if stage == "abd" else None
+        prefix = self.specs.shared_prefix(base) if isinstance(base, DistillConfig) else None
         trunks = self.run_trunks(prefix, base) if prefix is not None else []
         records = self.runner.run(stage, self.specs.search_builder(stage, base, prefix))
         rule = selection_rule(self.config.search.selection, stage)
@@ -145,13 +147,13 @@ class SearchDriver:
         self.echo(stage_end_line(stage, time.monotonic() - t0, info, self.run_dir))
         return info
 
-    def run_trunks(self, prefix: SharedPrefix, base: dict[str, Any]) -> list[TrialRecord]:
+    def run_trunks(self, prefix: SharedPrefix, base: DistillConfig) -> list[TrialRecord]:
         """The ABD grid's shared activation-boundary phase, once per trunk (issue 10)."""
         builder = self.specs.trunk_builder(prefix, base)
         todo = builder([]).num_samples
         self.echo(f"[abd] shared prefix: {'trunks of ' + ', '.join(prefix.keys) if prefix.keys else 'one trunk'} "
                   f"{'to train' if todo else 'published earlier'}; switches at epochs "
-                  f"{prefix.switches(int(base['epochs']))} ({prefix.root})")
+                  f"{prefix.switches(base.epochs)} ({prefix.root})")
         records = self.runner.run("abd_trunk", builder) if todo else []
         failed = [r for r in records if r.status == "errored"]
         if failed:
@@ -170,7 +172,7 @@ class SearchDriver:
         self.tracker.client.flush(own_only=False)
         self.session.record(self.run_dir / RAY_PROCESSES_FILE)  # the workers started since
 
-    def baseline_teacher(self, records: list[TrialRecord], base: dict[str, Any]) -> dict[str, Any]:
+    def baseline_teacher(self, records: list[TrialRecord], base: StageConfig) -> dict[str, Any]:
         """The β₁ = 0 teacher (plain fine-tuning) for doktra_no_ctt / kld: the best β₁=0 trial of the
         CTT grid, or one extra β₁=0 run (`ray/ctt_ft`) when the grid has none."""
         rule = selection_rule(self.config.search.selection, "ctt")
@@ -186,10 +188,10 @@ class SearchDriver:
             spec = StageSpec(
                 name="ctt_ft", trainable=STAGE_TRAINABLES["ctt"],
                 trainable_kwargs={"base": base, "tracking": self.specs.tracking("ctt")},
-                param_space={**self.plan.spaces["ctt"].fixed, "run": {"beta": 0.0}},
+                param_space=dict(self.plan.spaces["ctt"].fixed),
                 max_t=self.plan.stage_epochs["ctt"], keep=self.specs.keep("ctt"),
             )
-            best = pick_winner("ctt", self.runner.run("ctt", explicit_runs(spec, [{"beta": 0.0}], ("beta",))),
+            best = pick_winner("ctt", self.runner.run("ctt", explicit_runs(spec, [RunSpec(overrides={"beta": 0.0})], ("beta",))),
                                rule, where)
         assert best.checkpoint is not None
         target = copy_checkpoint(best.checkpoint, self.run_dir / "stages" / "ctt" / "teacher_ft")
@@ -228,7 +230,7 @@ class SearchDriver:
         specs = plan.runs(str(self.run_dir / "final" / "models"))
         records = self.runner.run("final", self.specs.final_builder(specs, bases))
         done = {tuple(r.params.get(k) for k in RUN_KEYS) for r in records}
-        missing = [spec for spec in specs if tuple(spec.get(k) for k in RUN_KEYS) not in done]
+        missing = [spec for spec in specs if spec.key(RUN_KEYS) not in done]
         if missing:
             self.echo(f"[final] {len(missing)} distillation(s) could not run: their teacher or student failed")
         runs = final_runs(records) + missing_runs(missing)

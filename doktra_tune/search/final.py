@@ -21,6 +21,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from doktra_tune.run_spec import LABEL_TAGS, RunSpec
 from doktra_tune.search.trials import TrialRecord
 
 RUN_KEYS = ("variant", "seed", "fold")  # what identifies a final run spec
@@ -35,6 +36,8 @@ DISTILLATIONS = {
 SEED_RERUN = "seed re-run"
 SEARCH_WINNER = "search winner"
 _NOT_HYPERPARAMETERS = ("variant", "run", "seed")
+# results.json: a final run's own columns, apart from its `params` (the rest of its record)
+_NOT_PARAMS = (*LABEL_TAGS, "seed", "stage", "publish", "needs")
 
 
 
@@ -68,23 +71,27 @@ class FinalPlan:
     def _folds(self) -> list[int | None]:
         return list(self.folds) if self.folds else [None]
 
-    def _common(self, variant: str, seed: int, fold: int | None, origin: str) -> dict[str, Any]:
-        spec: dict[str, Any] = {"variant": variant, "seed": int(seed), "fold": fold, "origin": origin,
-                                "eval_splits": list(self.eval_splits), "eval_every_epoch": self.every_epoch}
-        if fold is not None:
-            spec["data"] = {"data_format": f"gad_folds:{fold}"}
-        return spec
+    def _labels(self, variant: str, fold: int | None, origin: str) -> dict[str, Any]:
+        return {"variant": variant, "fold": fold, "origin": origin}
 
-    def _trained(self, variant: str) -> dict[str, Any]:
+    def _common(self, seed: int, fold: int | None) -> dict[str, Any]:
+        """The overrides every final run has: its seed, the splits it is scored on, its GAD fold."""
+        overrides: dict[str, Any] = {"seed": int(seed), "eval_splits": list(self.eval_splits),
+                                     "eval_every_epoch": self.every_epoch}
+        if fold is not None:
+            overrides["data"] = {"data_format": f"gad_folds:{fold}"}
+        return overrides
+
+    def _trained(self, variant: str) -> tuple[str, dict[str, Any]]:
         """The stage and hyperparameters that (re-)train `variant` (wave 1)."""
         ctt, student = self.winners["ctt"], self.winners["student"]
         hp_ctt, hp_student = hyperparameters(ctt["params"]), hyperparameters(student["params"])
         e1 = int(student["e1"])
         return {
-            "teacher_ctt": {"stage": "ctt", **hp_ctt},
-            "teacher_ft": {"stage": "ctt", **hp_ctt, "beta": 0.0},
-            "student_ft": {"stage": "student", **hp_student, "epochs": e1},
-            "student_ft_cpl": {"stage": "student", **hp_student, "epochs": e1, "beta": float(ctt["params"].get("beta", 0.0))},
+            "teacher_ctt": ("ctt", hp_ctt),
+            "teacher_ft": ("ctt", {**hp_ctt, "beta": 0.0}),
+            "student_ft": ("student", {**hp_student, "epochs": e1}),
+            "student_ft_cpl": ("student", {**hp_student, "epochs": e1, "beta": float(ctt["params"].get("beta", 0.0))}),
         }[variant]
 
     def wave1_variants(self) -> list[str]:
@@ -94,39 +101,29 @@ class FinalPlan:
             needed |= {DISTILLATIONS[variant][0], "student_ft"}
         return [v for v in ("teacher_ctt", "teacher_ft", "student_ft", "student_ft_cpl") if v in needed]
 
-    def wave1(self) -> list[dict[str, Any]]:
+    def wave1(self) -> list[RunSpec]:
         """The teachers and students: chain: every (fold, seed) trains them, publishing the models a
         distillation reads (`publish`: its model name); winners: the search's teacher, β₁ = 0
         teacher and student are scored once (student_ft_cpl is trained per seed)."""
-        specs: list[dict[str, Any]] = []
+        specs: list[RunSpec] = []
         read = {DISTILLATIONS[v][0] for v in self.distillations} | ({"student_ft"} if self.distillations else set())
         for variant in self.wave1_variants():
             if self.protocol == "winners" and variant != "student_ft_cpl":
-                checkpoint = self.search_model(variant)
-                specs.append({**self._common(variant, self.search_seed, None, SEARCH_WINNER),
-                              "stage": "evaluate", "model": checkpoint})
+                specs.append(RunSpec("evaluate", {**self._common(self.search_seed, None), "model": self.search_model(variant)},
+                                     self._labels(variant, None, SEARCH_WINNER)))
                 continue
+            stage, hp = self._trained(variant)
             for fold in self._folds():
                 for seed in self.seeds:
-                    spec = {**self._common(variant, seed, fold, SEED_RERUN), **self._trained(variant)}
-                    if self.protocol == "chain" and variant in read:
-                        spec["publish"] = model_name(variant, seed, fold)
-                    specs.append(spec)
+                    publish = model_name(variant, seed, fold) if self.protocol == "chain" and variant in read else None
+                    specs.append(RunSpec(stage, {**self._common(seed, fold), **hp},
+                                         self._labels(variant, fold, SEED_RERUN), publish=publish))
         return specs
 
-    def runs(self, models_dir: str) -> list[dict[str, Any]]:
-        """Every final run spec: the teachers and students, then the distillations, which read the
-        chain's models by name under `models_dir` (`needs`), or the search's own (winners)."""
-        specs = self.wave1()
-        for spec in self._distillation_specs():
-            teacher, student = spec.pop("_teacher_key"), spec.pop("_student_key")
-            if self.protocol == "winners":
-                spec.update(teacher_checkpoint=self.search_model(teacher[0]), model=self.search_model(student[0]))
-            else:
-                spec.update(teacher_checkpoint=f"{models_dir}/{spec['teacher']}", model=f"{models_dir}/{spec['student']}",
-                            needs=[spec["teacher"], spec["student"]])
-            specs.append(spec)
-        return specs
+    def runs(self, models_dir: str) -> list[RunSpec]:
+        """Every final run: the teachers and students, then the distillations, which read the chain's
+        models by name under `models_dir` (`needs`), or the search's own (winners)."""
+        return self.wave1() + self._distillation_specs(models_dir)
 
     def search_model(self, variant: str) -> str:
         """The search's own checkpoint of a wave-1 variant (the winners protocol)."""
@@ -136,21 +133,28 @@ class FinalPlan:
             return str(self.winners["ctt"]["baseline"]["checkpoint"])
         return str(self.winners["student"]["checkpoint"])
 
-    def _distillation_specs(self) -> list[dict[str, Any]]:
-        """Every distillation variant x fold x seed: its hyperparameters, loss, and which teacher and
-        student (by model name) it starts from."""
+    def _distillation_specs(self, models_dir: str) -> list[RunSpec]:
+        """Every distillation variant x fold x seed: its hyperparameters and loss, and the teacher and
+        student it starts from: the chain's models of its seed (by name), or the search's own."""
         hp_abd = hyperparameters(self.winners["abd"]["params"])
         specs = []
         for variant in self.distillations:
-            teacher, loss = DISTILLATIONS[variant]
+            teacher_variant, loss = DISTILLATIONS[variant]
             for fold in self._folds():
                 for seed in self.seeds:
-                    source_seed = seed if self.protocol == "chain" else self.search_seed
-                    source_fold = fold if self.protocol == "chain" else None
-                    t_key, s_key = (teacher, source_seed, source_fold), ("student_ft", source_seed, source_fold)
-                    specs.append({**self._common(variant, seed, fold, SEED_RERUN), "stage": "abd", **hp_abd,
-                                  "distill_loss": loss, "teacher": model_name(*t_key), "student": model_name(*s_key),
-                                  "_teacher_key": t_key, "_student_key": s_key})
+                    labels = self._labels(variant, fold, SEED_RERUN)
+                    overrides = {**self._common(seed, fold), **hp_abd, "distill_loss": loss}
+                    if self.protocol == "winners":
+                        teacher = model_name(teacher_variant, self.search_seed, None)
+                        student = model_name("student_ft", self.search_seed, None)
+                        overrides.update(teacher_checkpoint=self.search_model(teacher_variant),
+                                         model=self.search_model("student_ft"))
+                        needs: tuple[str, ...] = ()
+                    else:
+                        teacher, student = model_name(teacher_variant, seed, fold), model_name("student_ft", seed, fold)
+                        overrides.update(teacher_checkpoint=f"{models_dir}/{teacher}", model=f"{models_dir}/{student}")
+                        needs = (teacher, student)
+                    specs.append(RunSpec("abd", overrides, {**labels, "teacher": teacher, "student": student}, needs=needs))
         return specs
 
 
@@ -167,18 +171,22 @@ def final_runs(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
             "stage": run.get("stage"), "origin": run.get("origin"), "teacher": run.get("teacher"),
             "student": run.get("student"), "trial_id": r.trial_id, "status": r.status, "node_id": r.node_id,
             "error": r.error, "metrics": metrics,
-            "params": {k: v for k, v in run.items()
-                       if k not in ("variant", "seed", "fold", "stage", "origin", "teacher", "student", "publish", "needs")},
+            "params": {k: v for k, v in run.items() if k not in _NOT_PARAMS},
         })
     return runs
 
 
-def missing_runs(specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def missing_runs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """results.json entries for distillations that could not run (their teacher or student failed)."""
-    return [{"variant": s["variant"], "seed": s["seed"], "fold": s.get("fold"), "stage": "abd", "origin": s["origin"],
-             "teacher": s["teacher"], "student": s["student"], "trial_id": "", "status": "errored", "node_id": "",
-             "error": f"not run: its teacher {s['teacher']} or student {s['student']} failed in wave 1",
-             "metrics": {}, "params": {}} for s in specs]
+    rows = []
+    for spec in specs:
+        labels = spec.labels
+        rows.append({"variant": labels["variant"], "seed": spec.overrides["seed"], "fold": labels.get("fold"),
+                     "stage": "abd", "origin": labels["origin"], "teacher": labels["teacher"], "student": labels["student"],
+                     "trial_id": "", "status": "errored", "node_id": "",
+                     "error": f"not run: its teacher {labels['teacher']} or student {labels['student']} failed in wave 1",
+                     "metrics": {}, "params": {}})
+    return rows
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -14,23 +14,17 @@ from typing import Any, Literal, Mapping, get_args
 
 from analysis.selection import SELECTION_KINDS, SelectionKind
 from doktra_tune.config import (
-    BATCH_SIZE,
     CPU_KERNELS,
     DEFAULT_CACHE_DIR,
-    ECE_BINS,
-    EPOCHS,
-    MAX_LEN,
-    POSITIVE,
-    PRECISIONS,
-    PROJECTIONS,
-    SEED,
-    SUBSAMPLE_SIZE,
-    WARMUP_RATIO,
-    WEIGHT_DECAY,
     CpuKernels,
+    DataConfig,
+    POSITIVE,
+    DistillConfig,
     Precision,
     Projection,
     Range,
+    StageConfig,
+    field_rule,
 )
 from doktra_tune.errors import ConfigError
 from doktra_tune.tasks import get_task
@@ -77,6 +71,20 @@ def number(value: Any, name: str, allowed: Range) -> Any:
 
 def optional_number(value: Any, name: str, allowed: Range) -> Any:
     return None if value is None else number(value, name, allowed)
+
+
+def field_number(value: Any, name: str, cls: type, field: str) -> Any:
+    """`number` against the rule of config field `cls.field`: the one range that field has."""
+    allowed = field_rule(cls, field).range
+    assert allowed is not None
+    return optional_number(value, name, allowed) if field_rule(cls, field).optional else number(value, name, allowed)
+
+
+def field_choice(value: Any, name: str, cls: type, field: str) -> Any:
+    """`choice` among the values config field `cls.field` admits."""
+    choices = field_rule(cls, field).choices
+    assert choices is not None
+    return choice(value, name, choices)
 
 
 def choice(value: Any, name: str, choices: tuple[str, ...], *, null_ok: bool = False) -> Any:
@@ -138,11 +146,11 @@ class DataOptions:
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> DataOptions:
-        limits = {k: optional_number(raw.get(k), f"data.{k}", SUBSAMPLE_SIZE)
+        limits = {k: field_number(raw.get(k), f"data.{k}", DataConfig, k)
                   for k in ("train_limit", "dev_limit", "test_limit")}
         return cls(
-            max_len=number(raw["max_len"], "data.max_len", MAX_LEN), **limits,
-            subsample_seed=number(raw.get("subsample_seed") or 0, "data.subsample_seed", SEED),
+            max_len=field_number(raw["max_len"], "data.max_len", DataConfig, "max_len"), **limits,
+            subsample_seed=field_number(raw.get("subsample_seed") or 0, "data.subsample_seed", DataConfig, "subsample_seed"),
         )
 
 
@@ -163,14 +171,14 @@ class TrainOptions:
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> TrainOptions:
         return cls(
-            batch_size=number(raw["batch_size"], "train.batch_size", BATCH_SIZE),
-            eval_batch_size=number(raw["eval_batch_size"], "train.eval_batch_size", BATCH_SIZE),
-            seed=number(raw["seed"], "train.seed", SEED),
-            weight_decay=float(number(raw.get("weight_decay", 0.0), "train.weight_decay", WEIGHT_DECAY)),
-            warmup_ratio=float(number(raw.get("warmup_ratio", 0.0), "train.warmup_ratio", WARMUP_RATIO)),
-            max_grad_norm=float(number(raw.get("max_grad_norm", 1.0), "train.max_grad_norm", POSITIVE)),
-            precision=choice(raw.get("precision") or "auto", "train.precision", PRECISIONS),
-            ece_bins=number(raw.get("ece_bins", 15), "train.ece_bins", ECE_BINS),
+            batch_size=field_number(raw["batch_size"], "train.batch_size", StageConfig, "batch_size"),
+            eval_batch_size=field_number(raw["eval_batch_size"], "train.eval_batch_size", StageConfig, "eval_batch_size"),
+            seed=field_number(raw["seed"], "train.seed", StageConfig, "seed"),
+            weight_decay=float(field_number(raw.get("weight_decay", 0.0), "train.weight_decay", StageConfig, "weight_decay")),
+            warmup_ratio=float(field_number(raw.get("warmup_ratio", 0.0), "train.warmup_ratio", StageConfig, "warmup_ratio")),
+            max_grad_norm=float(field_number(raw.get("max_grad_norm", 1.0), "train.max_grad_norm", StageConfig, "max_grad_norm")),
+            precision=field_choice(raw.get("precision") or "auto", "train.precision", StageConfig, "precision"),
+            ece_bins=field_number(raw.get("ece_bins", 15), "train.ece_bins", StageConfig, "ece_bins"),
             cpu_kernels=choice(raw.get("cpu_kernels") or "native", "train.cpu_kernels", CPU_KERNELS),
         )
 
@@ -203,11 +211,11 @@ class StageOptions:
                 )
             grid[param] = values
         own = raw.get("precision")
-        precision = choice(own, f"{key}.precision", PRECISIONS) if own else train.precision
+        precision = field_choice(own, f"{key}.precision", StageConfig, "precision") if own else train.precision
         extra: dict[str, Any] = {}
         if name == "abd":
-            extra["margin"] = float(number(raw.get("margin", 1.0), f"{key}.margin", POSITIVE))
-            extra["projection"] = choice(raw.get("projection", "auto"), f"{key}.projection", PROJECTIONS)
+            extra["margin"] = float(field_number(raw.get("margin", 1.0), f"{key}.margin", DistillConfig, "margin"))
+            extra["projection"] = field_choice(raw.get("projection", "auto"), f"{key}.projection", DistillConfig, "projection")
             extra["share_prefix"] = boolean(raw.get("share_prefix", True), f"{key}.share_prefix")
         if name == "student":
             extra["e1_mode"] = choice(raw.get("e1_mode", "grid"), f"{key}.e1_mode", E1_MODES)
@@ -217,7 +225,7 @@ class StageOptions:
                     f"{key}.epochs=<n> (one run per lr1, e1 = its best epoch)"
                 )
         return cls(
-            name=name, epochs=number(raw["epochs"], f"{key}.epochs", EPOCHS),
+            name=name, epochs=field_number(raw["epochs"], f"{key}.epochs", StageConfig, "epochs"),
             search_space=_optional_str(raw.get("search_space")), grid=grid, precision=precision, **extra,
         )
 
@@ -273,7 +281,7 @@ class SearchOptions:
             grace_period=number(raw.get("grace_period", 1), "search.grace_period", POSITIVE_INT),
             reduction_factor=number(raw.get("reduction_factor", 3), "search.reduction_factor", REDUCTION_FACTOR),
             n_startup_trials=number(raw.get("n_startup_trials", 2), "search.n_startup_trials", NON_NEGATIVE_INT),
-            seed=number(raw.get("seed", 0), "search.seed", SEED),
+            seed=number(raw.get("seed", 0), "search.seed", NON_NEGATIVE_INT),
             max_failures=number(raw.get("max_failures", 2), "search.max_failures", NON_NEGATIVE_INT),
             stop_after=choice(raw.get("stop_after"), "search.stop_after", SEARCH_STAGES, null_ok=True),
             handoff=choice(raw.get("handoff", "final_epoch"), "search.handoff", HANDOFFS),
@@ -309,7 +317,7 @@ class FinalOptions:
         if [s for s in splits if s not in FINAL_EVAL_SPLITS] or "dev" not in splits:
             raise ConfigError(f"final.eval_splits={splits} must hold dev (and test); e.g. final.eval_splits=[dev,test]")
         protocol = choice(raw.get("protocol", "chain"), "final.protocol", FINAL_PROTOCOLS)
-        return cls(tuple(number(s, "final.seeds", SEED) for s in seeds), tuple(variants), tuple(splits), protocol,
+        return cls(tuple(field_number(s, "final.seeds", StageConfig, "seed") for s in seeds), tuple(variants), tuple(splits), protocol,
                    _folds(raw.get("folds"), task, protocol))
 
 

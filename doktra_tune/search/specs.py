@@ -13,6 +13,7 @@ from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
 from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search.dependent_runs import DependentRuns
+from doktra_tune.run_spec import RUN_FIELD, RunSpec
 from doktra_tune.search.final import RUN_KEYS
 from doktra_tune.search.plan import Plan, schedule_group
 from doktra_tune.search.pruning import PriorTrial
@@ -24,18 +25,21 @@ from doktra_tune.tracking import SearchTracker
 from trainables import STAGE_TRAINABLES, abd_trunk_trainable, final_trainable
 
 
-def explicit_runs(spec: StageSpec, runs: list[dict[str, Any]], keys: tuple[str, ...]) -> SpecBuilder:
-    """A builder for a Tuner over explicit run specs (`spec.param_space["run"]` ranges over `runs`):
+def explicit_runs(spec: StageSpec, runs: list[RunSpec], keys: tuple[str, ...]) -> SpecBuilder:
+    """A builder for a Tuner over explicit runs (`spec.param_space[RUN_FIELD]` ranges over `runs`):
     after an interruption, only the runs no finished trial covered."""
 
     def build(prior: list[TrialRecord]) -> StageSpec:
-        if not prior:
-            return spec
-        todo = remaining_runs(runs, keys, prior)  # a one-run "run" becomes a one-value grid: same trial
-        return dataclasses.replace(spec, param_space={**spec.param_space, "run": tune.grid_search(todo)},
+        todo = remaining_runs(runs, keys, prior) if prior else runs
+        return dataclasses.replace(spec, param_space={**spec.param_space, RUN_FIELD: run_grid(todo)},
                                    num_samples=1 if todo else 0)
 
     return build
+
+
+def run_grid(runs: list[RunSpec]) -> dict[str, Any]:
+    """A param-space entry with one trial per run (Tune stores each run's JSON form in its config)."""
+    return tune.grid_search([run.to_json() for run in runs])
 
 
 class StageSpecs:
@@ -56,8 +60,9 @@ class StageSpecs:
         student = self.config.stages["student"]
         return "best" if stage == "student" and not student.searches_epochs else "last"
 
-    def stage_base(self, stage: str, model: str) -> dict[str, Any]:
-        """The StageConfig every trial of `stage` starts from (its trial config is applied on top)."""
+    def stage_base(self, stage: str, model: str) -> StageConfig:
+        """The StageConfig every trial of `stage` starts from (its `RunSpec` is applied on top),
+        checked here, when the search is planned."""
         t = self.config.train
         return StageConfig(
             data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
@@ -65,7 +70,7 @@ class StageSpecs:
             warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm, precision=self.config.stages[stage].precision,
             torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
             ece_bins=t.ece_bins, save_training_state=self.resumable,
-        ).to_dict()
+        )
 
     @property
     def resumable(self) -> bool:
@@ -73,12 +78,10 @@ class StageSpecs:
         halving) or retried (search.max_failures: a lost worker) trial goes on where it stopped."""
         return self.config.search.pauses_trials or self.config.search.max_failures > 0
 
-    def abd_base(self, student_checkpoint: str, teacher_checkpoint: str) -> dict[str, Any]:
+    def abd_base(self, student_checkpoint: str, teacher_checkpoint: str) -> DistillConfig:
         abd = self.config.stages["abd"]
-        return DistillConfig.from_dict({
-            **self.stage_base("abd", student_checkpoint), "teacher_checkpoint": teacher_checkpoint,
-            "margin": abd.margin, "projection": abd.projection,
-        }).to_dict()
+        return DistillConfig.of_stage(self.stage_base("abd", student_checkpoint), teacher_checkpoint=teacher_checkpoint,
+                                      margin=abd.margin, projection=abd.projection)
 
     def tracking(self, stage: str) -> dict:
         tags = {"doktra.teacher_model": self.config.teacher_model, "doktra.student_model": self.config.student_model}
@@ -86,7 +89,7 @@ class StageSpecs:
 
     # ---------------------------------------------------------------- search specs
     def search_spec(
-        self, stage: str, base: dict[str, Any], *, num_samples: int | None = None,
+        self, stage: str, base: StageConfig, *, num_samples: int | None = None,
         points: list[dict[str, Any]] | None = None, prior: list[PriorTrial] | None = None,
         prefix: SharedPrefix | None = None,
     ) -> StageSpec:
@@ -97,7 +100,7 @@ class StageSpecs:
         search_alg, scheduler, n = build_search(
             space, mode=s.mode, num_samples=num_samples or s.num_samples, pruner=s.pruner,
             metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=s.seed,
-            grace_period=pruning_grace_period(stage, s.grace_period, max_t, space, base),
+            grace_period=pruning_grace_period(stage, s.grace_period, max_t, space, base.to_dict()),
             reduction_factor=s.reduction_factor, n_startup_trials=s.n_startup_trials, points=points,
             prior_trials=prior, group_key=schedule_group(space),
         )
@@ -108,7 +111,7 @@ class StageSpecs:
             num_samples=n, pruner_on=s.pruner != "none", keep=self.keep(stage),
         )
 
-    def search_builder(self, stage: str, base: dict[str, Any], prefix: SharedPrefix | None = None) -> SpecBuilder:
+    def search_builder(self, stage: str, base: StageConfig, prefix: SharedPrefix | None = None) -> SpecBuilder:
         """The stage's full search; after an interruption, the missing grid points (grid mode) or
         the rest of the trial budget (TPE), with the finished trials in the Optuna study. With
         `prefix` (ABD) every trial starts from its trunk."""
@@ -128,28 +131,30 @@ class StageSpecs:
 
         return build
 
-    def shared_prefix(self, base: dict[str, Any]) -> SharedPrefix | None:
+    def shared_prefix(self, base: DistillConfig) -> SharedPrefix | None:
         """The ABD grid's shared activation-boundary prefix (stages.abd.share_prefix), or None."""
         if not self.config.stages["abd"].share_prefix:
             return None
         space = self.plan.spaces["abd"]
-        return SharedPrefix.for_grid(space.params, space.fixed, base, self.run_dir / "stages" / "abd" / "trunks")
+        return SharedPrefix.for_grid(space.params, space.fixed, base.to_dict(), self.run_dir / "stages" / "abd" / "trunks")
 
-    def trunk_builder(self, prefix: SharedPrefix, base: dict[str, Any]) -> SpecBuilder:
+    def trunk_builder(self, prefix: SharedPrefix, base: DistillConfig) -> SpecBuilder:
         """One Tuner over the trunks not published yet (a rerun never recomputes a finished one)."""
         space = self.plan.spaces["abd"]
-        epochs = int(space.fixed.get("epochs", base["epochs"]))
-        runs = [prefix.trunk_config(point, int(point.get("epochs", epochs))) for point in prefix.trunk_points(space.params)
-                if not prefix.published({**base, **space.fixed, **point})]
+        epochs = int(space.fixed.get("epochs", base.epochs))
+        runs = [RunSpec(overrides=prefix.trunk_config(point, int(point.get("epochs", epochs))))
+                for point in prefix.trunk_points(space.params)
+                if not prefix.published({**base.to_dict(), **space.fixed, **point})]
         spec = StageSpec(
             name="abd_trunk", trainable=abd_trunk_trainable,
             trainable_kwargs={"base": base, "prefix": prefix, "tracking": self.tracking("abd_trunk")},
-            param_space={**space.fixed, "run": tune.grid_search(runs)}, max_t=max(r["stop_after_epoch"] for r in runs)
-            if runs else 1, num_samples=1 if runs else 0, keep="last",
+            param_space={**space.fixed, RUN_FIELD: run_grid(runs)},
+            max_t=max((r.overrides["stop_after_epoch"] for r in runs), default=1),
+            num_samples=1 if runs else 0, keep="last",
         )
         return explicit_runs(spec, runs, tuple(prefix.keys) or ("gamma",))
 
-    def final_builder(self, specs: list[dict[str, Any]], bases: dict[str, Any]) -> SpecBuilder:
+    def final_builder(self, specs: list[RunSpec], bases: dict[str, StageConfig]) -> SpecBuilder:
         """One Tuner over every final run; `DependentRuns` starts each distillation as soon as its
         teacher and student are published. After an interruption: the runs still missing."""
         models_dir = self.run_dir / "final" / "models"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from doktra_tune.metrics import SEARCH_METRIC, SHARED_METRIC
+from doktra_tune.run_spec import RunSpec, trial_record
 
 # Tune result keys that are bookkeeping, not metrics
 _METRIC_SKIP = ("config", "date", "hostname", "pid", "timestamp", "time_since_restore", "iterations_since_restore",
@@ -141,8 +142,7 @@ def collect_trial(result: Any, max_t: int, pruned_ids: set[str], pruner_on: bool
         if meta_file.is_file():
             kept_epoch = int(json.loads(meta_file.read_text()).get("epoch", kept_epoch))
             kept = next((r for r in history if int(r.get("epoch") or 0) == kept_epoch), kept)
-    config = dict(result.config or {})
-    params = {k: clean(v) for k, v in {**config, **(config.pop("run", None) or {})}.items() if k != "run"}
+    params = {k: clean(v) for k, v in trial_record(result.config or {}).items()}
     horizon = int(params.get("epochs") or max_t)
     if result.error is not None:
         status = "errored"
@@ -175,7 +175,7 @@ def remaining_grid_points(grid: dict[str, list], prior: Sequence[TrialRecord]) -
     return [dict(zip(names, values)) for values in itertools.product(*grid.values()) if tuple(values) not in seen]
 
 
-def remaining_runs(runs: Sequence[dict[str, Any]], keys: Sequence[str], prior: Sequence[TrialRecord]) -> list[dict[str, Any]]:
-    """The explicit run specs (identified by `keys`) no finished trial covered."""
+def remaining_runs(runs: Sequence[RunSpec], keys: Sequence[str], prior: Sequence[TrialRecord]) -> list[RunSpec]:
+    """The explicit runs (identified by `keys`) no finished trial covered."""
     seen = {tuple(r.params.get(k) for k in keys) for r in prior}
-    return [run for run in runs if tuple(run.get(k) for k in keys) not in seen]
+    return [run for run in runs if run.key(keys) not in seen]

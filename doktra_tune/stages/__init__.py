@@ -7,8 +7,9 @@
 * ``evaluation`` -- predictions and metrics on a split; ``evaluate_checkpoint``;
 * ``teacher`` -- the frozen teacher's cached [CLS]/logits and their projection (Sec. 4.2);
 * ``checkpointing`` -- epoch checkpoints: save, keep, resume;
-* ``splits`` -- the examples and encodings of a stage's splits; ``state`` -- what a recipe hands the loop;
-* ``validation`` -- a stage configuration checked before it runs.
+* ``splits`` -- the examples and encodings of a stage's splits; ``state`` -- what a recipe hands the loop.
+
+A stage's configuration (``doktra_tune.config``) checks itself when it is made.
 
 The stages' public entry points are re-exported here.
 """

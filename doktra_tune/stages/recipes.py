@@ -28,7 +28,6 @@ from doktra_tune.stages.splits import evaluated_splits, load_encoded
 from doktra_tune.stages.state import StageState
 from doktra_tune.stages.step_losses import abd_step_loss, cpl_step_loss, distill_phases, kd_step_loss, one_phase
 from doktra_tune.stages.teacher import build_projection, projected_once, teacher_features
-from doktra_tune.stages.validation import validate_stage_config
 from doktra_tune.tasks import TaskSpec, check_checkpoint_task, get_task
 
 
@@ -43,7 +42,6 @@ def train_student(cfg: StageConfig, on_epoch: EpochCallback | None = None) -> St
 
 
 def _fine_tune(name: str, cfg: StageConfig, on_epoch: EpochCallback | None) -> StageResult:
-    validate_stage_config(cfg)
     apply_torch_threads(cfg.torch_threads)
     rt = resolve_runtime(cfg.device, cfg.precision)
     task = get_task(cfg.data.task)
@@ -68,7 +66,6 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
     teacher logits there instead (Table 6). Later epochs refine with L_cls = CE - beta2 * H.
     Reports ``dev_lat`` (mean Eq. 4 count on dev), ``train_lat`` (ABD epochs) and ``phase`` per epoch.
     """
-    validate_stage_config(cfg)
     if not cfg.teacher_checkpoint:
         raise ConfigError("distill needs teacher_checkpoint; set teacher_checkpoint=<ctt output_dir>/epoch_<k>")
     if not is_checkpoint(cfg.teacher_checkpoint):
