@@ -58,3 +58,25 @@ def header(title: str, args: argparse.Namespace) -> None:
         f"batch_size={args.batch_size}, max_len={args.max_len}, torch threads={torch.get_num_threads()}, "
         f"device=cpu, repeats={args.repeats} (interleaved; medians)"
     )
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+class Timings:
+    """Wall and CPU seconds of each variant over interleaved repetitions (the verdicts take medians)."""
+
+    def __init__(self, variants: tuple[str, ...]) -> None:
+        self.width = max(len(v) for v in variants)
+        self.wall: dict[str, list[float]] = {v: [] for v in variants}
+        self.cpu: dict[str, list[float]] = {v: [] for v in variants}
+
+    def add(self, rep: int, variant: str, wall: float, cpu: float) -> None:
+        self.wall[variant].append(wall)
+        self.cpu[variant].append(cpu)
+        print(f"   rep {rep} {variant:{self.width}s} {wall:7.2f}s wall {cpu:7.2f}s cpu", flush=True)
+
+    def ratios(self, num: str, den: str) -> tuple[float, float]:
+        """median(num) / median(den) of the wall and of the CPU seconds."""
+        return (median(self.wall[num]) / median(self.wall[den]), median(self.cpu[num]) / median(self.cpu[den]))

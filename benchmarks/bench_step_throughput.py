@@ -21,7 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import header, median, parser, setup
+from _common import Timings, header, median, parser, setup, verdict
 
 from doktra_tune.config import StageConfig
 from doktra_tune.encoding import collate, make_batches
@@ -66,8 +66,7 @@ def main() -> None:
     data = setup(args)
     header("bench_step_throughput: train_student step vs bare PyTorch loop", args)
     lr = 2e-5
-    wall = {"bare": [], "stage": []}
-    cpu = {"bare": [], "stage": []}
+    timings = Timings(("bare", "stage"))
     steps = 0
     for rep in range(args.repeats):
         order = ("bare", "stage") if rep % 2 == 0 else ("stage", "bare")
@@ -76,19 +75,16 @@ def main() -> None:
                 w, c, steps = bare_epoch(data, args.batch_size, lr)
             else:
                 w, c = stage_epoch(data, args.batch_size, lr)
-            wall[variant].append(w)
-            cpu[variant].append(c)
-            print(f"   rep {rep} {variant:5s} {w:7.2f}s wall {c:7.2f}s cpu", flush=True)
+            timings.add(rep, variant, w, c)
     print(f"   {steps} steps per epoch")
     for variant in ("bare", "stage"):
-        w = median(wall[variant])
-        print(f"   {variant:5s} {w:7.2f}s wall  {steps / w:6.3f} steps/s   {median(cpu[variant]):7.2f}s cpu")
-    ratio = median(wall["bare"]) / median(wall["stage"])
-    cpu_ratio = median(cpu["bare"]) / median(cpu["stage"])
-    best_ratio = min(wall["bare"]) / min(wall["stage"])
+        w = median(timings.wall[variant])
+        print(f"   {variant:5s} {w:7.2f}s wall  {steps / w:6.3f} steps/s   {median(timings.cpu[variant]):7.2f}s cpu")
+    ratio, cpu_ratio = timings.ratios("bare", "stage")
+    best_ratio = min(timings.wall["bare"]) / min(timings.wall["stage"])
     print(
         f"RESULT stage/bare throughput = {ratio:.3f} wall (median), {best_ratio:.3f} wall (best of each), "
-        f"{cpu_ratio:.3f} cpu (goal >= 0.95): {'PASS' if max(ratio, best_ratio) >= 0.95 else 'FAIL'}"
+        f"{cpu_ratio:.3f} cpu (goal >= 0.95): {verdict(max(ratio, best_ratio) >= 0.95)}"
     )
 
 

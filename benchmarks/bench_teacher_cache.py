@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import header, median, parser, setup
+from _common import Timings, header, median, parser, setup, verdict
 
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.encoding import collate, make_batches
@@ -87,8 +87,7 @@ def main() -> None:
         return projection(cls)
 
     cfg = StageConfig(data=data, model="minilm", output_dir="unused", lr=1e-5, batch_size=args.batch_size)
-    wall = {"cached": [], "online": [], "distill": []}
-    cpu = {"cached": [], "online": [], "distill": []}
+    timings = Timings(("cached", "online", "distill"))
     for rep in range(args.repeats):
         order = ("cached", "online", "distill") if rep % 2 == 0 else ("online", "distill", "cached")
         for variant in order:
@@ -114,17 +113,14 @@ def main() -> None:
                     optimizer, scheduler, params, max_grad_norm=1.0, rt=rt,
                 )
                 w, c = stats.seconds, stats.cpu_seconds
-            wall[variant].append(w)
-            cpu[variant].append(c)
-            print(f"   rep {rep} {variant:7s} {w:7.2f}s wall {c:7.2f}s cpu", flush=True)
+            timings.add(rep, variant, w, c)
     for variant in ("cached", "distill", "online"):
-        print(f"   {variant:7s} {median(wall[variant]):7.2f}s wall {median(cpu[variant]):7.2f}s cpu")
-    ratio = median(wall["cached"]) / median(wall["online"])
-    cpu_ratio = median(cpu["cached"]) / median(cpu["online"])
-    dratio = median(wall["distill"]) / median(wall["online"])
+        print(f"   {variant:7s} {median(timings.wall[variant]):7.2f}s wall {median(timings.cpu[variant]):7.2f}s cpu")
+    ratio, cpu_ratio = timings.ratios("cached", "online")
+    dratio = timings.ratios("distill", "online")[0]
     print(
         f"RESULT cached/online ABD epoch time = {ratio:.3f} wall, {cpu_ratio:.3f} cpu; distill/online = {dratio:.3f} wall "
-        f"(goal <= 0.8): {'PASS' if max(ratio, dratio) <= 0.8 else 'FAIL'}"
+        f"(goal <= 0.8): {verdict(max(ratio, dratio) <= 0.8)}"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,56 +193,35 @@ def _one_line(err) -> str:
     return msg
 
 
-def test_missing_split_file(tmp_path):
-    (tmp_path / "train.tsv").write_text("index\tsentence\tlabel\n0\tx\tDDI-false\n")
+_GOOD_CHEMPROT_LINE = json.dumps({"text": "<< a >> [[ b ]]", "label": "INHIBITOR", "metadata": []})
+
+
+@pytest.mark.parametrize(
+    ("task", "split", "name", "content", "expected"),
+    [
+        pytest.param("ddi", "test", "train.tsv", "index\tsentence\tlabel\n0\tx\tDDI-false\n",
+                     "missing test split file {path}", id="missing-split-file"),
+        pytest.param("chemprot", "dev", "dev.jsonl", "\n", "{path}:1: file is empty", id="empty-file"),
+        pytest.param("ddi", "dev", "dev.tsv", "index\tsentence\tlabel\n", "{path}:1: no data rows",
+                     id="header-only-tsv"),
+        pytest.param("ddi", "train", "train.tsv",
+                     "index\tsentence\tlabel\n0\tfine row\tDDI-int\n1\tbroken\trow\tDDI-int\n",
+                     "{path}:3: expected 3 tab-separated columns", id="wrong-column-count"),
+        pytest.param("ddi", "train", "train.tsv", "index\tsentence\tlabel\n0\ta\tDDI-int\n1\tb\tCPR:3\n",
+                     "{path}:3: label 'CPR:3' is not in the ddi label set", id="label-outside-the-task"),
+        pytest.param("chemprot", "train", "train.jsonl", _GOOD_CHEMPROT_LINE + "\n" + '{"text": "x", "label": \n',
+                     "{path}:2: bad JSON", id="bad-json-line"),
+        pytest.param("chemprot", "test", "test.jsonl", json.dumps({"text": "t", "label": "COFACTOR"}) + "\n",
+                     "{path}:1: label 'COFACTOR'", id="unknown-chemprot-label"),
+    ],
+)
+def test_bad_file_is_one_line_naming_it(tmp_path, task, split, name, content, expected):
+    """`name` holds `content`; the error names the split's file (`<split>.<name's suffix>`) as `expected`."""
+    (tmp_path / name).write_text(content)
     with pytest.raises(DataError) as err:
-        load_split("ddi", "test", tmp_path)
-    assert f"missing test split file {tmp_path / 'test.tsv'}" in _one_line(err)
-
-
-def test_empty_file(tmp_path):
-    (tmp_path / "dev.jsonl").write_text("\n")
-    with pytest.raises(DataError) as err:
-        load_split("chemprot", "dev", tmp_path)
-    assert f"{tmp_path / 'dev.jsonl'}:1: file is empty" in _one_line(err)
-
-
-def test_header_only_tsv(tmp_path):
-    (tmp_path / "dev.tsv").write_text("index\tsentence\tlabel\n")
-    with pytest.raises(DataError) as err:
-        load_split("ddi", "dev", tmp_path)
-    assert f"{tmp_path / 'dev.tsv'}:1: no data rows" in _one_line(err)
-
-
-def test_wrong_column_count(tmp_path):
-    (tmp_path / "train.tsv").write_text(
-        "index\tsentence\tlabel\n0\tfine row\tDDI-int\n1\tbroken\trow\tDDI-int\n"
-    )
-    with pytest.raises(DataError) as err:
-        load_split("ddi", "train", tmp_path)
-    assert f"{tmp_path / 'train.tsv'}:3: expected 3 tab-separated columns" in _one_line(err)
-
-
-def test_label_outside_the_task(tmp_path):
-    (tmp_path / "train.tsv").write_text("index\tsentence\tlabel\n0\ta\tDDI-int\n1\tb\tCPR:3\n")
-    with pytest.raises(DataError) as err:
-        load_split("ddi", "train", tmp_path)
-    assert f"{tmp_path / 'train.tsv'}:3: label 'CPR:3' is not in the ddi label set" in _one_line(err)
-
-
-def test_bad_json_line(tmp_path):
-    good = json.dumps({"text": "<< a >> [[ b ]]", "label": "INHIBITOR", "metadata": []})
-    (tmp_path / "train.jsonl").write_text(good + "\n" + '{"text": "x", "label": \n')
-    with pytest.raises(DataError) as err:
-        load_split("chemprot", "train", tmp_path)
-    assert f"{tmp_path / 'train.jsonl'}:2: bad JSON" in _one_line(err)
-
-
-def test_unknown_chemprot_label(tmp_path):
-    (tmp_path / "test.jsonl").write_text(json.dumps({"text": "t", "label": "COFACTOR"}) + "\n")
-    with pytest.raises(DataError) as err:
-        load_split("chemprot", "test", tmp_path)
-    assert f"{tmp_path / 'test.jsonl'}:1: label 'COFACTOR'" in _one_line(err)
+        load_split(task, split, tmp_path)
+    path = tmp_path / f"{split}{Path(name).suffix}"
+    assert expected.format(path=path) in _one_line(err)
 
 
 def test_bad_csv_rows(tmp_path):
