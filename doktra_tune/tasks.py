@@ -61,7 +61,7 @@ class TaskSpec:
         for name, source in self.data_sources:
             if name == loader:
                 return source
-        return f"the {self.name} files in the layout of data format {loader} (doktra_tune/data.py)"
+        return f"the {self.name} files in the layout of data format {loader} (doktra_tune/data/__init__.py)"
 
 
 # BLUE's HoC label names (its eval_hoc.py order: the ten hallmarks, lower case, sorted).

@@ -53,7 +53,7 @@ def test_every_task_names_its_source(tmp_path: Path) -> None:
     assert "RE/GAD/{1..10}/{train,test}.tsv" in TASKS["gad"].data_source("gad_folds:3")
     assert "Sentences_50Agree.txt" in TASKS["fpb"].data_source() and "all-data.csv" in TASKS["fpb"].data_source()
     assert "fts.csv (label,sentence)" in TASKS["fts"].data_source("csv_holdout:fts.csv")
-    assert TASKS["fpb"].data_source("hf:x") == "the fpb files in the layout of data format hf (doktra_tune/data.py)"
+    assert TASKS["fpb"].data_source("hf:x") == "the fpb files in the layout of data format hf (doktra_tune/data/__init__.py)"
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:

@@ -65,6 +65,6 @@ def parse_format(data_format: str) -> tuple[str, str]:
     if name not in _LOADERS:
         raise ConfigError(
             f"unknown data format {data_format!r}; set data.data_format to one of "
-            f"{', '.join(sorted(_LOADERS))} (see doktra_tune/data.py)"
+            f"{', '.join(sorted(_LOADERS))} (see doktra_tune/data/__init__.py)"
         )
     return name, arg.strip()

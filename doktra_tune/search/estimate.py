@@ -38,7 +38,7 @@ SOURCE = ("estimate, not measured: no GPU was lent in this session; "
           "train 6 x N x tokens + attention, eval 2 x N x tokens + attention (N: non-embedding params)")
 
 # (train, dev, test) examples and where the counts come from. GAD: BioBERT's folds ship no dev split;
-# the loader carves a stratified 10 % of the fold's train file (`data._load_gad_folds`). FPB, FTS: no
+# the loader carves a stratified 10 % of the fold's train file (`data.blue_tsv.load_gad_folds`). FPB, FTS: no
 # splits ship; the loader holds out 10 % test and 10 % dev per class (`data.holdout_splits`).
 DATA_SIZES: dict[str, tuple[tuple[int, int, int], str]] = {
     "chemprot": ((17865, 11263, 15583), "paper Table 1"),
