@@ -166,6 +166,8 @@ def test_record_outcomes_and_stage_summary(tmp_path: Path) -> None:
 def test_exception_marks_trial_errored_and_reraises(tmp_path: Path) -> None:
     tracker = SearchTracker(new_store(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
     tracking = tracker.trial_tracking("abd")
+    # a local sqlite store cannot go away: no outbox is built for it (only for http(s) servers)
+    assert tracker.outbox is None and tracking["outbox_dir"] is None
     with pytest.raises(RuntimeError, match="nan loss"):
         with trial_run(tracking, {"gamma": 0.9}, {"ray.trial_id": "bad"}) as log:
             log.log_epoch({"dev_f1": 0.1}, step=1)

@@ -296,7 +296,7 @@ class SearchDriver:
         finally:
             waiting = self.tracker.finish(status)
             if waiting:
-                self.echo(f"[mlflow] {waiting} tracking write(s) wait in {self.tracker.outbox.directory}; the next "
+                self.echo(f"[mlflow] {waiting} tracking write(s) wait in {self.tracker.outbox_dir}; the next "
                           "run of this command sends them once the server answers")
 
 

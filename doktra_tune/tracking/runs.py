@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.jsonable import jsonable
-from doktra_tune.tracking.client import TrackingClient, dataset_input, retry_locked
+from doktra_tune.tracking.client import TrackingClient, dataset_input, is_remote, retry_locked
 from doktra_tune.tracking.outbox import OUTBOX_DIR, Outbox, RunKey
 from doktra_tune.tracking.uris import SERVER_FIX, is_local, sqlite_path
 from search_spaces import STAGES
@@ -73,7 +73,8 @@ class SearchTracker:
         self.experiment_name = f"doktra-{task}"
         self.echo = echo
         self._degraded_said = False
-        self.outbox = Outbox(self.run_dir / OUTBOX_DIR)
+        # Writes wait on disk only while an http(s) server is away; a local store cannot go away.
+        self.outbox: Outbox | None = Outbox(self.run_dir / OUTBOX_DIR) if is_remote(tracking_uri) else None
         if tracking_uri.startswith("sqlite:///"):
             sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -143,13 +144,18 @@ class SearchTracker:
         if self.echo is not None:
             self.echo(
                 f"[mlflow] tracking server {self.tracking_uri} is not answering ({reason}); training goes on, "
-                f"its results are kept in {self.outbox.directory} and sent when the server answers again "
+                f"its results are kept in {self.outbox_dir} and sent when the server answers again "
                 "(at the latest by the next run of this command)"
             )
 
+    @property
+    def outbox_dir(self) -> Path:
+        """Where writes wait while the tracking server is away."""
+        return self.run_dir / OUTBOX_DIR
+
     def note_trial_outbox(self) -> None:
         """Say once when trials have queued writes (their server calls failed) that still wait."""
-        if not self._degraded_said and self.outbox.pending():
+        if not self._degraded_said and self.outbox is not None and self.outbox.pending():
             self._say_degraded("trials could not reach it")
 
     def stage_key(self, stage: str) -> RunKey:
@@ -175,7 +181,7 @@ class SearchTracker:
             "tracking_uri": self.tracking_uri,
             "experiment_id": self.experiment_id,
             "parent": self.stage_key(stage).as_dict(),
-            "outbox_dir": str(self.outbox.directory),
+            "outbox_dir": str(self.outbox.directory) if self.outbox is not None else None,
             "tags": {LEVEL: "trial", TASK: self.task, SEARCH_ID: self.search_id, STAGE: stage,
                      **{k: str(v) for k, v in (tags or {}).items()}},
         }
@@ -224,7 +230,7 @@ class SearchTracker:
                 self.client.set_terminated(key, status, only_if_running=True)
         self.client.set_terminated(self.search_key, status)
         self.client.flush(own_only=False)
-        return sum(1 for _ in self.outbox.entries())
+        return sum(1 for _ in self.outbox.entries()) if self.outbox is not None else 0
 
 
 # --------------------------------------------------------------------------------------------
