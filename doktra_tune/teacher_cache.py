@@ -175,7 +175,6 @@ def teacher_outputs(
 
     ``teacher``: an already loaded (model, tokenizer) of ``teacher_checkpoint`` to reuse on a miss.
     """
-    global _compute_count
     spec = get_task(task)
     ckpt = Path(teacher_checkpoint).expanduser()
     meta = read_meta(ckpt)
@@ -201,25 +200,26 @@ def teacher_outputs(
             if (target / "cls.npy").is_file():  # another process finished it while we waited
                 cls, logits = _load(target)
                 return TeacherOutputs(cls, logits, key, target, computed=False)
-            start = time.perf_counter()
-            if teacher is not None:
-                model = teacher[0]
-            else:
-                model, _, _ = load_checkpoint(ckpt)
-                model.to(device)
-            cls, logits = run_teacher(
-                model, encoded, tokenizer.pad_token_id, batch_size=batch_size, device=device, amp_dtype=amp_dtype
-            )
-            _compute_count += 1
-            _write_entry(target, cls, logits, {
-                "teacher_checkpoint": str(ckpt.resolve()),
-                "task": spec.name,
-                "split": split,
-                "n": len(encoded),
-                "max_len": max_len,
-                "precision": precision,
-            })
-            log.info("teacher [CLS] cache: %s %s, %d examples in %.1fs -> %s", spec.name, split, len(encoded), time.perf_counter() - start, target)
+            model = teacher[0] if teacher is not None else load_checkpoint(ckpt)[0].to(device)
+            cls, logits = _compute_entry(model, encoded, tokenizer.pad_token_id, target, batch_size=batch_size,
+                                         device=device, amp_dtype=amp_dtype, meta={
+                                             "teacher_checkpoint": str(ckpt.resolve()), "task": spec.name, "split": split,
+                                             "n": len(encoded), "max_len": max_len, "precision": precision})
             return TeacherOutputs(cls, logits, key, target, computed=True)
         finally:
             fcntl.flock(lock_fh, fcntl.LOCK_UN)
+
+
+def _compute_entry(
+    model: torch.nn.Module, encoded: Any, pad_token_id: int, target: Path, *, batch_size: int,
+    device: torch.device, amp_dtype: torch.dtype | None, meta: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the teacher over `encoded` and write the cache entry `target` (with `meta`)."""
+    global _compute_count
+    start = time.perf_counter()
+    cls, logits = run_teacher(model, encoded, pad_token_id, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+    _compute_count += 1
+    _write_entry(target, cls, logits, meta)
+    log.info("teacher [CLS] cache: %s %s, %d examples in %.1fs -> %s", meta["task"], meta["split"], meta["n"],
+             time.perf_counter() - start, target)
+    return cls, logits
