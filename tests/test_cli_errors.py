@@ -80,4 +80,9 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
     assert job.returncode == 0, job.stderr
     assert "teacher_model: minilm" in job.stdout and "name: gad" in job.stdout
     assert "ctt_epochs: 3" in job.stdout  # Table A1: GAD's CTT runs 3 epochs
+    fpb = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=fpb", "--cfg", "job"], cwd=tmp_path,
+                         env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert fpb.returncode == 0, fpb.stderr  # the paper preset, resolved: FinBERT-base teaches FPB (§4.7)
+    assert "teacher_model: yiyanghkust/finbert-pretrain" in fpb.stdout
+    assert "student_model: albert-xlarge-v2" in fpb.stdout and "epochs: 5" in fpb.stdout  # Table A4's CTT e
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, no .hydra/, no log file

@@ -56,6 +56,35 @@ def test_cpu_preset_plan_is_typed_and_keeps_its_search_id(tmp_path: Path) -> Non
     assert c.final.seeds == (1, 2, 3) and c.search.pruner == "none" and not c.search.pauses_trials
 
 
+BIOBERT, FINBERT = "dmis-lab/biobert-base-cased-v1.1", "yiyanghkust/finbert-pretrain"
+SMALL_PRESETS = {"cpu": ("minilm", "random:bert:L4-H192"), "proxy": ("minilm", "random:bert:L4-H192"),
+                 "tiny": ("random:bert:L1-H32", "random:bert:L1-H48")}
+
+
+@pytest.mark.parametrize(("task", "teacher", "roberta"), [
+    ("chemprot", BIOBERT, "roberta-large"), ("gad", BIOBERT, "roberta-large"), ("i2b2", BIOBERT, "roberta-large"),
+    ("fpb", FINBERT, "roberta-base"), ("fts", FINBERT, "roberta-base"),
+])
+def test_each_task_has_the_papers_teacher_and_students(task: str, teacher: str, roberta: str) -> None:
+    """§4.2 / §4.7, App. A.2: BioBERT-base for the biomedical and clinical tasks, FinBERT-base for FPB/FTS;
+    ALBERT-xlarge by default, RoBERTa-large / RoBERTa-base as the paper's second student. The small
+    presets keep their own models on every task."""
+    plan = build_plan(compose_config([f"task={task}"]))  # the default preset: paper
+    assert plan.config.preset == "paper"
+    assert (plan.config.teacher_model, plan.config.student_model) == (teacher, "albert-xlarge-v2")
+    assert plan.raw["task"]["paper_students"] == ["albert-xlarge-v2", roberta]
+    assert build_plan(compose_config([f"task={task}", f"student_model={roberta}"])).config.student_model == roberta
+    for preset, models in SMALL_PRESETS.items():
+        c = build_plan(compose_config([f"task={task}", f"preset={preset}"])).config
+        assert (c.teacher_model, c.student_model) == models, preset
+
+
+def test_the_papers_models_of_a_task_are_not_part_of_the_search_id() -> None:
+    """Only the models a search trains count (teacher_model / student_model): the cpu preset's id stays."""
+    assert _plan("preset=cpu", "task.paper_teacher=other/model").search_id == "chemprot-cpu-22682373"
+    assert _plan("student_model=roberta-large").search_id != _plan().search_id
+
+
 def test_search_id_ignores_where_things_run_but_not_what_is_computed() -> None:
     raw = _plan("preset=tiny").raw
     same = _plan("preset=tiny", "runs_root=/elsewhere", "ray.num_cpus=1", "search.max_failures=3").raw

