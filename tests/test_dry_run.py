@@ -176,10 +176,24 @@ def test_gpu_hours_follow_the_epoch_units() -> None:
     assert shared["ctt"] == alone["ctt"] and shared["student"] == alone["student"]
     assert shared["abd"] / alone["abd"] == pytest.approx(147 / 480, rel=0.01)  # + the same one teacher pass
     student = architecture("albert-xlarge-v2")
-    train, evaluate = throughput(student, "auto", 128)
+    train, evaluate = throughput(student, "fp32", 128)  # the paper preset trains in fp32, as the authors did
     assert shared["student"] == pytest.approx(135 * (17865 / train + 11263 / evaluate) / 3600)
     limited = estimate(_plan("task=chemprot", "data.train_limit=1000", "data.dev_limit=100")).stages
     assert limited[1].hours == pytest.approx(135 * (1000 / train + 100 / evaluate) / 3600)
+
+
+def test_gpu_hours_follow_the_precision() -> None:
+    """The paper preset: batches of 50 in fp32 (the authors' scripts); train.precision=bf16, the named
+    fast option, divides every stage's estimate by the ratio of the sustained FLOP rates."""
+    fp32, bf16 = _plan("task=chemprot"), _plan("task=chemprot", "train.precision=bf16")
+    assert {s.precision for s in fp32.config.stages.values()} == {"fp32"} and fp32.config.train.batch_size == 50
+    ratio = (312e12 * 0.35) / (19.5e12 * 0.60)
+    for slow, fast in zip(estimate(fp32).stages, estimate(bf16).stages):
+        assert slow.hours == pytest.approx(ratio * fast.hours), slow.stage
+    lines = dry_run_lines(fp32)
+    assert any("batch 50" in line for line in lines)
+    assert any(line.startswith("throughput (student, estimate)") and "fp32: train" in line for line in lines)
+    assert any(line.startswith("total") and line.split()[-1] == "182.1" for line in lines)  # the README's figure
 
 
 def test_a_model_without_a_figure_is_named_not_guessed() -> None:

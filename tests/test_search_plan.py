@@ -79,6 +79,19 @@ def test_each_task_has_the_papers_teacher_and_students(task: str, teacher: str, 
         assert (c.teacher_model, c.student_model) == models, preset
 
 
+def test_paper_preset_trains_batches_of_50_in_fp32_and_bf16_is_an_option() -> None:
+    """The authors' commands pass --batch_size=50, and their scripts have no autocast: fp32."""
+    c = _plan().config
+    assert c.train.batch_size == 50 and c.train.precision == "fp32"
+    assert {s.precision for s in c.stages.values()} == {"fp32"}
+    fast = _plan("train.precision=bf16").config
+    assert {s.precision for s in fast.stages.values()} == {"bf16"} and _plan().search_id != _plan(
+        "train.precision=bf16").search_id
+    for preset in SMALL_PRESETS:  # the CPU presets keep their own batches and precision
+        small = _plan(f"preset={preset}").config
+        assert small.train.batch_size == 16 and small.train.precision == "auto", preset
+
+
 def test_the_papers_models_of_a_task_are_not_part_of_the_search_id() -> None:
     """Only the models a search trains count (teacher_model / student_model): the cpu preset's id stays."""
     assert _plan("preset=cpu", "task.paper_teacher=other/model").search_id == "chemprot-cpu-22682373"
