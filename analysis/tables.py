@@ -2,11 +2,13 @@
 final runs' numbers (`analysis.results`) and the stage runs' winners; `write_all_tables` writes every
 table the runs support (`analysis.render`).
 
-Teacher for Table 2's Retain %: the paper's "BioBERT-ft (teacher)" row is the teacher that is
-distilled from, i.e. fine-tuned with its dev-tuned confidence penalty beta1 (Table A1; beta1 = 0
-for HoC). So the teacher row and Retain % use variant `teacher_ctt`
-(Retain = Avg(student-DoKTra) / Avg(teacher) x 100, §4.3), falling back to `teacher_ft` when no
-`teacher_ctt` run exists; `teacher_ft` (beta1 = 0) is shown as its own row when present.
+Which variant of ours a paper row measures is `paper_values.ROW_VARIANTS` (Tables 2, 7) and the
+keys of `paper_values.TABLE6_CHEMPROT`, one mapping for every table. The paper's "BioBERT-ft
+(teacher)" row (Tables 2 and 6 alike, 76.20 +/- 0.65 on ChemProt) is the teacher that is distilled
+from, i.e. fine-tuned with its dev-tuned confidence penalty beta1 (Table A1; beta1 = 0 for HoC): the
+teacher row and Retain % use variant `teacher_ctt` (Retain = Avg(student-DoKTra) / Avg(teacher) x
+100, §4.3), falling back to `teacher_ft` when no `teacher_ctt` run exists; `teacher_ft` (beta1 = 0)
+is shown as its own row, without a paper value, when present.
 
 Every row says which models it measured (column "Which model", from the runs' `doktra.origin` tag):
 the seed re-runs of `final.protocol=chain` (the teachers and students the DoKTra rows of the same
@@ -44,7 +46,8 @@ from analysis.runs import stage_runs
 from analysis.selection import NoWinnerError, SelectionRule, select_winner
 
 ABLATION_ROWS = (  # Table 6: label, our variant
-    ("teacher-ft", "teacher_ft"),
+    ("teacher-ft (CTT, tuned beta1)", "teacher_ctt"),  # the rows of Table 2, the same mapping
+    ("teacher-ft (beta1 = 0)", "teacher_ft"),
     ("student-ft", "student_ft"),
     ("+KLD", "kld"),
     ("+CTT+KLD", "ctt_kld"),
@@ -52,6 +55,7 @@ ABLATION_ROWS = (  # Table 6: label, our variant
     ("+CTT+ABD (DoKTra)", "doktra"),
     ("student-ft+CPL", "student_ft_cpl"),
 )
+UNIMPROVED = ("teacher_ctt", "teacher_ft", "student_ft")  # Table 6 rows without an improvement
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +91,10 @@ def which_model(results: pd.DataFrame, variant: str) -> str:
 def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) -> pd.DataFrame:
     stats = summarize(results, "test_f1")
     variants = set(results["variant"].dropna())
-    teacher = "teacher_ctt" if "teacher_ctt" in variants else "teacher_ft"
+    teacher_row = paper.TEACHER_ROWS["financial" if financial else "biomedical"]
+    teacher = paper.ROW_VARIANTS[teacher_row]  # the CTT teacher DoKTra distils from (paper_values)
+    if teacher not in variants:
+        teacher = "teacher_ft"
     rows: list[tuple[str, str]] = [("teacher-ft (CTT, tuned beta1)", "teacher_ctt")]
     if "teacher_ft" in variants or teacher == "teacher_ft":
         rows.append(("teacher-ft (beta1 = 0)", "teacher_ft"))
@@ -106,7 +113,6 @@ def _main_table(results: pd.DataFrame, tasks: Sequence[str], financial: bool) ->
     # the paper's rows for the same tasks
     family = paper.student_family(student_model_of(results))
     source = paper.TABLE7 if financial else paper.TABLE2
-    teacher_row = "FinBERT-ft (teacher)" if financial else "BioBERT-ft (teacher)"
     paper_rows = [teacher_row, f"{family}-ft (student)", f"{family}-DoKTra"]
     paper_teacher = average(source[teacher_row].get(t, (math.nan, None))[0] for t in tasks)
     if any(t in source[teacher_row] for t in tasks):
@@ -195,13 +201,13 @@ def table6(results: pd.DataFrame) -> pd.DataFrame | None:
             mean = mean_of(stats, variant, task)
             improvement = (
                 f"{100 * (mean - base):+.2f}"
-                if variant not in ("teacher_ft", "student_ft") and math.isfinite(mean - base)
+                if variant not in UNIMPROVED and math.isfinite(mean - base)
                 else ""
             )
             p = paper.TABLE6_CHEMPROT.get(variant) if task == "chemprot" else None
             p_base = paper.TABLE6_CHEMPROT["student_ft"][0]
             p_improvement = (
-                f"{p[0] - p_base:+.2f}" if p and variant not in ("teacher_ft", "student_ft") else ""
+                f"{p[0] - p_base:+.2f}" if p and variant not in UNIMPROVED else ""
             )
             rows.append([TASK_NAMES.get(task, task), label, cell(stats, variant, task),
                          improvement, fmt(p[0], p[1], 1.0) if p else MISSING, p_improvement])

@@ -144,6 +144,33 @@ def test_table5_and_table6(filled: Path) -> None:
     assert rows["+CTT+ABD (DoKTra)"]["Improvement"] == "+10.00"
     assert rows["+CTT+ABD (DoKTra)"]["paper Improvement"] == "+3.75"
     assert rows["+CTT+KLD"]["F1 (%)"] == "–"  # no ctt_kld runs: the paper's value stays visible
+    # the paper's teacher row (76.20 ± 0.65) is the CTT teacher, as in Table 2; the beta1 = 0 teacher has none
+    teacher, plain = rows["teacher-ft (CTT, tuned beta1)"], rows["teacher-ft (beta1 = 0)"]
+    assert (teacher["F1 (%)"], teacher["paper F1 (%)"], teacher["Improvement"]) == ("75.00 ± 0.00", "76.20 ± 0.65", "")
+    assert (plain["F1 (%)"], plain["paper F1 (%)"]) == ("76.00 ± 2.00", "–")
+
+
+def test_a_paper_number_printed_in_two_tables_is_one_variant() -> None:
+    """Tables 2, 5, 6 and 7 map the paper's rows to our variants one way: a number the paper prints in two
+    tables (76.20 ± 0.65 for ChemProt's teacher in Tables 2 and 6; 77.42 ± 0.04 for ALBERT-DoKTra in 2, 5
+    and 6; 73.67 ± 0.98 for ALBERT-ft in 2 and 6) is one variant of ours, and a variant printed in two tables
+    has one mean (the paper prints DoKTra−CTT's ChemProt std as 0.20 in Table 5 and 0.24 in Table 6)."""
+    from collections import defaultdict
+
+    from analysis import paper_values as paper
+
+    variants, tables, means = defaultdict(set), defaultdict(set), defaultdict(set)
+    for c in paper.variant_cells():
+        variants[(c.task, c.mean, c.std)].add(c.variant)
+        tables[(c.task, c.mean, c.std)].add(c.table)
+        means[(c.task, c.student, c.variant)].add(c.mean)
+    shared = {number: tables[number] for number in tables if len(tables[number]) > 1}
+    assert shared[("chemprot", 76.20, 0.65)] == {"Table 2", "Table 6"}
+    assert shared[("chemprot", 77.42, 0.04)] == {"Table 2", "Table 5", "Table 6"}
+    assert shared[("chemprot", 73.67, 0.98)] == {"Table 2", "Table 6"}
+    assert {number: variants[number] for number in shared if len(variants[number]) != 1} == {}
+    assert variants[("chemprot", 76.20, 0.65)] == {"teacher_ctt"}
+    assert {key: m for key, m in means.items() if len(m) != 1} == {}
 
 
 def _cells(markdown_row: str) -> list[str]:
@@ -253,8 +280,9 @@ def test_table7_scores_micro_f1_with_macro_f1_beside_it_and_says_what_differs(tm
     caption = (run_dir / "tables" / "table7.md").read_text().split("\n\n")[1]
     assert caption.startswith("**Not the paper's setting")
     for expected in ("FPB (50 % agree, 4,846 sentences) split here 80/10/10", "train 1000 examples",
-                     "teacher minilm (paper: FinBERT-base", "student random:bert:L4-H192", "CTT e=2 (Table A1: 5)",
-                     "ABD e2=4 (paper: 10)", "max_len 96 tokens (paper: 128)"):
+                     "teacher minilm (paper: yiyanghkust/finbert-pretrain)",
+                     "student random:bert:L4-H192 (paper: albert-xlarge-v2 or roberta-base)", "CTT: e 2 (paper: 5).",
+                     "ABD: e₂ 4 (paper: 10).", "max_len 96 tokens (paper: 128)"):
         assert expected in caption, expected
     assert "Not the paper's setting" in out  # printed under the main table too
 
@@ -274,3 +302,67 @@ def test_ctt_selection_table_shows_which_beta1_each_rule_picks() -> None:
     assert picks["rule: dev F1 within 2 points, then ECE"] == "picks beta1 = 0.3"  # 0.79 is 3 points off
     assert picks["rule: Pareto front (F1, ECE), best F1"] == "picks beta1 = 0.5"
     assert picks["rule: this search"] == "picks beta1 = 0.3"
+
+
+# ----------------------------------------------------------------------------- caveats
+
+
+def _config(*overrides: str) -> dict:
+    from doktra_tune.search import compose_config
+    from doktra_tune.search.plan import resolved_dict
+
+    return resolved_dict(compose_config(list(overrides)))
+
+
+def test_caveats_name_every_difference_from_the_paper_preset() -> None:
+    """The paper's setting is the paper preset composed for the task: models, grids and epochs, batch
+    size, precision, max_len, seeds and the protocol keys are compared with it, not re-typed."""
+    from analysis.caveats import DATASET_NOTES, comparison_caveats
+
+    chemprot_note = f"data: {DATASET_NOTES['chemprot_jsonl']}."
+    assert comparison_caveats(_config("task=chemprot")) == [chemprot_note]  # the paper preset: only the data copy
+    fpb = comparison_caveats(_config("task=fpb", "student_model=roberta-base"))  # the paper's RoBERTa-base student
+    assert len(fpb) == 2 and fpb[1].startswith("models: teacher yiyanghkust/finbert-pretrain is FinBERT-FinVocab")
+    cpu = comparison_caveats(_config("task=chemprot", "preset=cpu"))
+    assert cpu == [
+        chemprot_note,
+        "data: seeded stratified subsample (train 1000, dev 200, test 300 examples), not the full splits.",
+        "models: teacher minilm (paper: dmis-lab/biobert-base-cased-v1.1).",
+        "models: student random:bert:L4-H192 (paper: albert-xlarge-v2 or roberta-large).",
+        "CTT: β₁ {0, 0.5} (paper: {0, 0.3, 0.5, 0.7}), lr 1.5e-4 (paper: 2e-5), e 2 (paper: 5).",
+        "student fine-tuning: lr₁ {3e-4, 5e-4} (paper: {6e-6, 8e-6, 1e-5}), e₁ {3, 5} (paper: {5, 6, 7, 8, 9, 10}).",
+        "ABD: lr₂ 3e-4 (paper: {6e-6, 8e-6, 1e-5}), β₂ {0, 0.5} (paper: {0, 0.3, 0.5, 0.7}), "
+        "γ {0.5, 0.75} (paper: {0.6, 0.7, 0.8, 0.9}), e₂ 4 (paper: 10).",
+        "training: batch size 16 (paper: 50); precision auto (paper: fp32; auto is bf16 autocast on a GPU, "
+        "fp32 on a CPU).",
+        "max_len 96 tokens (paper: 128).",
+    ]
+    options = comparison_caveats(_config(
+        "task=gad", "train.precision=bf16", "stages.abd.grid.gamma=[0.9]", "final.seeds=[1]", "final.folds=[1]",
+        "search.pruner=median", "stages.student.e1_mode=best_epoch"))
+    assert options[1:] == [
+        "student fine-tuning: e₁ 10 (paper: {5, 6, 7, 8, 9, 10}).",
+        "ABD: γ 0.9 (paper: {0.6, 0.7, 0.8, 0.9}).",
+        "training: precision bf16 (paper: fp32).",
+        "seeds: 1 final seed [1] (paper: 3).",
+        "protocol: search.pruner=median (paper preset: none); stages.student.e1_mode=best_epoch (paper preset: "
+        "grid); final.folds=[1] (paper preset: none).",
+    ]
+
+
+def test_caveats_compose_the_paper_preset_inside_the_search_app() -> None:
+    """The search writes its report inside its Hydra app: the paper preset is composed there without
+    clearing the app's Hydra."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from analysis.caveats import comparison_caveats, paper_config
+    from doktra_tune.search.cli import CONF_DIR
+
+    config = _config("task=ddi", "preset=tiny")
+    paper_config.cache_clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        lines = comparison_caveats(config)
+        assert GlobalHydra.instance().is_initialized()
+    assert "training: batch size 16 (paper: 50); precision auto (paper: fp32; auto is bf16 autocast on a GPU, " \
+           "fp32 on a CPU)." in lines
