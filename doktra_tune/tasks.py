@@ -86,15 +86,27 @@ BLUE_RELEASE = "github.com/ncbi-nlp/BLUE_Benchmark releases, bert_data.zip"
 def _blue(name: str, folder: str) -> tuple[str, str]:
     return "blue_tsv", f"BLUE's {name} ({BLUE_RELEASE}: bert_data/{folder}/{{train,dev,test}}.tsv)"
 
-TASKS: dict[str, TaskSpec] = {
-    "chemprot": TaskSpec(
-        name="chemprot",
-        labels=("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"),
-        negative_labels=("false",),
-        multi_label=False,
-        metric="micro_f1_positive",
+
+def _relation(name: str, labels: tuple[str, ...], *, domain: str, description: str,
+              data_sources: tuple[tuple[str, str], ...], default_format: str = "blue_tsv") -> TaskSpec:
+    """A single-label relation task: micro-F1 over its relation classes, the last label (the negative
+    class) left out (BLUE)."""
+    return TaskSpec(name=name, labels=labels, negative_labels=labels[-1:], multi_label=False,
+                    metric="micro_f1_positive", default_format=default_format, domain=domain,
+                    description=description, data_sources=data_sources)
+
+
+def _sentiment(name: str, default_format: str, description: str, source: str) -> TaskSpec:
+    """A financial three-class sentiment task (§4.7): micro-F1 over all three classes, as the authors' scripts."""
+    return TaskSpec(name=name, labels=SENTIMENT_LABELS, negative_labels=(), multi_label=False, metric="micro_f1",
+                    default_format=default_format, domain="financial", description=description,
+                    data_sources=((default_format.partition(":")[0], source),))
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    _relation(
+        "chemprot", ("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"), domain="biomedical",
         default_format="chemprot_jsonl",
-        domain="biomedical",
         description="chemical-protein relations, five evaluated CPR groups (BLUE)",
         data_sources=(
             ("chemprot_jsonl", "SciBERT's ChemProt (github.com/allenai/scibert, "
@@ -102,25 +114,13 @@ TASKS: dict[str, TaskSpec] = {
             _blue("ChemProt", "ChemProt"),
         ),
     ),
-    "ddi": TaskSpec(
-        name="ddi",
-        labels=("DDI-advise", "DDI-effect", "DDI-int", "DDI-mechanism", "DDI-false"),
-        negative_labels=("DDI-false",),
-        multi_label=False,
-        metric="micro_f1_positive",
-        default_format="blue_tsv",
-        domain="biomedical",
+    _relation(
+        "ddi", ("DDI-advise", "DDI-effect", "DDI-int", "DDI-mechanism", "DDI-false"), domain="biomedical",
         description="drug-drug interactions, four types (BLUE)",
         data_sources=(_blue("DDI", "ddi2013-type"),),
     ),
-    "i2b2": TaskSpec(
-        name="i2b2",
-        labels=("PIP", "TeCP", "TeRP", "TrAP", "TrCP", "TrIP", "TrNAP", "TrWP", "false"),
-        negative_labels=("false",),
-        multi_label=False,
-        metric="micro_f1_positive",
-        default_format="blue_tsv",
-        domain="clinical",
+    _relation(
+        "i2b2", ("PIP", "TeCP", "TeRP", "TrAP", "TrCP", "TrIP", "TrNAP", "TrWP", "false"), domain="clinical",
         description="2010 i2b2/VA problem-treatment-test relations, eight types (BLUE)",
         data_sources=(
             ("blue_tsv", "BLUE's i2b2-2010 {train,dev,test}.tsv, built by BLUE_Benchmark's blue/bert/create_i2b2_bert.py "
@@ -128,14 +128,9 @@ TASKS: dict[str, TaskSpec] = {
              "portal.dbmi.hms.harvard.edu)"),
         ),
     ),
-    "hoc": TaskSpec(
-        name="hoc",
-        labels=HOC_LABELS,
-        negative_labels=(),
-        multi_label=True,
-        metric="hoc_example_f1",
-        default_format="blue_tsv",
-        domain="biomedical",
+    TaskSpec(
+        name="hoc", labels=HOC_LABELS, negative_labels=(), multi_label=True, metric="hoc_example_f1",
+        default_format="blue_tsv", domain="biomedical",
         description="hallmarks of cancer, multi-label sentences scored per abstract (BLUE)",
         data_sources=(
             ("hoc_raw", "the Hallmarks of Cancer corpus (github.com/sb895/Hallmarks-of-Cancer: text/<PMID>.txt, "
@@ -143,53 +138,28 @@ TASKS: dict[str, TaskSpec] = {
             _blue("HoC", "hoc"),
         ),
     ),
-    "gad": TaskSpec(
-        name="gad",
-        labels=("0", "1"),
-        negative_labels=("0",),
-        multi_label=False,
-        metric="binary_f1",
-        default_format="gad_folds:1",
-        domain="biomedical",
-        positive_label="1",
+    TaskSpec(
+        name="gad", labels=("0", "1"), negative_labels=("0",), multi_label=False, metric="binary_f1",
+        positive_label="1", default_format="gad_folds:1", domain="biomedical",
         description="gene-disease associations, BioBERT's 10-fold split (no dev split shipped)",
         data_sources=(
             ("gad_folds", "BioBERT's pre-processed GAD folds (github.com/dmis-lab/biobert, download.sh: "
              "datasets/RE/GAD/{1..10}/{train,test}.tsv)"),
         ),
     ),
-    "fpb": TaskSpec(
-        name="fpb",
-        labels=SENTIMENT_LABELS,
-        negative_labels=(),
-        multi_label=False,
-        metric="micro_f1",
-        default_format="fpb",
-        domain="financial",
-        description="Financial PhraseBank 50%-agree, 4846 sentences, stratified 10% test (§4.7)",
-        data_sources=(
-            ("fpb", "the Financial PhraseBank v1.0 (Malo et al. 2014), Sentences_50Agree.txt (sentence@label, "
-             "latin-1) or its CSV all-data.csv (label,sentence)"),
-        ),
+    _sentiment(
+        "fpb", "fpb", "Financial PhraseBank 50%-agree, 4846 sentences, stratified 10% test (§4.7)",
+        "the Financial PhraseBank v1.0 (Malo et al. 2014), Sentences_50Agree.txt (sentence@label, latin-1) or its "
+        "CSV all-data.csv (label,sentence)",
     ),
-    "fts": TaskSpec(
-        name="fts",
-        labels=SENTIMENT_LABELS,
-        negative_labels=(),
-        multi_label=False,
-        metric="micro_f1",
-        default_format="csv_holdout:fts.csv",
-        domain="financial",
-        description=(
-            "FinTextSen (SemEval-2017 task 5 microblogs): real-valued sentiment scores clustered "
-            "into three classes following Daudert et al. (2018), stratified 10% test (§4.7)"
-        ),
-        data_sources=(
-            ("csv_holdout", "FinTextSen: the SemEval-2017 Task 5 microblog track (Cortis et al. 2017), its scores "
-             "clustered into negative/neutral/positive as in Daudert et al. 2018, saved as fts.csv (label,sentence)"),
-        ),
+    _sentiment(
+        "fts", "csv_holdout:fts.csv",
+        "FinTextSen (SemEval-2017 task 5 microblogs): real-valued sentiment scores clustered into three classes "
+        "following Daudert et al. (2018), stratified 10% test (§4.7)",
+        "FinTextSen: the SemEval-2017 Task 5 microblog track (Cortis et al. 2017), its scores clustered into "
+        "negative/neutral/positive as in Daudert et al. 2018, saved as fts.csv (label,sentence)",
     ),
-}
+)}
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:

@@ -21,7 +21,7 @@ from doktra_tune.metrics import (
     task_f1,
     task_prf,
 )
-from doktra_tune.tasks import get_task
+from doktra_tune.tasks import TaskSpec, get_task
 
 
 def one_hot_probs(pred: list[int], n_labels: int, high: float = 0.9) -> np.ndarray:
@@ -203,34 +203,25 @@ def test_multi_label_calibration_uses_each_label_decision() -> None:
 # ------------------------------------------------------------------ contract with TaskSpec
 
 
-@dataclasses.dataclass(frozen=True)
-class StandIn:
-    """A TaskSpec-shaped object (the functions read fields only)."""
-
-    name: str
-    labels: tuple[str, ...]
-    negative_labels: tuple[str, ...]
-    multi_label: bool
-    metric: str
-    positive_label: str | None = None
-
-    @property
-    def positive_labels(self) -> tuple[str, ...]:
-        return tuple(lab for lab in self.labels if lab not in self.negative_labels)
+def stand_in(name: str, labels: tuple[str, ...], negative_labels: tuple[str, ...], metric: str) -> TaskSpec:
+    """A task that is not registered: a registered spec with other labels and metric (the functions
+    read the spec's fields only, never the registry)."""
+    return dataclasses.replace(get_task("gad"), name=name, labels=labels, negative_labels=negative_labels,
+                               metric=metric, positive_label=None)
 
 
 def test_shapes_are_checked_and_unknown_metric_rejected() -> None:
     with pytest.raises(ValueError, match="probs must be"):
         task_f1("chemprot", np.array([0]), np.ones((1, 3)) / 3)
-    bad = StandIn("x", ("a", "b"), (), False, "accuracy_top5")
+    bad = stand_in("x", ("a", "b"), (), "accuracy_top5")
     with pytest.raises(ValueError, match="unknown metric"):
-        task_f1(bad, np.array([0]), np.array([[0.6, 0.4]]))  # type: ignore[arg-type]
+        task_f1(bad, np.array([0]), np.array([[0.6, 0.4]]))
 
 
 def test_stand_in_task_binary_without_positive_label() -> None:
-    task = StandIn("b", ("neg", "pos"), ("neg",), False, "binary_f1")
+    task = stand_in("b", ("neg", "pos"), ("neg",), "binary_f1")
     y = np.array([1, 1, 0, 0, 1, 1])
-    assert task_f1(task, y, one_hot_probs([1, 0, 1, 0, 1, 0], 2)) == pytest.approx(4 / 7)  # type: ignore[arg-type]
+    assert task_f1(task, y, one_hot_probs([1, 0, 1, 0, 1, 0], 2)) == pytest.approx(4 / 7)
 
 
 def test_micro_f1_matches_the_authors_sklearn_call() -> None:
