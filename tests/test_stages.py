@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_switch_rule_matches_authors_code(pipeline):
     assert ["train_lat" in m for m in pipeline["abd"].history] == [True, True, True, False, False]
 
 
-def test_abd_reduces_activation_disagreement(pipeline, chemprot):
+def test_abd_reduces_activation_disagreement(pipeline, chemprot, tmp_path):
     """Eq. 5 training pulls the student's [CLS] signs onto the teacher's: L_AT (Eq. 4) falls."""
     abd = pipeline["abd"].history
     before = evaluate_checkpoint(
@@ -126,6 +127,17 @@ def test_abd_reduces_activation_disagreement(pipeline, chemprot):
     # the Eq. 5 loss itself falls while distilling
     losses = [m["train_loss"] for m in abd[:3]]
     assert losses[2] < losses[0]
+    # every epoch carries the pre-ABD baseline: the starting student against the teacher projected by
+    # the run's own map (seed 42; `before` above used a checkpoint's default, seed 0)
+    start = Path(tmp_path) / "student_as_started"
+    shutil.copytree(pipeline["student"].last_checkpoint, start)
+    meta = json.loads((start / "doktra_meta.json").read_text())
+    (start / "doktra_meta.json").write_text(json.dumps({**meta, "projection": {"mode": "fixed_random", "seed": 42}}))
+    baseline = evaluate_checkpoint(start, chemprot, "dev", teacher_checkpoint=pipeline["teacher"].last_checkpoint)
+    assert [m["dev_lat_start"] for m in abd] == pytest.approx([baseline.metrics["lat"]] * 5, abs=1e-9)
+    # the refinement epochs (4, 5) carry dev L_AT at the switch (epoch 3), what refinement starts from
+    assert ["dev_lat_switch" in m for m in abd] == [False, False, False, True, True]
+    assert abd[3]["dev_lat_switch"] == abd[4]["dev_lat_switch"] == abd[2]["dev_lat"]
 
 
 def test_evaluate_checkpoint_reproduces_the_last_epoch(pipeline, chemprot):

@@ -4,6 +4,11 @@ Every epoch: train on the epoch's step loss (``StageState.losses_for_epoch``), e
 ``eval_splits``; with ``eval_every_epoch=False`` those only after the last epoch), save
 ``output_dir/epoch_<k>``, call ``on_epoch(EpochReport)``, then prune checkpoints per
 ``keep_checkpoints``. The best epoch is the one of the highest dev F1 (the first on ties).
+
+ABD also reports, in every epoch's metrics, two fixed points of its dev L_AT (Eq. 4) curve:
+``dev_lat_start``, the student it starts from against the (projected) teacher before any training
+(the pre-ABD baseline), and, in the refinement epochs, ``dev_lat_switch``, dev L_AT after the last
+activation-boundary epoch (the switch, Alg. 1 line 3), which refinement starts from.
 """
 
 from __future__ import annotations
@@ -40,12 +45,16 @@ def run_stage(state: StageState, on_epoch: EpochCallback | None) -> StageResult:
     start_epoch0 = 0
     if cfg.resume_from:
         start_epoch0, best_f1 = resume(state, Path(cfg.resume_from).expanduser(), optimizer, scheduler, result)
+    lat_points = _lat_points(state, result.history)  # an evaluation: it draws no random numbers
     for epoch0 in range(start_epoch0, cfg.stop_after_epoch or cfg.epochs):
         epoch = epoch0 + 1
         metrics = _train(state, epoch0, optimizer, scheduler)
         eval_start = time.perf_counter()
         evaluations = _evaluate(state, epoch, metrics)
         metrics["eval_seconds"] = time.perf_counter() - eval_start
+        metrics.update(lat_points)
+        if "dev_lat" in metrics and epoch == state.switch_epoch:  # the refinement epochs after it carry it
+            lat_points["dev_lat_switch"] = metrics["dev_lat"]
         result.history.append(metrics)
         best_f1 = _track_best(result, epoch, cfg.epochs, metrics, evaluations, best_f1)
         keep = keep_set(cfg.keep_checkpoints, result.best_epoch, epoch)
@@ -64,6 +73,25 @@ def run_stage(state: StageState, on_epoch: EpochCallback | None) -> StageResult:
     result.best_checkpoint = saved.get(result.best_epoch)
     result.last_checkpoint = saved.get(cfg.stop_after_epoch or cfg.epochs)
     return result
+
+
+def _lat_points(state: StageState, history: list[dict[str, float]]) -> dict[str, float]:
+    """ABD's ``dev_lat_start`` (the starting student's dev L_AT, measured here unless a resumed run's
+    history has it) and ``dev_lat_switch`` once the history holds the switch epoch."""
+    dev_teacher = state.teacher_cls.get("dev")
+    if dev_teacher is None or state.switch_epoch is None:
+        return {}
+    points = {k: v for k, v in (history[-1] if history else {}).items() if k in ("dev_lat_start", "dev_lat_switch")}
+    if "dev_lat_start" not in points:
+        dev = state.evals["dev"]
+        pred = predict_split(state.model, dev.encoded, state.task, state.tokenizer.pad_token_id,
+                             batch_size=state.cfg.eval_batch_size, rt=state.rt, teacher_cls=dev_teacher,
+                             projection=state.projection)
+        assert pred.lat is not None
+        points["dev_lat_start"] = float(pred.lat.mean()) if pred.lat.size else 0.0
+    if len(history) >= state.switch_epoch > 0 and "dev_lat_switch" not in points:
+        points["dev_lat_switch"] = float(history[state.switch_epoch - 1]["dev_lat"])
+    return points
 
 
 def _train(

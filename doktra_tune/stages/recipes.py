@@ -26,7 +26,14 @@ from doktra_tune.models import hidden_size, is_checkpoint, load_checkpoint, load
 from doktra_tune.stages.loop import run_stage
 from doktra_tune.stages.splits import evaluated_splits, load_encoded
 from doktra_tune.stages.state import StageState
-from doktra_tune.stages.step_losses import abd_step_loss, cpl_step_loss, distill_phases, kd_step_loss, one_phase
+from doktra_tune.stages.step_losses import (
+    abd_step_loss,
+    cpl_step_loss,
+    distill_phases,
+    kd_step_loss,
+    one_phase,
+    switch_epoch,
+)
 from doktra_tune.stages.teacher import build_projection, projected_once, teacher_features
 from doktra_tune.tasks import TaskSpec, check_checkpoint_task, get_task
 
@@ -64,7 +71,8 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
     frozen-teacher [CLS] of each example (looked up by ``Batch.indices``, projected to the student's
     width by ``TeacherProjection``); ``distill_loss="kld"`` uses the KL divergence to the cached
     teacher logits there instead (Table 6). Later epochs refine with L_cls = CE - beta2 * H.
-    Reports ``dev_lat`` (mean Eq. 4 count on dev), ``train_lat`` (ABD epochs) and ``phase`` per epoch.
+    Reports ``dev_lat`` (mean Eq. 4 count on dev), ``train_lat`` (ABD epochs) and ``phase`` per epoch,
+    and ``dev_lat_start`` / ``dev_lat_switch`` (dev L_AT before training and at the switch; stages.loop).
     """
     if not cfg.teacher_checkpoint:
         raise ConfigError("distill needs teacher_checkpoint; set teacher_checkpoint=<ctt output_dir>/epoch_<k>")
@@ -105,6 +113,7 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         losses_for_epoch=distill_phases(distill_step, refine_step, cfg.epochs, cfg.gamma),
         teacher_cls={k: v for k, v in teacher_cls.items() if k != "train"},
         projection=learned,
+        switch_epoch=switch_epoch(cfg.epochs, cfg.gamma),
         extra_meta={
             "teacher_checkpoint": str(cfg.teacher_checkpoint),
             "init_checkpoint": str(cfg.model),

@@ -33,3 +33,4 @@ class StageState:
     teacher_cls: dict[str, torch.Tensor] = field(default_factory=dict)  # split -> projected teacher [CLS]
     projection: TeacherProjection | None = None  # a learned map, applied per batch
     extra_meta: dict[str, Any] = field(default_factory=dict)  # more doktra_meta.json fields
+    switch_epoch: int | None = None  # ABD: the last activation-boundary epoch (1-based; 0: none)
