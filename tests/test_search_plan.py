@@ -57,7 +57,7 @@ def test_cpu_preset_plan_is_typed_and_keeps_its_search_id(tmp_path: Path) -> Non
 
 
 BIOBERT, FINBERT = "dmis-lab/biobert-base-cased-v1.1", "yiyanghkust/finbert-pretrain"
-SMALL_PRESETS = {"cpu": ("minilm", "random:bert:L4-H192"), "proxy": ("minilm", "random:bert:L4-H192"),
+SMALL_PRESETS = {"cpu": ("minilm", "random:bert:L4-H192"), "proxy": ("minilm", "minilm@L2"),
                  "tiny": ("random:bert:L1-H32", "random:bert:L1-H48")}
 
 

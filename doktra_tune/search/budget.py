@@ -229,7 +229,8 @@ def final_jobs(plan: Plan) -> list[Job]:
     """One job per final run spec, with the epochs its stage trains."""
     fp = final_plan(plan)
     jobs = []
-    for spec in fp.runs("<final models>"):
+    for run in fp.runs("<final models>"):
+        spec = run.record()
         stage, variant = spec["stage"], spec["variant"]
         test = "test" in spec["eval_splits"]
         if stage == "evaluate":  # the winners protocol scores the search's own model once
