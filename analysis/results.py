@@ -22,14 +22,15 @@ TASK_ORDER = ("chemprot", "gad", "ddi", "i2b2", "hoc", "fpb", "fts")
 TASK_NAMES = {"chemprot": "ChemProt", "gad": "GAD", "ddi": "DDI", "i2b2": "i2b2", "hoc": "HoC",
               "fpb": "FPB", "fts": "FTS"}
 MISSING = "–"
+_METRICS = ("test_f1", "test_ece", "test_lat", "test_macro_f1", "dev_lat_start", "dev_lat_switch")
 
 
 def final_results(runs: pd.DataFrame) -> pd.DataFrame:
     """Long frame of final runs: task, variant, seed, fold, origin, teacher, test_f1, test_ece,
-    test_lat, test_macro_f1, student_model, teacher_model."""
+    test_lat, test_macro_f1, dev_lat_start, dev_lat_switch (ABD: dev L_AT before training and at the
+    switch), student_model, teacher_model."""
     final = trial_runs(runs, "final")
-    columns = ["task", "variant", "seed", "fold", "origin", "teacher", "test_f1", "test_ece", "test_lat",
-               "test_macro_f1", "student_model", "teacher_model"]
+    columns = ["task", "variant", "seed", "fold", "origin", "teacher", *_METRICS, "student_model", "teacher_model"]
     if final.empty:
         return pd.DataFrame(columns=columns)
     # a run counts once it has finished: Ray's `completed`, or (no outcome recorded) a test score;
@@ -49,7 +50,7 @@ def final_results(runs: pd.DataFrame) -> pd.DataFrame:
             "teacher_model": tag(final, "doktra.teacher_model"),
         }
     )
-    for metric in ("test_f1", "test_ece", "test_lat", "test_macro_f1"):
+    for metric in _METRICS:
         column = f"metrics.{metric}"
         out[metric] = pd.to_numeric(final[column], errors="coerce") if column in final else np.nan
     return out[columns].reset_index(drop=True)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from analysis import paper_values as paper
 from analysis.render import write_table
+from analysis.directions import directions
 from analysis.results import (
     FINANCIAL_TASKS,
     MISSING,
@@ -348,6 +349,9 @@ def write_all_tables(
                                "(mean ± std); Retain = Avg(student-DoKTra) / Avg(teacher)."))
             candidates.append(("table5", table5(bio), "Table 5: DoKTra with vs without the "
                                "calibrated teacher: test F1 (%), L_AT (Eq. 4), teacher ECE (%)."))
+            candidates.append(("directions", directions(bio), "The paper's three directions (§4.5), seed by "
+                               "seed: teacher ECE (%), L_AT (Eq. 4) before ABD / at the switch (dev) / after "
+                               "refinement (test), test F1 (%)."))
         if not fin.empty:
             candidates.append(("table7", table7(results), "Table 7: financial tasks, test F1 (%)."))
         candidates.append(("table6", table6(results), "Table 6: ablation, test F1 (%), "

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.runs import load_runs, resolve_source, search_curve_rows, trial_runs
 from analysis.render import to_latex, to_markdown
+from analysis.directions import directions
 from analysis.results import final_results, fmt
 from analysis.tables import table2, table5, table6
 from analysis.__main__ import main as analysis_main
@@ -28,6 +29,9 @@ FINAL_F1 = {
     "kld": [0.65, 0.65, 0.65],
 }
 LAT = {"doktra": [10.0, 12.0, 14.0], "doktra_no_ctt": [20.0, 20.0, 20.0]}
+# dev L_AT before ABD and at the switch, per seed (the distillations only)
+LAT_START = {"doktra": [40.0, 41.0, 42.0], "doktra_no_ctt": [50.0, 51.0, 52.0]}
+LAT_SWITCH = {"doktra": [5.0, 6.0, 7.0], "doktra_no_ctt": [8.0, 9.0, 4.0]}
 ECE = {"teacher_ctt": 0.02, "teacher_ft": 0.08}
 BINS = {
     "n_bins": 4, "edges": [0.0, 0.25, 0.5, 0.75, 1.0], "accuracy": [None, 0.4, 0.6, 0.9],
@@ -75,6 +79,8 @@ def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
                 metrics = {"test_f1": f1, "test_ece": ECE.get(variant, 0.05)}
                 if variant in LAT:
                     metrics["test_lat"] = LAT[variant][seed - 1]
+                    metrics["dev_lat_start"] = LAT_START[variant][seed - 1]
+                    metrics["dev_lat_switch"] = LAT_SWITCH[variant][seed - 1]
                 log.log_epoch({"test_f1": 0.1}, step=1)  # the last value counts
                 log.log_epoch(metrics, step=2)
                 if variant.startswith("teacher") and seed == 1:
@@ -148,6 +154,25 @@ def test_table5_and_table6(filled: Path) -> None:
     teacher, plain = rows["teacher-ft (CTT, tuned beta1)"], rows["teacher-ft (beta1 = 0)"]
     assert (teacher["F1 (%)"], teacher["paper F1 (%)"], teacher["Improvement"]) == ("75.00 ± 0.00", "76.20 ± 0.65", "")
     assert (plain["F1 (%)"], plain["paper F1 (%)"]) == ("76.00 ± 2.00", "–")
+
+
+def test_directions_seed_by_seed(filled: Path) -> None:
+    """Each seed's paired comparison of the paper's three directions, and the count of seeds where
+    each holds (ECE: teacher_ctt 2 % < teacher_ft 8 %; test L_AT: doktra 10/12/14 < doktra_no_ctt 20;
+    F1: doktra 70/72/74 > student_ft 60/62/64)."""
+    df = directions(final_results(load_runs(resolve_source(str(filled)))))
+    assert df is not None
+    rows = {r["seed"]: r for _, r in df.iterrows()}
+    one = rows["1"]
+    assert (one["teacher ECE β₁=0"], one["teacher ECE CTT"]) == ("8.00", "2.00")
+    assert (one["dev L_AT before ABD, CTT teacher"], one["dev L_AT before ABD, β₁=0 teacher"]) == ("40.00", "50.00")
+    assert (one["dev L_AT at switch, DoKTra"], one["dev L_AT at switch, DoKTra−CTT"]) == ("5.00", "8.00")
+    assert (one["test L_AT, DoKTra"], one["DoKTra F1"], one["student-ft F1"]) == ("10.00", "70.00", "60.00")
+    assert [rows[s]["L_AT lower with CTT (test)"] for s in ("1", "2", "3")] == ["yes", "yes", "yes"]
+    total = rows["seeds where it holds"]
+    assert (total["CTT lowers teacher ECE"], total["L_AT lower with CTT (test)"], total["DoKTra above student-ft"]) == (
+        "3 of 3", "3 of 3", "3 of 3")
+    assert directions(final_results(load_runs(resolve_source(str(filled)))).query("variant != 'doktra'")) is None
 
 
 def test_a_paper_number_printed_in_two_tables_is_one_variant() -> None:
