@@ -13,7 +13,6 @@ from pathlib import Path
 from doktra_tune.data import MissingDataError, load_split
 from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.models import fetch_model, max_positions
-from doktra_tune.ray_compat import local_cluster_addresses
 from doktra_tune.search.plan import REPO_ROOT, Plan
 from doktra_tune.tasks import get_task
 from doktra_tune.tracking import check_tracking_uri
@@ -73,6 +72,8 @@ def fetch_models(plan: Plan) -> None:
 def check_ray_address(address: str, timeout: float) -> None:
     """ConfigError unless `address` (auto | host:port | ray://host:port) answers within `timeout`."""
     if address == "auto":
+        from doktra_tune.ray_compat import local_cluster_addresses  # a private Ray name: loaded only for auto
+
         env = os.environ.get("RAY_ADDRESS")
         found = [env] if env else local_cluster_addresses()
         if not found:

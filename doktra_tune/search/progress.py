@@ -11,7 +11,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 
 from doktra_tune.search.disk import disk_line
-from doktra_tune.search.pruning import pruned_trial_ids
+from doktra_tune.search.optuna_searcher import pruned_trial_ids
 
 Echo = Callable[[str], None]
 

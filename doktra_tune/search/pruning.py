@@ -1,138 +1,48 @@
-"""Optuna sampling *and pruning* inside Ray Tune: the bridge Ray's `OptunaSearch` lacks.
+"""Optuna pruning inside Ray Tune: the bridge Ray's `OptunaSearch` lacks.
 
 Ray's `OptunaSearch` (ray 2.60) creates its study with `optuna.pruners.NopPruner`, reports every
-result to the Optuna trial (`trial.report(value, training_iteration)`), but nothing ever asks the
-pruner, and a trial Tune stops early is told to Optuna as COMPLETE. The bridge:
+result to the Optuna trial, but nothing ever asks the pruner, and a trial Tune stops early is told
+to Optuna as COMPLETE. The bridge, loaded only when `search.pruner` is not `none`
+(`build_search` imports it inside the function):
 
-* `PrunableOptunaSearch`: an `OptunaSearch` whose study has a real pruner (Median,
-  SuccessiveHalving, Hyperband). Reports are idempotent per step, and a trial marked pruned is
-  told to Optuna as `TrialState.PRUNED` (not COMPLETE/FAIL). The set of pruned trial ids is part of
-  the searcher's state, so it survives `Tuner.restore`.
+* `PrunableOptunaSearch` (`doktra_tune.search.optuna_searcher`, re-exported here): the stage's
+  searcher, an Optuna study with a real pruner on Optuna's public ask/tell API; a trial marked
+  pruned ends as `TrialState.PRUNED`.
 * `OptunaPrunerScheduler`: a FIFO Tune scheduler that, on every result, makes sure the value is
   reported to the Optuna trial (Tune calls the scheduler *before* the searcher, and skips the
   searcher when the scheduler says STOP), asks `should_prune()`, and returns STOP (recording the
-  trial as pruned) when the pruner says so.
-* `RecordingASHAScheduler`: Tune's ASHA as the alternative pruner, recording the trials it stops
-  early so they too are tagged "pruned" (and told to Optuna as PRUNED).
-* `SynchronousHalvingScheduler`: successive halving with synchronous rungs on Ray's HyperBand
-  machinery: trials pause at a rung until all have reached it, then the best resume from their
-  checkpoints. No trial runs on just for starting first, which is what keeps small grids cheap.
+  trial as pruned) when the pruner says so. Pruners "median", "successive_halving", "hyperband".
+* `RecordingASHAScheduler`: Tune's `ASHAScheduler` as the alternative pruner ("asha"), recording
+  the trials it stops early so they too are tagged "pruned" (and told to Optuna as PRUNED).
+* `SynchronousHalvingScheduler` (`doktra_tune.search.synchronous_halving`, re-exported here):
+  successive halving with synchronous rungs ("synchronous_halving").
 * `ScheduleGroupPruner`: an Optuna pruner that compares a trial only with trials of the same
   schedule (the student's e1 grid: runs of different length decay their learning rate at
   different speeds, so their epoch-t scores are not comparable).
 
-`doktra_tune.search.search_algorithms.build_search` puts them together for one stage.
-The private Ray/Optuna names this needs are wrapped in `doktra_tune.ray_compat`.
+Private Ray/Optuna names: this module uses none. What the whole bridge still needs (3 internal
+Ray names, all for synchronous halving) is wrapped in `doktra_tune.ray_compat`, whose docstring
+lists them with the reason each stays; `tests/test_ray_compat.py` checks they exist and that no
+other module names them.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from ray.tune import Tuner
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from doktra_tune.ray_compat import ASHAWithAccessors, OneBracketHyperBand, OptunaSearchWithPruner, tuner_scheduler
+from doktra_tune.search.optuna_searcher import TIME_ATTR, PriorTrial, PrunableOptunaSearch, pruned_trial_ids
+from doktra_tune.search.synchronous_halving import SynchronousHalvingScheduler
+
+__all__ = [
+    "OptunaPrunerScheduler", "PriorTrial", "PrunableOptunaSearch", "RecordingASHAScheduler", "ScheduleGroupPruner",
+    "SynchronousHalvingScheduler", "TIME_ATTR", "pruned_trial_ids", "pruning_scheduler",
+]
 
 logger = logging.getLogger(__name__)
-
-TIME_ATTR = "training_iteration"  # one Tune result per epoch: the Optuna step is the epoch
-
-
-@dataclass
-class PriorTrial:
-    """A trial finished before an interruption, as the resumed study sees it."""
-
-    params: dict[str, Any]
-    curve: dict[int, float]  # epoch -> the metric reported then
-    state: str  # completed | pruned | errored
-
-
-class PrunableOptunaSearch(OptunaSearchWithPruner):
-    """`OptunaSearch` with a real Optuna pruner and a PRUNED end state for stopped trials."""
-
-    def __init__(self, *args: Any, pruner: optuna.pruners.BasePruner | None = None, **kwargs: Any):
-        self._pruned_trials: set[str] = set()
-        self._reported: dict[str, dict[int, float]] = {}  # trial id -> step -> value told to Optuna
-        super().__init__(*args, pruner=pruner, **kwargs)
-
-    @property
-    def pruned_trials(self) -> set[str]:
-        """Tune trial ids stopped by a pruner."""
-        return set(self._pruned_trials)
-
-    def add_prior_trial(self, prior: PriorTrial, distributions: dict[str, Any]) -> None:
-        """Add a finished trial (params, per-epoch values, end state) to the study, with Ray's public
-        `add_evaluated_point`. Its intermediate values are indexed by step from 0; the steps here are
-        epochs from 1, so step 0 holds NaN (never compared: no trial reports step 0)."""
-        params = {k: prior.params[k] for k in distributions if k in prior.params}
-        if len(params) != len(distributions):
-            return  # not a point of this space (e.g. the grid was edited): nothing to compare with
-        steps = {int(k): float(v) for k, v in prior.curve.items() if v is not None and math.isfinite(v)}
-        state = prior.state if prior.state in ("completed", "pruned") else "errored"
-        if state == "completed" and not steps:
-            state = "errored"
-        values = [steps.get(step, math.nan) for step in range(max(steps) + 1)] if steps else None
-        self.add_evaluated_point(
-            params, value=steps[max(steps)] if state == "completed" else None,
-            error=state == "errored", pruned=state == "pruned", intermediate_values=values,
-        )
-
-    def mark_pruned(self, trial_id: str) -> None:
-        """Record that a scheduler stopped `trial_id` early; it ends as `TrialState.PRUNED`."""
-        self._pruned_trials.add(trial_id)
-
-    def report(self, trial_id: str, result: dict) -> optuna.Trial | None:
-        """Report `result[metric]` at `result[training_iteration]` once per step (idempotent).
-
-        Returns the Optuna trial, or None when the result carries no value for this trial."""
-        if isinstance(self.metric, list) or self.is_completed(trial_id):
-            return None
-        ot_trial = self.optuna_trial(trial_id)
-        value = result.get(self.metric)
-        step = result.get(TIME_ATTR)
-        if ot_trial is None or value is None or step is None:
-            return None
-        reported = self._reported.setdefault(trial_id, {})
-        if int(step) not in reported:
-            ot_trial.report(float(value), int(step))
-            reported[int(step)] = float(value)
-        return ot_trial
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.report(trial_id, result)
-
-    def _with_last_value(self, trial_id: str, result: dict | None) -> dict | None:
-        """`result`, or its last reported value when Tune ends a trial without one.
-
-        A trial that a scheduler stops while it is paused (synchronous halving stops the trials
-        waiting at the final rung) ends with no result; Ray's OptunaSearch would tell Optuna it was
-        PRUNED. It finished its epochs: it is COMPLETE with the last value it reported."""
-        if isinstance(self.metric, list) or (result and result.get(self.metric) is not None):
-            return result
-        values = self._reported.get(trial_id)
-        if not values:
-            return result
-        return {**(result or {}), self.metric: values[max(values)]}
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if trial_id not in self._pruned_trials or self.is_completed(trial_id):
-            if not error and not self.is_completed(trial_id):
-                result = self._with_last_value(trial_id, result)
-            super().on_trial_complete(trial_id, result=result, error=error)
-            return
-        if result:
-            self.report(trial_id, result)
-        try:
-            self.tell_pruned(trial_id)
-        except Exception as exc:  # noqa: BLE001 - Ray's own handler logs and goes on likewise
-            logger.warning("could not tell Optuna that trial %s was pruned: %s", trial_id, exc)
 
 
 class _GroupView:
@@ -209,12 +119,16 @@ class OptunaPrunerScheduler(FIFOScheduler):
                f"{len(self.searcher.pruned_trials)} pruned"
 
 
-class RecordingASHAScheduler(ASHAWithAccessors):
-    """`AsyncHyperBandScheduler` that records the trials it stops before `max_t` as pruned
+class RecordingASHAScheduler(ASHAScheduler):
+    """Tune's `ASHAScheduler` that records the trials it stops before `max_t` as pruned
     (and marks them on the searcher, so Optuna sees them as PRUNED)."""
 
-    def __init__(self, *args: Any, searcher: PrunableOptunaSearch | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *, time_attr: str = TIME_ATTR, max_t: int, searcher: PrunableOptunaSearch | None = None, **kwargs: Any,
+    ):
+        super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
+        self.time_attr = time_attr  # Ray keeps both in private attributes: our own copies
+        self.max_t = max_t
         self.searcher = searcher
         self._pruned_trials: set[str] = set()
 
@@ -238,59 +152,26 @@ class RecordingASHAScheduler(ASHAWithAccessors):
         return set(self._pruned_trials)
 
 
-class SynchronousHalvingScheduler(OneBracketHyperBand):
-    """Successive halving with synchronous rungs (Jamieson & Talwalkar, 2016), on Ray's HyperBand.
+def study_pruner(pruner: optuna.pruners.BasePruner, group_key: str | None) -> optuna.pruners.BasePruner:
+    """`pruner`, judging each trial only within its schedule group when `group_key` is given."""
+    return ScheduleGroupPruner(pruner, group_key) if group_key else pruner
 
-    One bracket holds every trial of the stage. Rungs sit at grace_period * reduction_factor**k
-    epochs, the last one at max_t. A trial reaching a rung pauses (Tune keeps its checkpoint) until
-    every trial has reached it; then the best 1/reduction_factor (by `metric`) resume from their
-    checkpoints and the rest stop, recorded as pruned. With `group_key` (the student's e1 grid) each
-    group of trials sharing that value is its own bracket, with its own horizon (the value). Unlike the asynchronous pruners (Optuna's
-    SuccessiveHalving, ASHA, median), no trial goes on just because it started first, so the first
-    trials of a grid do not run to the end: 12 trials x 10 epochs with grace 1 and factor 4 cost
-    12 + 3 * 3 + 1 * 6 = 27 epochs (22.5 % of the grid). Trials must resume from a checkpoint
-    (the stages do, with `save_training_state`), and the Tuner must not cap concurrency with
-    `max_concurrent_trials` (paused trials would hold the cap); resources bound it instead."""
 
-    def __init__(
-        self, searcher: PrunableOptunaSearch | None, *, num_trials: int, max_t: int, grace_period: int,
-        reduction_factor: int, metric: str, mode: str, group_key: str | None = None,
-        group_sizes: dict[Any, int] | None = None,
-    ):
-        super().__init__(
-            num_trials=num_trials, max_t=max_t, grace_period=grace_period,
-            reduction_factor=reduction_factor, metric=metric, mode=mode, time_attr=TIME_ATTR,
-            group_key=group_key, group_sizes=group_sizes,
+def pruning_scheduler(
+    pruner: str, searcher: PrunableOptunaSearch, *, max_t: int, grace_period: int, reduction_factor: int,
+    metric: str, mode: str, num_trials: int, group_key: str | None = None,
+    group_sizes: dict[Any, int] | None = None,
+) -> TrialScheduler:
+    """The Tune scheduler that prunes for `pruner` (any but "none")."""
+    if pruner == "asha":
+        return RecordingASHAScheduler(
+            time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
+            grace_period=grace_period, reduction_factor=reduction_factor, searcher=searcher,
         )
-        self.searcher = searcher
-        self._pruned_trials: set[str] = set()
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        value = result.get(self.metric_name)
-        if value is None or not math.isfinite(float(value)):  # no score (e.g. NaN dev F1): ranks last
-            result = {**result, self.metric_name: -math.inf * self.metric_sign}
-        return super().on_trial_result(tune_controller, trial, result)
-
-    def on_pruned(self, trial_id: str) -> None:
-        self._pruned_trials.add(trial_id)
-        if self.searcher is not None:
-            self.searcher.mark_pruned(trial_id)
-
-    @property
-    def pruned_trials(self) -> set[str]:
-        return set(self._pruned_trials)
-
-    def debug_string(self) -> str:
-        return f"Synchronous successive halving: {len(self._pruned_trials)} pruned"
-
-
-def pruned_trial_ids(scheduler: TrialScheduler | Tuner) -> set[str]:
-    """Tune trial ids the scheduler stopped early (tag them "pruned", not "failed").
-
-    Pass the scheduler `build_search` returned; after `Tuner.restore(...).fit()` pass the restored
-    Tuner instead: Tune then runs the scheduler/searcher unpickled from the experiment, whose
-    pruned set (kept in the searcher's saved state) includes trials pruned before the interruption.
-    """
-    if isinstance(scheduler, Tuner):
-        scheduler = tuner_scheduler(scheduler)
-    return set(getattr(scheduler, "pruned_trials", set()))
+    if pruner == "synchronous_halving":
+        return SynchronousHalvingScheduler(
+            searcher, num_trials=num_trials, max_t=max_t, grace_period=grace_period,
+            reduction_factor=reduction_factor, metric=metric, mode=mode, group_key=group_key,
+            group_sizes=group_sizes,
+        )
+    return OptunaPrunerScheduler(searcher, max_t=max_t, horizon_key=group_key)

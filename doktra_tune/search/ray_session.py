@@ -22,7 +22,6 @@ import torch
 from ray.tune.logger import JsonLoggerCallback
 
 from doktra_tune.errors import ConfigError, first_line
-from doktra_tune.ray_compat import enable_token_auth_as_auto_does, local_cluster_addresses
 from doktra_tune.search.schema import RayOptions, ResourceOptions
 
 WORKER_SETUP_HOOK = "trainables.worker.preload"  # imports torch/transformers when a worker starts
@@ -167,6 +166,8 @@ class RaySession:
             return self
         address = self.options.address
         if address == "auto":  # the cluster on this machine, found as the preflight found it
+            from doktra_tune.ray_compat import enable_token_auth_as_auto_does, local_cluster_addresses  # private Ray names
+
             address = os.environ.get("RAY_ADDRESS") or next(iter(local_cluster_addresses()), "auto")
             enable_token_auth_as_auto_does()  # `ray start` clusters use token auth by default
         try:

@@ -1,6 +1,10 @@
 """Searcher, scheduler and trial count of one stage's Tuner (Section 4.2's grid search and beyond):
-an Optuna `GridSampler` over the full product of the stage's grid (the paper's exhaustive protocol)
-or a seeded `TPESampler` with a trial budget, and the pruner the config names."""
+the whole grid in order (the paper's exhaustive protocol: every grid point enqueued in the Optuna
+study) or a seeded `TPESampler` with a trial budget, and the pruner the config names.
+
+The default (`pruner=none`) uses public Ray/Optuna names only (`optuna_searcher`, `FIFOScheduler`);
+`doktra_tune.search.pruning` (and through it `doktra_tune.ray_compat`) is imported only when a
+pruner is configured."""
 
 from __future__ import annotations
 
@@ -13,38 +17,14 @@ from optuna.distributions import CategoricalDistribution
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from doktra_tune.errors import ConfigError
-from doktra_tune.search.pruning import (
-    TIME_ATTR,
-    OptunaPrunerScheduler,
-    PriorTrial,
-    PrunableOptunaSearch,
-    RecordingASHAScheduler,
-    ScheduleGroupPruner,
-    SynchronousHalvingScheduler,
-)
+from doktra_tune.search.optuna_searcher import PriorTrial, PrunableOptunaSearch
 from doktra_tune.search.schema import MODES, PRUNERS, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace
 from doktra_tune.stages.step_losses import switch_epoch
 
 logger = logging.getLogger(__name__)
 
-
-class _TuneGridSampler(optuna.samplers.GridSampler):
-    """`GridSampler` driven by Tune's ask/tell loop rather than `study.optimize`.
-
-    Optuna's `after_trial` calls `study.stop()` once the grid is exhausted, which raises outside
-    `study.optimize`; here Tune's `num_samples` (= the grid size) ends the search instead. Trial
-    numbers below the grid size map to grid points in order, so the first `grid_size` trials visit
-    every point exactly once, even when several run at the same time. The order is the plain
-    product of the grids (parameters sorted by name, values as listed), not Optuna's seeded
-    shuffle, so a grid search runs in the same order for every seed."""
-
-    def __init__(self, search_space: dict[str, list], seed: int | None = None) -> None:
-        super().__init__(search_space, seed=seed)
-        self._all_grids = list(itertools.product(*self._search_space.values()))
-
-    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001
-        return None
+OPTUNA_PRUNERS = ("median", "successive_halving", "hyperband")  # the pruners the Optuna study itself runs
 
 
 def make_pruner(
@@ -88,13 +68,14 @@ def build_search(
 ) -> tuple[PrunableOptunaSearch, TrialScheduler, int]:
     """Searcher, scheduler and trial count for one stage (Section 4.2's grid search and beyond).
 
-    mode "grid": Optuna GridSampler over the full product of `space.params`; num_samples is the
+    mode "grid": every point of the full product of `space.params`, in order; num_samples is the
     grid size (a given `num_samples` is ignored). mode "tpe": TPESampler(seed) with
     `num_samples` trials. `pruner` "median" | "successive_halving" | "hyperband" plug the Optuna
     pruner into the study and stop trials through `OptunaPrunerScheduler`; "asha" uses Tune's ASHA;
     "synchronous_halving" pauses trials at each rung (`SynchronousHalvingScheduler`: trials need
-    save_training_state and no max_concurrent_trials); "none" runs every trial to the end. Pass `metric`/`mode_opt` here, not to `tune.TuneConfig`
-    (Ray refuses both). `space.fixed` is not sampled: put it in the Tuner's `param_space`.
+    save_training_state and no max_concurrent_trials); "none" runs every trial to the end. Pass
+    `metric`/`mode_opt` here, not to `tune.TuneConfig` (Ray refuses both). `space.fixed` is not
+    sampled: put it in the Tuner's `param_space`.
 
     Resuming an interrupted stage: `points` (grid points still to run) are enqueued and are the
     whole search (num_samples = len(points)); `prior_trials` (the trials finished before the
@@ -108,42 +89,42 @@ def build_search(
     """
     _check_arguments(mode, pruner, mode_opt, max_t, grace_period)
     check_schedule_grouping(group_key, pruner, mode)
-    distributions = {name: CategoricalDistribution(list(values)) for name, values in space.params.items()}
-    sampler, num_samples = _sampler(space, mode, num_samples, seed)
-    if points is not None:
-        num_samples = len(points)
-    optuna_pruner = make_pruner(
-        pruner, max_t=max_t, grace_period=grace_period, n_startup_trials=n_startup_trials,
-        reduction_factor=reduction_factor,
+    sampler, num_samples, queue = _sampler(space, mode, num_samples, seed, points)
+    searcher = _searcher(
+        space, sampler, queue, prior_trials, metric=metric, mode_opt=mode_opt, pruner=pruner, group_key=group_key,
+        optuna_pruner=make_pruner(pruner, max_t=max_t, grace_period=grace_period,
+                                  n_startup_trials=n_startup_trials, reduction_factor=reduction_factor),
     )
+    if pruner == "none":
+        return searcher, FIFOScheduler(), num_samples
+    from doktra_tune.search.pruning import pruning_scheduler  # the pruners: loaded only when one is on
+
+    scheduler = pruning_scheduler(
+        pruner, searcher, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,
+        metric=metric, mode=mode_opt, num_trials=num_samples, group_key=group_key,
+        group_sizes=_group_sizes(space, group_key, points) if group_key and pruner == "synchronous_halving" else None,
+    )
+    return searcher, scheduler, num_samples
+
+
+def _searcher(
+    space: SearchSpace, sampler: optuna.samplers.BaseSampler, queue: list[dict[str, Any]] | None,
+    prior_trials: list[PriorTrial] | None, *, metric: str, mode_opt: str, pruner: str, group_key: str | None,
+    optuna_pruner: optuna.pruners.BasePruner,
+) -> PrunableOptunaSearch:
+    """The stage's Optuna study as a Tune searcher: `queue` enqueued, then `prior_trials` added."""
+    if group_key and pruner in OPTUNA_PRUNERS:
+        from doktra_tune.search.pruning import study_pruner
+
+        optuna_pruner = study_pruner(optuna_pruner, group_key)
+    distributions = {name: CategoricalDistribution(list(values)) for name, values in space.params.items()}
     searcher = PrunableOptunaSearch(
-        distributions,
-        metric=metric,
-        mode=mode_opt,
-        points_to_evaluate=list(points) if points else None,
-        sampler=sampler,
-        study_name=f"doktra-{space.stage}",
-        pruner=ScheduleGroupPruner(optuna_pruner, group_key) if group_key else optuna_pruner,
+        distributions, metric=metric, mode=mode_opt, points_to_evaluate=queue, sampler=sampler,
+        study_name=f"doktra-{space.stage}", pruner=optuna_pruner,
     )
     for prior in prior_trials or []:
         searcher.add_prior_trial(prior, distributions)
-    scheduler: TrialScheduler
-    if pruner == "asha":
-        scheduler = RecordingASHAScheduler(
-            time_attr=TIME_ATTR, metric=metric, mode=mode_opt, max_t=max_t,
-            grace_period=grace_period, reduction_factor=reduction_factor, searcher=searcher,
-        )
-    elif pruner == "synchronous_halving":
-        scheduler = SynchronousHalvingScheduler(
-            searcher, num_trials=num_samples, max_t=max_t, grace_period=grace_period,
-            reduction_factor=reduction_factor, metric=metric, mode=mode_opt, group_key=group_key,
-            group_sizes=_group_sizes(space, group_key, points) if group_key else None,
-        )
-    elif pruner == "none":
-        scheduler = FIFOScheduler()
-    else:
-        scheduler = OptunaPrunerScheduler(searcher, max_t=max_t, horizon_key=group_key)
-    return searcher, scheduler, num_samples
+    return searcher
 
 
 def _group_sizes(space: SearchSpace, key: str, points: list[dict[str, Any]] | None) -> dict[Any, int]:
@@ -173,22 +154,35 @@ def _check_arguments(mode: str, pruner: str, mode_opt: str, max_t: int, grace_pe
         )
 
 
-def _sampler(space: SearchSpace, mode: str, num_samples: int | None, seed: int) -> tuple[optuna.samplers.BaseSampler, int]:
-    """(sampler, trial count): the whole grid in order (mode grid), or TPE with a budget."""
+def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """Every point of the grid in search order: the plain product of the grids, parameters sorted
+    by name, values as listed (the same order for every seed)."""
+    names = sorted(space.params)
+    return [dict(zip(names, values)) for values in itertools.product(*(list(space.params[n]) for n in names))]
+
+
+def _sampler(
+    space: SearchSpace, mode: str, num_samples: int | None, seed: int, points: list[dict[str, Any]] | None,
+) -> tuple[optuna.samplers.BaseSampler, int, list[dict[str, Any]] | None]:
+    """(sampler, trial count, points to enqueue). Grid: the whole grid enqueued in order (or, after
+    an interruption, the `points` still to run), so trial k runs point k even when several run at
+    once; its seeded `RandomSampler` is never asked, as Tune's num_samples ends the search with the
+    queue. TPE: a seeded `TPESampler` with a budget (`points`, when given, enqueued first)."""
     if mode == "grid":
         if num_samples is not None and num_samples != space.grid_size:
             logger.info(
                 "mode=grid runs all %d points of the %s grid; num_samples=%s is ignored "
                 "(use mode=tpe for a budget)", space.grid_size, space.stage, num_samples,
             )
-        return _TuneGridSampler({name: list(values) for name, values in space.params.items()}, seed=seed), \
-            space.grid_size
+        queue = list(points) if points is not None else grid_points(space)
+        return optuna.samplers.RandomSampler(seed=seed), len(queue), queue
     if num_samples is None or num_samples < 1:
         raise ConfigError(
             f"mode=tpe needs a trial budget, got num_samples={num_samples}; "
             "set num_samples to an integer >= 1"
         )
-    return optuna.samplers.TPESampler(seed=seed), num_samples
+    return optuna.samplers.TPESampler(seed=seed), len(points) if points is not None else num_samples, \
+        list(points) if points else None
 
 
 def pruning_grace_period(stage: str, grace_period: int, max_t: int, space: SearchSpace, base: dict[str, Any]) -> int:

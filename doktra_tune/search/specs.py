@@ -15,8 +15,8 @@ from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search.dependent_runs import DependentRuns
 from doktra_tune.run_spec import RUN_FIELD, RunSpec
 from doktra_tune.search.final import RUN_KEYS
+from doktra_tune.search.optuna_searcher import PriorTrial
 from doktra_tune.search.plan import Plan, schedule_group
-from doktra_tune.search.pruning import PriorTrial
 from doktra_tune.search.ray_session import Resources
 from doktra_tune.search.search_algorithms import build_search, pruning_grace_period
 from doktra_tune.search.stage_runner import SpecBuilder, StageSpec

@@ -17,7 +17,7 @@ from ray import tune
 
 from doktra_tune.search.progress import Echo, StageProgress
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
-from doktra_tune.search.pruning import SynchronousHalvingScheduler, pruned_trial_ids
+from doktra_tune.search.optuna_searcher import pruned_trial_ids
 from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states
 from doktra_tune.tracking import SearchTracker
@@ -107,7 +107,7 @@ class StageRunner:
     def _fit(self, spec: StageSpec, label: str) -> list[TrialRecord]:
         # A scheduler that pauses trials must not be capped by max_concurrent_trials (Tune's
         # ConcurrencyLimiter counts paused trials as running); the per-trial resources bound it.
-        pauses = isinstance(spec.scheduler, SynchronousHalvingScheduler)
+        pauses = bool(getattr(spec.scheduler, "pauses_trials", False))  # SynchronousHalvingScheduler
         tuner = tune.Tuner(
             self._trainable(spec),
             param_space=spec.param_space,
