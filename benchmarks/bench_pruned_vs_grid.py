@@ -1,9 +1,9 @@
 """Compute to the winner: the exhaustive grid vs a pruned search, on the real stage code.
 
 Runs one DoKTra stage through Ray Tune twice with the real trainable (`trainables/`), the real
-core (`doktra_tune.stages`) and `doktra_tune.pruning.build_search`:
+core (`doktra_tune.stages`) and `doktra_tune.search.search_algorithms.build_search`:
 
-  1. grid:   Optuna GridSampler over the whole grid, no pruning (the paper's protocol, Sec. 4.2);
+  1. grid:   every point of the grid in order, no pruning (the paper's protocol, Sec. 4.2);
   2. pruned: the same grid (or a TPE budget) with a pruner (`--pruner`: median, Optuna's
      successive halving, synchronous halving, hyperband, ASHA).
 

@@ -16,7 +16,7 @@ API does the job:
 3. `TuneController.stop_trial` (`stop_paused_trial`; `ray.tune.execution`, handed to every
    scheduler call): synchronous halving stops the trials paused at a rung when the rung's last
    trial reports. `TrialScheduler.on_trial_result` can only decide for the reporting trial;
-   Ray's own HyperBand, BOHB and PBT schedulers call this method for the others.
+   Ray's own HyperBand (and BOHB, built on it) calls this method for the others.
 4. `Trial.status` with `Trial.PENDING` / `RUNNING` / `PAUSED` (`is_pending`, `is_running`,
    `is_paused`; `ray.tune.experiment.Trial`, a DeveloperAPI): which trials a halving may stop or
    resume, and which one `choose_trial_to_run` picks. Ray's public `FIFOScheduler` reads the same.

@@ -7,7 +7,7 @@ applies command-line overrides and validates every value against the ranges of
 that names the file or override and the fix.
 
 Turning a `SearchSpace` into a Ray Tune searcher and scheduler (Optuna grid/TPE sampling and
-pruning) is the search driver's job: `doktra_tune.search.pruning.build_search`.
+pruning) is the search driver's job: `doktra_tune.search.search_algorithms.build_search`.
 """
 
 from __future__ import annotations

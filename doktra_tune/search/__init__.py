@@ -15,7 +15,8 @@ Data flow (docs/DESIGN.md has the picture):
 | `budget`, `estimate`, `dry_run` | what a plan trains (trials, epoch-units), its GPU-hours, `search.dry_run` |
 | `preflight` | the I/O checks before anything is written |
 | `ray_session` | Ray settings, connect once / shut down once, per-trial resources |
-| `pruning`, `search_algorithms` | Optuna samplers and pruners inside Tune; one stage's searcher + scheduler |
+| `search_algorithms`, `optuna_searcher` | one stage's searcher + scheduler; the Optuna study as a Tune searcher |
+| `pruning`, `synchronous_halving` | the pruners inside Tune (imported only when `search.pruner` is not `none`) |
 | `stage_runner`, `trials` | one stage = one Tuner: fit, resume, collect `TrialRecord`s |
 | `winners`, `final` | winner selection and files; the final runs' specs and summary |
 | `progress` | what is printed while it runs |

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 
 class _GroupView:
-    """A study seen through one schedule group: `get_trials` returns the group's trials only."""
+    """A study seen through one schedule group: `get_trials` returns the group's trials only; every
+    other attribute is the study's (Optuna's SuccessiveHalvingPruner reads its own `_storage`)."""
 
     def __init__(self, study: optuna.Study, key: str, value: Any) -> None:
         self._study = study
