@@ -21,16 +21,19 @@ from typing import Any, Mapping
 PAPER_PRESET = "paper"
 DATASET_NOTES = {
     "chemprot_jsonl": (
-        "ChemProt is SciBERT's copy (13 fine labels grouped into CPR:3/4/5/6/9, entities marked << >> and "
-        "[[ ]], no negative 'false' pairs), not the paper's BLUE ChemProt (17,865/11,263/15,583 pairs with "
-        "negatives, entities anonymised as @CHEMICAL$/@GENE$)"
+        "ChemProt: SciBERT's copy (no false class), not BLUE's (13 fine labels grouped into CPR:3/4/5/6/9, "
+        "entities marked << >> and [[ ]]; the paper's BLUE ChemProt has 17,865/11,263/15,583 pairs with the "
+        "false class, entities anonymised as @CHEMICAL$/@GENE$)"
     ),
     "fpb": "FPB (50 % agree, 4,846 sentences) split here 80/10/10 stratified with a fixed seed; the paper's split is not published",
     "hoc_raw": (
         "HoC is built from the raw corpus (first-level hallmarks, split by abstract in BLUE's 1,108/157/315 "
         "proportions with a fixed seed), not BLUE's own HoC files"
     ),
-    "gad_folds": "GAD dev is a stratified 10 % of each fold's train file (the authors' GAD dev is undocumented)",
+    "gad_folds:carve": (
+        "GAD dev is a stratified 10 % carved from each fold's train file, 90 % of it trained (the authors' "
+        "scripts score the fold's test file as dev and train all 4,796 pairs)"
+    ),
     "csv_holdout": "FTS is split here 80/10/10 stratified with a fixed seed; the paper's split is not published",
 }
 # hub checkpoints that stand in for the paper's own (README: Models)
@@ -51,7 +54,8 @@ SYMBOLS = {
 PROTOCOL_KEYS = (
     "search.mode", "search.num_samples", "search.pruner", "search.handoff", "search.selection.kind",
     "search.selection.f1_tolerance", "stages.student.e1_mode", "stages.abd.margin", "stages.abd.projection",
-    "final.protocol", "final.folds", "train.weight_decay", "train.warmup_ratio", "train.max_grad_norm",
+    "final.protocol", "final.folds", "final.gad_std", "train.weight_decay", "train.warmup_ratio",
+    "train.max_grad_norm",
 )
 
 
@@ -71,10 +75,15 @@ def _has(config: Mapping[str, Any], dotted: str) -> bool:
 
 
 def _format_name(config: Mapping[str, Any]) -> str:
+    """The loader's name (`DATASET_NOTES`' key); GAD's folds with their dev mode (`gad_folds:test|carve`).
+    A GAD search recorded before the dev modes (its format `gad_folds[:k]`) carved its dev."""
     from doktra_tune.tasks import get_task
 
-    fmt = _get(config, "task.data_format") or get_task(str(_get(config, "task.name"))).default_format
-    return str(fmt).split(":", 1)[0]
+    fmt = str(_get(config, "task.data_format") or get_task(str(_get(config, "task.name"))).default_format)
+    name, _, arg = fmt.partition(":")
+    if name == "gad_folds":
+        return f"gad_folds:{arg.partition(':')[2] or ('test' if _has(config, 'final.gad_std') else 'carve')}"
+    return name
 
 
 @lru_cache(maxsize=None)

@@ -3,8 +3,10 @@ seeds per (variant, task) (`summarize`), and the cell text every table uses (`fm
 
 Final runs are MLflow trial runs tagged `doktra.stage=final`, `doktra.variant`, `doktra.seed`,
 with metrics `test_f1`, `test_ece`, `test_lat` (the last logged value). F1 and ECE are shown x100.
-std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. Errored/pruned
-final runs are left out.
+std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. GAD's runs on its
+ten folds (`doktra.fold`): with its search's `final.gad_std=over_seeds` (the paper's, §4.2: three
+seeds, their std) each seed's folds are averaged first and the std is over those seed means; with
+`over_runs` over every fold x seed run. Errored/pruned final runs are left out.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from analysis.runs import tag, trial_runs
+from analysis.runs import search_configs, tag, trial_runs
 
 FINANCIAL_TASKS = ("fpb", "fts")
 TASK_ORDER = ("chemprot", "gad", "ddi", "i2b2", "hoc", "fpb", "fts")
@@ -23,14 +25,16 @@ TASK_NAMES = {"chemprot": "ChemProt", "gad": "GAD", "ddi": "DDI", "i2b2": "i2b2"
               "fpb": "FPB", "fts": "FTS"}
 MISSING = "–"
 _METRICS = ("test_f1", "test_ece", "test_lat", "test_macro_f1", "dev_lat_start", "dev_lat_switch")
+GAD_STD_DEFAULT = "over_seeds"  # final.gad_std of a search that recorded none
 
 
 def final_results(runs: pd.DataFrame) -> pd.DataFrame:
     """Long frame of final runs: task, variant, seed, fold, origin, teacher, test_f1, test_ece,
     test_lat, test_macro_f1, dev_lat_start, dev_lat_switch (ABD: dev L_AT before training and at the
-    switch), student_model, teacher_model."""
+    switch), student_model, teacher_model, gad_std (the search's final.gad_std)."""
     final = trial_runs(runs, "final")
-    columns = ["task", "variant", "seed", "fold", "origin", "teacher", *_METRICS, "student_model", "teacher_model"]
+    columns = ["task", "variant", "seed", "fold", "origin", "teacher", *_METRICS, "student_model", "teacher_model",
+               "gad_std"]
     if final.empty:
         return pd.DataFrame(columns=columns)
     # a run counts once it has finished: Ray's `completed`, or (no outcome recorded) a test score;
@@ -53,13 +57,23 @@ def final_results(runs: pd.DataFrame) -> pd.DataFrame:
     for metric in _METRICS:
         column = f"metrics.{metric}"
         out[metric] = pd.to_numeric(final[column], errors="coerce") if column in final else np.nan
+    rules = {task: (config.get("final") or {}).get("gad_std") or GAD_STD_DEFAULT
+             for task, config in search_configs(runs).items()}
+    out["gad_std"] = out["task"].map(lambda task: rules.get(task, GAD_STD_DEFAULT))
     return out[columns].reset_index(drop=True)
 
 
 def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """mean, std (ddof=1; NaN for one seed) and n per (variant, task), NaN values dropped."""
+    """mean, std (ddof=1; NaN for one value) and n (the values: runs, or GAD's seeds) per (variant, task),
+    NaN values dropped. GAD's fold runs under gad_std over_seeds (the default): one value per seed,
+    the mean over its folds."""
     valid = results.dropna(subset=[metric])
-    grouped = valid.groupby(["variant", "task"])[metric]
+    folded = valid["fold"].notna() if "fold" in valid else pd.Series(False, index=valid.index)
+    rule = valid["gad_std"] if "gad_std" in valid else pd.Series(GAD_STD_DEFAULT, index=valid.index)
+    by_seed = (folded & (rule.fillna(GAD_STD_DEFAULT) == "over_seeds")).to_numpy(dtype=bool)
+    seed_means = valid[by_seed].groupby(["variant", "task", "seed"], as_index=False)[metric].mean()
+    values = pd.concat([valid.loc[~by_seed, ["variant", "task", metric]], seed_means[["variant", "task", metric]]])
+    grouped = values.groupby(["variant", "task"])[metric]
     return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
 
 

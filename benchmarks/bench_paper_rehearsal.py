@@ -12,9 +12,10 @@ and the data shrunk:
    by a local hub endpoint; the preset's `teacher_model` / `student_model` are not overridden. The
    student is wider than the teacher (64 vs 32), as ALBERT-xlarge is than BioBERT-base, so ABD goes
    through the fixed random projection as it does at paper scale.
-2. Data: ChemProt is the real `chemprot_scibert` (the preset's source) under `--data-root`; GAD has no
-   data here, so BioBERT's ten folds are written in their format with seeded synthetic sentences.
-   Only `data.train_limit` / `dev_limit` / `test_limit` shrink them.
+2. Data: ChemProt is the real `chemprot_scibert` under `--data-root` (`task.data_copy=scibert`: the
+   preset's own copy, BLUE's TSVs, is not in this workplace); GAD has no data here, so BioBERT's ten
+   folds are written in their format with seeded synthetic sentences. Only `data.train_limit` /
+   `dev_limit` / `test_limit` shrink them.
 3. The real CLI (`python -m doktra_tune.search task=<task> ...`, no `preset=`) runs in a subprocess
    with a clean environment (PATH, HOME, HF_HOME, HF_ENDPOINT); its output goes to
    `<workdir>/<task>.log`, one line per stage start and end is printed.
@@ -383,9 +384,10 @@ class Rehearsal:
 
 
 def overrides_for(task: str, args: argparse.Namespace, data_root: Path, runs_root: Path) -> list[str]:
-    """The command line: the task, the data sizes and where things go; nothing of the protocol."""
+    """The command line: the task, the data copy and sizes and where things go; nothing of the protocol."""
     train, dev, test = args.limits
-    return [f"task={task}", f"data.train_limit={train}", f"data.dev_limit={dev}", f"data.test_limit={test}",
+    copy = ["task.data_copy=scibert"] if task == "chemprot" else []  # the copy this workplace has
+    return [f"task={task}", *copy, f"data.train_limit={train}", f"data.dev_limit={dev}", f"data.test_limit={test}",
             f"data_root={data_root}", f"runs_root={runs_root}", *args.override]
 
 

@@ -80,7 +80,8 @@ HOC_LABELS: tuple[str, ...] = (
 
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 
-BLUE_RELEASE = "github.com/ncbi-nlp/BLUE_Benchmark releases, bert_data.zip"
+# BLUE's pre-processed relation and HoC data, as BLUE_Benchmark's README links them (release 0.1)
+BLUE_RELEASE = "https://github.com/ncbi-nlp/BLUE_Benchmark/releases/download/0.1/bert_data.zip"
 
 
 def _blue(name: str, folder: str) -> tuple[str, str]:
@@ -106,12 +107,12 @@ def _sentiment(name: str, default_format: str, description: str, source: str) ->
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     _relation(
         "chemprot", ("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"), domain="biomedical",
-        default_format="chemprot_jsonl",
+        default_format="chemprot_jsonl",  # SciBERT's copy; the paper's (BLUE's TSVs) is conf/task/chemprot.yaml's
         description="chemical-protein relations, five evaluated CPR groups (BLUE)",
         data_sources=(
+            _blue("ChemProt", "ChemProt"),
             ("chemprot_jsonl", "SciBERT's ChemProt (github.com/allenai/scibert, "
              "data/text_classification/chemprot/{train,dev,test}.txt, JSON lines saved as {train,dev,test}.jsonl)"),
-            _blue("ChemProt", "ChemProt"),
         ),
     ),
     _relation(
@@ -141,7 +142,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec(
         name="gad", labels=("0", "1"), negative_labels=("0",), multi_label=False, metric="binary_f1",
         positive_label="1", default_format="gad_folds:1", domain="biomedical",
-        description="gene-disease associations, BioBERT's 10-fold split (no dev split shipped)",
+        description="gene-disease associations, BioBERT's 10-fold split (no dev split shipped: dev is the fold's test file)",
         data_sources=(
             ("gad_folds", "BioBERT's pre-processed GAD folds (github.com/dmis-lab/biobert, download.sh: "
              "datasets/RE/GAD/{1..10}/{train,test}.tsv)"),

@@ -1,4 +1,4 @@
-"""Small data files written to each loader's documented format (BLUE TSV, GAD folds, SciBERT
+"""Small data files written to each loader's documented format (BLUE TSV, BLUE's ChemProt, GAD folds, SciBERT
 ChemProt jsonl, FPB csv/txt, FinTextSen csv, raw HoC, local hf: files), all hand-written, none copied
 from ../shared/data.
 
@@ -10,6 +10,28 @@ from __future__ import annotations
 
 # relative path -> (content, encoding)
 FORMAT_FIXTURES: dict[str, tuple[str, str]] = {
+    # BLUE's ChemProt (bert_data/ChemProt/*.tsv): entities anonymised, the false class kept
+    'blue_chemprot/dev.tsv': (
+        'index\tsentence\tlabel\n'
+        '10047461.T1.T2\t@CHEMICAL$ activates @GENE$ in vitro .\tCPR:3\n'
+        '10047461.T3.T2\t@CHEMICAL$ was given before @GENE$ was measured .\tfalse\n'
+        , 'utf-8'),
+    'blue_chemprot/test.tsv': (
+        'index\tsentence\tlabel\n'
+        '10064839.T1.T5\t@CHEMICAL$ is a substrate of @GENE$ .\tCPR:9\n'
+        '10064839.T2.T5\t@CHEMICAL$ , unlike @GENE$ , was stable .\tfalse\n'
+        '10064839.T3.T6\t@CHEMICAL$ blocks @GENE$ .\tCPR:6\n'
+        , 'utf-8'),
+    'blue_chemprot/train.tsv': (
+        'index\tsentence\tlabel\n'
+        '10022817.T1.T4\t@CHEMICAL$ upregulates @GENE$ expression .\tCPR:3\n'
+        '10022817.T2.T4\t@CHEMICAL$ inhibits @GENE$ activity .\tCPR:4\n'
+        '10022817.T3.T5\t@CHEMICAL$ is an agonist of @GENE$ .\tCPR:5\n'
+        '10022817.T3.T6\t@CHEMICAL$ antagonises @GENE$ .\tCPR:6\n'
+        '10022817.T1.T6\t@GENE$ converts @CHEMICAL$ into its metabolite .\tCPR:9\n'
+        '10022817.T2.T5\t@CHEMICAL$ and @GENE$ were both studied .\tfalse\n'
+        '10022817.T2.T6\tNeither @CHEMICAL$ nor @GENE$ changed .\tfalse\n'
+        , 'utf-8'),
     'blue_ddi/dev.tsv': (
         'index\tsentence\tlabel\n'
         'DDI-dev.s0\t@DRUG$ potentiates @DRUG$ .\tDDI-effect\n'

@@ -33,6 +33,8 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {  # name -> (overrides, what the
     "max_len beyond the models": (["data.max_len=100000"], "data.max_len=100000 is longer than"),
     "TSV header without a label column": (["task=ddi", f"data_root={BAD_TSV_ROOT}"], "no label (label/labels) column"),
     "hub model with no network": (["teacher_model=bert-base-uncased"], "cannot be downloaded"),
+    "unknown ChemProt copy": (["task.data_copy=blue"], "task.data_copy='blue' is unknown; use one of paper, scibert"),
+    "unknown GAD dev": (["task=gad", "task.data_format=gad_folds:1:dev"], "GAD dev 'dev' is unknown"),
 }
 
 
@@ -80,6 +82,11 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
     assert job.returncode == 0, job.stderr
     assert "teacher_model: minilm" in job.stdout and "name: gad" in job.stdout
     assert "ctt_epochs: 3" in job.stdout  # Table A1: GAD's CTT runs 3 epochs
+    chemprot = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=chemprot", "--cfg", "job"],
+                              cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert chemprot.returncode == 0, chemprot.stderr  # the paper preset reads BLUE's ChemProt
+    assert "  data_copy: paper\n" in chemprot.stdout
+    assert "  data_subdir: chemprot\n  data_format: blue_tsv\n" in chemprot.stdout
     fpb = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=fpb", "--cfg", "job"], cwd=tmp_path,
                          env=cli_env(), capture_output=True, text=True, timeout=120)
     assert fpb.returncode == 0, fpb.stderr  # the paper preset, resolved: FinBERT-base teaches FPB (§4.7)

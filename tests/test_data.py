@@ -68,17 +68,43 @@ def test_blue_tsv_hoc_without_header(fixtures_dir):
     assert test[0].text == "DNA damage fuels inflammation ."
 
 
-def test_gad_folds_carves_a_stratified_dev(fixtures_dir):
+def test_gad_folds_dev_is_the_folds_test_file_by_default(fixtures_dir):
+    """The paper's GAD (Table 1: 4796 train / no dev / 534 test): the whole train file is trained and
+    dev is the fold's test file, as the authors' scripts read GAD's dev.tsv."""
     root = fixtures_dir / "gad"
-    train = load_split("gad", "train", root)  # default format gad_folds:1
-    dev = load_split("gad", "dev", root, data_format="gad_folds:1")
+    train = load_split("gad", "train", root)  # default format gad_folds:1, dev mode test
+    dev = load_split("gad", "dev", root)
     test = load_split("gad", "test", root)
+    assert len(train) == 20 and _counts(train) == {"0": 10, "1": 10}
+    assert dev == test and len(test) == 2 and test[0].labels == ("1",)
+    assert load_split("gad", "train", root, data_format="gad_folds:1:test") == train
+    assert load_split("gad", "dev", root, data_format="gad_folds:1:test") == dev
+
+
+def test_gad_folds_carve_holds_out_a_stratified_dev(fixtures_dir):
+    root = fixtures_dir / "gad"
+    train = load_split("gad", "train", root, data_format="gad_folds:1:carve")
+    dev = load_split("gad", "dev", root, data_format="gad_folds:1:carve")
+    test = load_split("gad", "test", root, data_format="gad_folds:1:carve")
     # 10 x "1" and 10 x "0": 10 % of each class -> 1 + 1 dev examples
     assert len(train) == 18 and len(dev) == 2 and len(test) == 2
     assert _counts(dev) == {"0": 1, "1": 1} and _counts(train) == {"0": 9, "1": 9}
     assert not {ex.text for ex in dev} & {ex.text for ex in train}
-    assert load_split("gad", "dev", root) == dev  # fixed split seed
-    assert test[0].labels == ("1",)
+    assert load_split("gad", "dev", root, data_format="gad_folds:1:carve") == dev  # fixed split seed
+    assert test == load_split("gad", "test", root)
+
+
+def test_gad_fold_formats_keep_the_dev_mode():
+    from doktra_tune.data import gad_fold_format, parse_gad_format
+
+    assert parse_gad_format("") == ("1", "test") and parse_gad_format("4:carve") == ("4", "carve")
+    assert gad_fold_format("gad_folds:1:carve", 7) == "gad_folds:7:carve"
+    assert gad_fold_format("gad_folds:1", 2) == gad_fold_format(None, 2) == "gad_folds:2:test"
+    with pytest.raises(ConfigError, match="GAD dev 'holdout' is unknown; use gad_folds:<k>:test") as err:
+        parse_gad_format("1:holdout")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="final.folds needs GAD's folds"):
+        gad_fold_format("blue_tsv", 1)
 
 
 def test_gad_missing_fold_and_bad_fold(fixtures_dir):
@@ -86,6 +112,21 @@ def test_gad_missing_fold_and_bad_fold(fixtures_dir):
         load_split("gad", "test", fixtures_dir / "gad", data_format="gad_folds:3")
     with pytest.raises(ConfigError, match="1..10"):
         load_split("gad", "test", fixtures_dir / "gad", data_format="gad_folds:11")
+
+
+def test_blue_chemprot_the_paper_preset_reads(fixtures_dir):
+    """BLUE's ChemProt (the paper preset's copy, `blue_tsv`): the five CPR groups and the false class,
+    entities anonymised; micro-F1 leaves false out (metrics: micro_f1_positive)."""
+    root = fixtures_dir / "blue_chemprot"
+    train = load_split("chemprot", "train", root, data_format="blue_tsv")
+    assert [ex.labels[0] for ex in train] == ["CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false", "false"]
+    assert train[1] == Example("@CHEMICAL$ inhibits @GENE$ activity .", ("CPR:4",), None)
+    assert label_matrix("chemprot", train).tolist() == [0, 1, 2, 3, 4, 5, 5]
+    assert [ex.labels[0] for ex in load_split("chemprot", "dev", root, data_format="blue_tsv")] == ["CPR:3", "false"]
+    assert [ex.labels[0] for ex in load_split("chemprot", "test", root, data_format="blue_tsv")] == [
+        "CPR:9", "false", "CPR:6"]
+    task = get_task("chemprot")
+    assert task.negative_labels == ("false",) and task.positive_labels == ("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9")
 
 
 def test_chemprot_jsonl_maps_fine_labels_to_cpr_groups(fixtures_dir):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from doktra_tune.data import MissingDataError
-from doktra_tune.errors import DataError
+from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.search import plan as plan_module
 from doktra_tune.search import preflight
 from doktra_tune.search.cli import compose_config, known_choices
@@ -46,6 +46,7 @@ def test_every_task_names_its_source(tmp_path: Path) -> None:
     assert "chemprot/{train,dev,test}.txt" in TASKS["chemprot"].data_source("chemprot_jsonl")
     assert "{train,dev,test}.jsonl" in TASKS["chemprot"].data_source()
     assert "bert_data/ChemProt/{train,dev,test}.tsv" in TASKS["chemprot"].data_source("blue_tsv")
+    assert TASKS["chemprot"].data_sources[0][0] == "blue_tsv"  # the paper's copy first
     assert "bert_data/ddi2013-type/{train,dev,test}.tsv" in TASKS["ddi"].data_source()
     assert "n2c2 data use agreement" in TASKS["i2b2"].data_source()
     assert "text/<PMID>.txt, labels/<PMID>.txt" in TASKS["hoc"].data_source("hoc_raw")
@@ -54,6 +55,41 @@ def test_every_task_names_its_source(tmp_path: Path) -> None:
     assert "Sentences_50Agree.txt" in TASKS["fpb"].data_source() and "all-data.csv" in TASKS["fpb"].data_source()
     assert "fts.csv (label,sentence)" in TASKS["fts"].data_source("csv_holdout:fts.csv")
     assert TASKS["fpb"].data_source("hf:x") == "the fpb files in the layout of data format hf (doktra_tune/data/__init__.py)"
+
+
+BLUE_ZIP = "https://github.com/ncbi-nlp/BLUE_Benchmark/releases/download/0.1/bert_data.zip"  # BLUE README: release 0.1
+
+
+def test_the_paper_preset_reads_blues_chemprot(tmp_path: Path) -> None:
+    """preset=paper: ChemProt is BLUE's TSVs under <data_root>/chemprot (the paper's pre-processing);
+    missing, one line names BLUE's release zip and the folder to put them in. The CPU presets read
+    SciBERT's copy, named as such (task.data_copy=scibert)."""
+    plan = build_plan(compose_config(["task=chemprot", "preset=paper", f"data_root={tmp_path}"]))
+    assert (plan.config.task.data_copy, plan.data.data_format) == ("paper", "blue_tsv")
+    assert plan.data.data_dir == str(tmp_path / "chemprot")
+    with pytest.raises(DataError) as info:
+        preflight.check_data(plan)
+    line = str(info.value)
+    assert line == (
+        f"no chemprot data at {tmp_path / 'chemprot'} (data_root={tmp_path}); get BLUE's ChemProt ({BLUE_ZIP}: "
+        f"bert_data/ChemProt/{{train,dev,test}}.tsv) and set data_root=<folder holding chemprot/> (or export "
+        "DOKTRA_DATA_ROOT)"
+    ), line
+    for preset in ("cpu", "proxy", "tiny"):
+        small = build_plan(compose_config(["task=chemprot", f"preset={preset}"]))
+        assert (small.config.task.data_copy, small.config.task.data_subdir, small.data.data_format) == (
+            "scibert", "chemprot_scibert", None)
+    assert build_plan(compose_config(["task=chemprot", "preset=cpu"])).search_id == "chemprot-cpu-22682373"
+    # the paper preset on SciBERT's copy, by name; other tasks have one copy
+    assert build_plan(compose_config(["task=chemprot", "task.data_copy=scibert"])).config.task.data_subdir == \
+        "chemprot_scibert"
+    for overrides, message in ((["task=chemprot", "task.data_copy=blue"], "task.data_copy='blue' is unknown; use one "
+                                "of paper, scibert"),
+                               (["task=ddi", "preset=cpu", "task.data_copy=scibert"], "task ddi has one copy of its "
+                                "data; drop the override task.data_copy=scibert")):
+        with pytest.raises(ConfigError) as err:
+            build_plan(compose_config(overrides))
+        assert str(err.value) == message
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
@@ -93,6 +129,27 @@ def test_missing_data_error_survives_pickling(tmp_path: Path) -> None:
     err = pickle.loads(pickle.dumps(MissingDataError("missing train split file x; put it there", tmp_path / "x")))
     assert isinstance(err, DataError) and str(err) == "missing train split file x; put it there"
     assert err.path == tmp_path / "x"
+
+
+def test_cli_paper_chemprot_without_blue_files(tmp_path: Path) -> None:
+    """The paper preset's ChemProt folder is there but BLUE's TSVs are not: exit 2, one line naming the
+    missing file and where BLUE's files come from, nothing written."""
+    runs = tmp_path / "runs"
+    (tmp_path / "data" / "chemprot").mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DOKTRA_DATA_ROOT", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "doktra_tune.search", "task=chemprot", f"data_root={tmp_path / 'data'}",
+         f"runs_root={runs}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert lines == [
+        f"error: no chemprot data at {tmp_path / 'data' / 'chemprot' / 'train.tsv'} (data_root={tmp_path / 'data'}); "
+        f"get BLUE's ChemProt ({BLUE_ZIP}: bert_data/ChemProt/{{train,dev,test}}.tsv) and set "
+        "data_root=<folder holding chemprot/> (or export DOKTRA_DATA_ROOT)"
+    ], proc.stderr
+    assert not runs.exists()
 
 
 def test_cli_with_an_empty_data_root(tmp_path: Path) -> None:

@@ -238,6 +238,12 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, task: st
     assert "GPU-hours" in out and "estimate, not measured" in out
     assert "heavy imports: []" in out
     assert not runs.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    (data,) = [line for line in out.splitlines() if line.startswith("data: ")]
+    if task == "chemprot":  # the paper's ChemProt: BLUE's TSVs
+        assert "train 17865 / dev 11263 / test 15583" in data and "chemprot (format blue_tsv, copy paper)" in data
+    else:  # the paper's GAD: all 4796 train pairs, the fold's test file as dev; ± over seeds
+        assert "train 4796 / dev 534 / test 534" in data and "gad (format gad_folds:1:test)" in data
+        assert "GAD ± final.gad_std=over_seeds: std over seeds of each seed's fold mean" in out
 
 
 def test_cli_module_dry_run_exits_0(tmp_path: Path) -> None:

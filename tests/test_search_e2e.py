@@ -243,7 +243,7 @@ def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_chec
 
 def test_gad_final_runs_chain_over_every_fold(tmp_path, fixtures_dir) -> None:
     """GAD (Table 2): the search runs on fold 1, the final chain on each listed fold; the summary is
-    the mean over folds x seeds. Fold 2 here is the fixture's fold 1 with its test sentences reversed."""
+    the mean over folds x seeds, its std over the seeds' fold means. Fold 2 here is the fixture's fold 1 with its test sentences reversed."""
     import shutil
 
     data = tmp_path / "data"
@@ -265,6 +265,9 @@ def test_gad_final_runs_chain_over_every_fold(tmp_path, fixtures_dir) -> None:
     assert sorted(r["fold"] for r in student) == [1, 2]
     mean = sum(r["metrics"]["test_f1"] for r in doktra) / 2
     assert results["summary"]["doktra"]["n"] == 2 and math.isclose(results["summary"]["doktra"]["test_f1"]["mean"], mean)
+    assert results["summary"]["doktra"]["std_over"] == "seeds (fold means)"  # final.gad_std=over_seeds (§4.2)
+    # each fold trains its whole train file and scores the fold's test file as dev (the paper's GAD)
+    assert all(r["params"]["data"] == {"data_format": f"gad_folds:{r['fold']}:test"} for r in doktra + student)
     # search.keep_checkpoints=needed (the default): once the winners are registered, only they remain
     assert not list((run_dir / "ray").glob("*/*/checkpoint_*")) and not (run_dir / "final" / "models").exists()
     assert not list((run_dir / "stages").glob("*/winner")) and (run_dir / "stages" / "abd" / "winner.json").is_file()

@@ -5,6 +5,7 @@ has to run, winner selection, the final run specs and their summary."""
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,7 +321,9 @@ def test_gad_final_runs_cover_every_fold() -> None:
     trained = [s for s in specs if s["variant"] != "doktra"]
     assert sorted((s["variant"], s["fold"]) for s in trained) == [
         ("student_ft", 1), ("student_ft", 2), ("teacher_ctt", 1), ("teacher_ctt", 2)]
-    assert all(s["data"] == {"data_format": f"gad_folds:{s['fold']}"} for s in specs)
+    assert all(s["data"] == {"data_format": f"gad_folds:{s['fold']}:test"} for s in specs)  # dev: the fold's test file
+    carve = _final_plan(folds=(3,), seeds=(1,), variants=("doktra",), data_format="gad_folds:1:carve")
+    assert {r.record()["data"]["data_format"] for r in carve.runs("/m")} == {"gad_folds:3:carve"}  # the search's dev mode
     doktra = [s for s in specs if s["variant"] == "doktra"]
     assert [(s["fold"], s["teacher_checkpoint"]) for s in doktra] == [
         (1, "/m/teacher_ctt-seed1-fold1"), (2, "/m/teacher_ctt-seed1-fold2")]
@@ -372,6 +375,43 @@ def test_final_runs_and_summary() -> None:
     s = summarize(runs)["doktra"]
     assert s["n"] == 2 and s["errored"] == 1 and s["origin"] == "seed re-run"
     assert math.isclose(s["test_f1"]["mean"], 0.65) and math.isclose(s["test_f1"]["std"], math.sqrt(0.005))
+
+
+def test_gad_dev_and_std_follow_the_paper() -> None:
+    """GAD, paper preset: the fold's test file is dev (the authors' scripts), all ten folds, ± over the
+    seeds of each seed's fold mean (§4.2); the alternatives are named and do not train anything else
+    (gad_std leaves the search id alone)."""
+    paper = build_plan(compose_config(["task=gad", "preset=paper"]))
+    assert paper.data.data_format == "gad_folds:1:test" and paper.config.final.gad_std == "over_seeds"
+    over_runs = build_plan(compose_config(["task=gad", "final.gad_std=over_runs"]))
+    assert over_runs.config.final.gad_std == "over_runs" and over_runs.search_id == paper.search_id
+    carve = build_plan(compose_config(["task=gad", "task.data_format=gad_folds:1:carve"]))
+    assert carve.data.data_format == "gad_folds:1:carve" and carve.search_id != paper.search_id
+    for overrides, message in ((["final.gad_std=folds"], "final.gad_std='folds' is unknown; use one of over_seeds, "
+                                "over_runs"),
+                               (["task.data_format=gad_folds:1:dev"], "GAD dev 'dev' is unknown"),
+                               (["task.data_format=blue_tsv"], "final.folds needs GAD's folds")):
+        with pytest.raises(ConfigError) as err:
+            build_plan(compose_config(["task=gad", *overrides]))
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_gad_summary_std_over_seeds_of_fold_means() -> None:
+    """Two seeds x two folds: over_seeds takes each seed's fold mean (0.7, 0.8) and their std; over_runs
+    the std of the four runs, which holds the spread between the folds' test sets."""
+    def run(seed: int, fold: int, f1: float) -> dict:
+        return {"variant": "doktra", "seed": seed, "fold": fold, "status": "completed", "origin": "seed re-run",
+                "metrics": {"test_f1": f1}}
+
+    runs = [run(1, 1, 0.6), run(1, 2, 0.8), run(2, 1, 0.7), run(2, 2, 0.9)]
+    seeds = summarize(runs)["doktra"]
+    assert seeds["n"] == 4 and seeds["std_over"] == "seeds (fold means)"
+    assert math.isclose(seeds["test_f1"]["mean"], 0.75) and math.isclose(seeds["test_f1"]["std"], math.sqrt(0.005))
+    every = summarize(runs, "over_runs")["doktra"]
+    assert every["std_over"] == "runs" and math.isclose(every["test_f1"]["mean"], 0.75)
+    assert math.isclose(every["test_f1"]["std"], statistics.stdev([0.6, 0.8, 0.7, 0.9]))
+    plain = summarize([{**r, "fold": None, "seed": i} for i, r in enumerate(runs)])["doktra"]  # no folds: over runs
+    assert plain["std_over"] == "runs" and math.isclose(plain["test_f1"]["std"], every["test_f1"]["std"])
 
 
 def test_pruners_compare_only_runs_of_the_same_e1() -> None:

@@ -136,6 +136,32 @@ def test_final_results_and_table2(filled: Path) -> None:
     assert cells["paper: BioBERT-ft (teacher)"][0] == "76.20 ± 0.65"
 
 
+def test_gad_cells_take_the_std_over_seeds_of_fold_means() -> None:
+    """Table 2's GAD ± (§4.2: three seeds): each seed's mean over the ten folds first, the std over
+    those seed means; a search with final.gad_std=over_runs gets the std over every fold x seed run."""
+    import statistics
+
+    from analysis.results import cell, summarize
+
+    f1 = {(1, 1): 0.60, (1, 2): 0.80, (2, 1): 0.70, (2, 2): 0.90, (3, 1): 0.65, (3, 2): 0.85}
+    rows = [{"task": "gad", "variant": "doktra", "seed": str(seed), "fold": str(fold), "test_f1": v,
+             "gad_std": "over_seeds"} for (seed, fold), v in f1.items()]
+    rows.append({"task": "chemprot", "variant": "doktra", "seed": "1", "fold": None, "test_f1": 0.7,
+                 "gad_std": "over_seeds"})
+    rows.append({"task": "chemprot", "variant": "doktra", "seed": "2", "fold": None, "test_f1": 0.8,
+                 "gad_std": "over_seeds"})
+    results = pd.DataFrame(rows)
+    stats = summarize(results, "test_f1")
+    seed_means = [0.70, 0.80, 0.75]
+    assert stats.loc[("doktra", "gad"), "n"] == 3
+    assert cell(stats, "doktra", "gad") == fmt(statistics.fmean(seed_means), statistics.stdev(seed_means))
+    assert cell(stats, "doktra", "chemprot") == fmt(0.75, statistics.stdev([0.7, 0.8]))
+    runs = summarize(results.assign(gad_std="over_runs"), "test_f1")
+    assert runs.loc[("doktra", "gad"), "n"] == 6
+    assert cell(runs, "doktra", "gad") == fmt(statistics.fmean(f1.values()), statistics.stdev(f1.values()))
+    assert cell(summarize(results.drop(columns="gad_std"), "test_f1"), "doktra", "gad") == cell(stats, "doktra", "gad")
+
+
 def test_table5_and_table6(filled: Path) -> None:
     results = final_results(load_runs(resolve_source(str(filled))))
     t5 = table5(results).iloc[0]
@@ -345,7 +371,9 @@ def test_caveats_name_every_difference_from_the_paper_preset() -> None:
     from analysis.caveats import DATASET_NOTES, comparison_caveats
 
     chemprot_note = f"data: {DATASET_NOTES['chemprot_jsonl']}."
-    assert comparison_caveats(_config("task=chemprot")) == [chemprot_note]  # the paper preset: only the data copy
+    assert chemprot_note.startswith("data: ChemProt: SciBERT's copy (no false class), not BLUE's")
+    assert comparison_caveats(_config("task=chemprot")) == []  # the paper preset reads BLUE's ChemProt
+    assert comparison_caveats(_config("task=chemprot", "task.data_copy=scibert")) == [chemprot_note]
     fpb = comparison_caveats(_config("task=fpb", "student_model=roberta-base"))  # the paper's RoBERTa-base student
     assert len(fpb) == 2 and fpb[1].startswith("models: teacher yiyanghkust/finbert-pretrain is FinBERT-FinVocab")
     cpu = comparison_caveats(_config("task=chemprot", "preset=cpu"))
@@ -365,7 +393,7 @@ def test_caveats_name_every_difference_from_the_paper_preset() -> None:
     options = comparison_caveats(_config(
         "task=gad", "train.precision=bf16", "stages.abd.grid.gamma=[0.9]", "final.seeds=[1]", "final.folds=[1]",
         "search.pruner=median", "stages.student.e1_mode=best_epoch"))
-    assert options[1:] == [
+    assert options == [  # GAD's dev as the paper's (the fold's test file): no data line
         "student fine-tuning: e₁ 10 (paper: {5, 6, 7, 8, 9, 10}).",
         "ABD: γ 0.9 (paper: {0.6, 0.7, 0.8, 0.9}).",
         "training: precision bf16 (paper: fp32).",
@@ -373,6 +401,14 @@ def test_caveats_name_every_difference_from_the_paper_preset() -> None:
         "protocol: search.pruner=median (paper preset: none); stages.student.e1_mode=best_epoch (paper preset: "
         "grid); final.folds=[1] (paper preset: none).",
     ]
+    gad = comparison_caveats(_config("task=gad", "task.data_format=gad_folds:1:carve", "final.gad_std=over_runs"))
+    assert gad == [
+        f"data: {DATASET_NOTES['gad_folds:carve']}.",
+        "protocol: final.gad_std=over_runs (paper preset: over_seeds).",
+    ]
+    old_gad = _config("task=gad")  # a GAD search recorded before the dev modes carved its dev
+    old_gad["task"]["data_format"], _ = None, old_gad["final"].pop("gad_std")
+    assert comparison_caveats(old_gad) == [f"data: {DATASET_NOTES['gad_folds:carve']}."]
 
 
 def test_caveats_compose_the_paper_preset_inside_the_search_app() -> None:

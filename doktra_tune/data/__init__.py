@@ -9,11 +9,13 @@ format name (`DataConfig.data_format`, default: the task's `default_format`):
                            cell is comma separated, either label names (BLUE_Benchmark) or
                            bluebert's `<i>_<0|1>` pairs (i indexes `TaskSpec.labels`); `index` is
                            `<PMID>_<n>` and its PMID becomes `Example.doc_id`.
-  gad_folds[:k]            BioBERT's GAD: `<data_dir>/<k>/train.tsv` (no header, sentence, label)
+  gad_folds[:k[:dev]]      BioBERT's GAD: `<data_dir>/<k>/train.tsv` (no header, sentence, label)
                            and `<data_dir>/<k>/test.tsv` (header index, sentence, label); k = 1..10,
-                           default 1 (Table 4 uses the first fold). No dev split ships, so a
-                           stratified 10 % of the fold's train file (fixed seed `SPLIT_SEED`) is the
-                           dev split and the other 90 % the train split.
+                           default 1 (Table 4 uses the first fold). No dev split ships (Table 1: GAD
+                           4796 / - / 534): dev `test` (default) is the fold's test file, as the
+                           authors' scripts read GAD's dev.tsv in that file's layout, and the whole
+                           train file is trained; dev `carve` is a stratified 10 % of the fold's
+                           train file (fixed seed `SPLIT_SEED`), the other 90 % the train split.
   chemprot_jsonl           SciBERT's ChemProt `<data_dir>/{train,dev,test}.jsonl`, lines
                            `{"text", "label", "metadata"}`; the 13 fine labels are grouped into BLUE's
                            CPR:3/4/5/6/9 (`CHEMPROT_FINE_TO_CPR`); text kept verbatim (the `<< >>` /
@@ -39,7 +41,7 @@ Layout: `registry` (`load_split`, `parse_format`, `_LOADERS`), one module per fo
 (label checks and parsing, `label_matrix`), `splits` (stratified subsample and holdout, carved splits).
 """
 
-from doktra_tune.data.blue_tsv import read_tsv
+from doktra_tune.data.blue_tsv import GAD_DEV_MODES, gad_fold_format, parse_gad_format, read_tsv
 from doktra_tune.data.chemprot_jsonl import CHEMPROT_FINE_TO_CPR
 from doktra_tune.data.examples import Example, MissingDataError, label_counts, split_digest
 from doktra_tune.data.hoc_raw import HOC_BLUE_DOCS
@@ -56,6 +58,7 @@ from doktra_tune.data.splits import (
 
 __all__ = [
     "CHEMPROT_FINE_TO_CPR",
+    "GAD_DEV_MODES",
     "HOC_BLUE_DOCS",
     "HOLDOUT_FRACTION",
     "SPLITS",
@@ -64,9 +67,11 @@ __all__ = [
     "MissingDataError",
     "holdout_splits",
     "label_counts",
+    "gad_fold_format",
     "label_matrix",
     "load_split",
     "parse_format",
+    "parse_gad_format",
     "read_sentiment_file",
     "read_tsv",
     "split_digest",

@@ -99,20 +99,51 @@ def load_blue_tsv(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Exam
     return read_tsv(path, spec)
 
 
-def load_gad_folds(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
-    fold = arg or "1"
-    if fold not in {str(k) for k in range(1, 11)}:
+# GAD's dev split (BioBERT's folds ship none): `test` the fold's test file, as the authors' scripts read
+# it (the paper's default); `carve` a stratified 10 % of the fold's train file, the other 90 % trained
+GAD_DEV_MODES = ("test", "carve")
+GAD_FOLDS = tuple(str(k) for k in range(1, 11))
+
+
+def parse_gad_format(arg: str) -> tuple[str, str]:
+    """`gad_folds[:<k>[:<dev>]]`'s argument -> (fold, dev mode); defaults fold 1, dev `test`."""
+    fold, _, dev = arg.partition(":")
+    fold, dev = fold.strip() or "1", dev.strip() or GAD_DEV_MODES[0]
+    if fold not in GAD_FOLDS:
         raise ConfigError(
             f"GAD fold {fold!r} is not one of 1..10; set data.data_format=gad_folds:<k> with k in 1..10"
         )
+    if dev not in GAD_DEV_MODES:
+        raise ConfigError(
+            f"GAD dev {dev!r} is unknown; use gad_folds:<k>:test (the fold's test file, the authors' scripts) or "
+            f"gad_folds:<k>:carve (a stratified 10 % of the fold's train file)"
+        )
+    return fold, dev
+
+
+def gad_fold_format(data_format: str | None, fold: int) -> str:
+    """The format of GAD fold `fold` with `data_format`'s dev mode (the final runs' folds)."""
+    name, _, arg = (data_format or "gad_folds").partition(":")
+    if name.strip() != "gad_folds":
+        raise ConfigError(
+            f"final.folds needs GAD's folds, but task.data_format={data_format!r}; use gad_folds:<k>[:test|carve]"
+        )
+    _, dev = parse_gad_format(arg)
+    return f"gad_folds:{fold}:{dev}"
+
+
+def load_gad_folds(spec: TaskSpec, split: str, root: Path, arg: str) -> list[Example]:
+    fold, dev = parse_gad_format(arg)
     fold_dir = root / fold
     if not fold_dir.is_dir():
         raise MissingDataError(
             f"missing GAD fold directory {fold_dir}; data.data_dir must hold BioBERT's GAD fold "
             f"folders 1..10 (pick one with data.data_format=gad_folds:<k>)", fold_dir,
         )
-    if split == "test":
+    if split == "test" or (split == "dev" and dev == "test"):
         return read_tsv(require_file(fold_dir / "test.tsv", split, "the fold's test.tsv"), spec)
     train = read_tsv(require_file(fold_dir / "train.tsv", split, "the fold's train.tsv"), spec)
-    rest, dev = stratified_holdout(train, HOLDOUT_FRACTION, SPLIT_SEED)
-    return dev if split == "dev" else rest
+    if dev == "test":
+        return train
+    rest, held = stratified_holdout(train, HOLDOUT_FRACTION, SPLIT_SEED)
+    return held if split == "dev" else rest

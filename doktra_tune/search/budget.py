@@ -222,6 +222,7 @@ def final_plan(plan: Plan) -> FinalPlan:
     return FinalPlan(
         winners=winners, variants=f.variants, seeds=f.seeds, folds=f.folds, eval_splits=f.eval_splits,
         protocol=f.protocol, every_epoch=plan.config.search.handoff == "best_epoch", search_seed=plan.config.train.seed,
+        data_format=plan.data.data_format,
     )
 
 

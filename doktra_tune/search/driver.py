@@ -203,7 +203,7 @@ class SearchDriver:
         return FinalPlan(
             winners=winners, variants=f.variants, seeds=f.seeds, folds=f.folds, eval_splits=f.eval_splits,
             protocol=f.protocol, every_epoch=self.config.search.handoff == "best_epoch",
-            search_seed=self.config.train.seed,
+            search_seed=self.config.train.seed, data_format=self.plan.data.data_format,
         )
 
     def final_stage(self, winners: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -234,7 +234,7 @@ class SearchDriver:
         if missing:
             self.echo(f"[final] {len(missing)} distillation(s) could not run: their teacher or student failed")
         runs = final_runs(records) + missing_runs(missing)
-        summary = summarize(runs)
+        summary = summarize(runs, f.gad_std)
         results = {"search_id": self.plan.search_id, "task": self.plan.task, "protocol": plan.protocol,
                    "runs": runs, "summary": summary,
                    "winners": {"ctt": winners["ctt"]["params"], "student": {**winners["student"]["params"],
@@ -245,7 +245,8 @@ class SearchDriver:
         for variant, s in summary.items():
             self.echo(
                 f"[final] {variant:15s} test_f1 {fmt_mean_std(s.get('test_f1'))}  test_ece {fmt_mean_std(s.get('test_ece'))}  "
-                f"(n={s['n']}, {s['origin']}{', errored ' + str(s['errored']) if s['errored'] else ''})"
+                f"(n={s['n']}, {s['origin']}{', errored ' + str(s['errored']) if s['errored'] else ''}"
+                f"{', ± over ' + s['std_over'] if s.get('std_over', 'runs') != 'runs' else ''})"
             )
         self.echo(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
         return read_json(out)

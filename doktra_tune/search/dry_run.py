@@ -12,16 +12,17 @@ from omegaconf import DictConfig
 
 from doktra_tune.search.budget import is_upper_bound, plan_budget, stage_jobs
 from doktra_tune.search.estimate import (
-    DATA_SIZES,
     REFERENCE_GPU,
     SOURCE,
     architecture,
     data_sizes,
     estimate,
     gpu_precision,
+    task_sizes,
     throughput,
 )
 from doktra_tune.search.plan import Plan, build_plan
+from doktra_tune.tasks import get_task
 
 
 def _hours(value: float | None) -> str:
@@ -35,6 +36,13 @@ def _model_words(spec: str) -> str:
     if arch is None:
         return f"{spec} (not in the throughput table)"
     return f"{spec} ({arch.label}, {arch.params / 1e6:.1f}M params)"
+
+
+def _data_words(plan: Plan) -> str:
+    """Where the search reads its data: the folder, the format (the task's copy when it has several)."""
+    fmt = plan.data.data_format or f"{get_task(plan.task).default_format}, the task's default"
+    copy = f", copy {plan.config.task.data_copy}" if plan.config.task.data_copy else ""
+    return f"files {plan.data.data_dir} (format {fmt}{copy})"
 
 
 def dry_run_lines(plan: Plan) -> list[str]:
@@ -54,8 +62,8 @@ def dry_run_lines(plan: Plan) -> list[str]:
         "or written",
         f"run directory (not created): {plan.run_dir}",
         f"models: teacher {_model_words(c.teacher_model)}; student {_model_words(c.student_model)}",
-        f"data: {plan.task} train {train_n} / dev {dev_n} / test {test_n} examples ({DATA_SIZES[plan.task][1]}"
-        f"{limited}), max_len {c.data.max_len}, batch {c.train.batch_size}; data_root {plan.data_root} (not read)",
+        f"data: {plan.task} train {train_n} / dev {dev_n} / test {test_n} examples ({task_sizes(plan)[1]}"
+        f"{limited}), max_len {c.data.max_len}, batch {c.train.batch_size}; {_data_words(plan)} (not read)",
         f"search: mode {s.mode}{samples}, pruner {s.pruner}, handoff {s.handoff}, abd share_prefix "
         f"{str(c.stages['abd'].share_prefix).lower()}{f', stop_after {s.stop_after}' if s.stop_after else ''}",
         f"{'stage':8s} {'trials':>6s} {'epoch-units':>12s} {'GPU-hours':>9s}  what",
@@ -75,8 +83,11 @@ def dry_run_lines(plan: Plan) -> list[str]:
     f = c.final
     if "final" in jobs:
         folds = f" x {len(f.folds)} GAD folds {list(f.folds)}" if f.folds else ""
+        spread = (f"; GAD ± final.gad_std={f.gad_std}: "
+                  + ("std over seeds of each seed's fold mean" if f.gad_std == "over_seeds" else "std over every run")
+                  if f.folds else "")
         lines.append(f"final runs: {len(jobs['final'])} = variants {list(f.variants)} x seeds {list(f.seeds)}{folds} "
-                     f"({f.protocol} protocol, scored on {list(f.eval_splits)})")
+                     f"({f.protocol} protocol, scored on {list(f.eval_splits)}{spread})")
     else:
         lines.append(f"final runs: none (search.stop_after={s.stop_after})")
     lines.append(f"GPU-hours: {_hours(gpu.total)} in all on one {REFERENCE_GPU}; {SOURCE}; {c.data.max_len} tokens per "

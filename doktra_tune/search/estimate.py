@@ -11,7 +11,7 @@ carries its source:
 * the reference GPU: `REFERENCE_GPU`'s datasheet peak times an assumed utilisation (`UTILISATION`);
 * T = data.max_len: an upper bound, the batches being padded only to their longest sequence;
 * data sizes: the paper's Table 1 (`DATA_SIZES`, §4.7 for the financial tasks) with data.*_limit
-  applied; the copy under data_root may differ (this workplace's ChemProt is SciBERT's, smaller);
+  applied; the copy under data_root may differ (the CPU presets read SciBERT's ChemProt, smaller);
 * the frozen teacher's [CLS] vectors are computed once per teacher checkpoint (`teacher_cache`):
   one forward pass of the teacher over train and the evaluated splits per distinct teacher.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doktra_tune.data import parse_gad_format
 from doktra_tune.search.budget import Job, stage_jobs
 from doktra_tune.search.final import DISTILLATIONS, TEACHERS
 from doktra_tune.search.plan import Plan
@@ -38,11 +39,12 @@ SOURCE = ("estimate, not measured: no GPU was lent in this session; "
           "train 6 x N x tokens + attention, eval 2 x N x tokens + attention (N: non-embedding params)")
 
 # (train, dev, test) examples and where the counts come from. GAD: BioBERT's folds ship no dev split;
-# the loader carves a stratified 10 % of the fold's train file (`data.blue_tsv.load_gad_folds`). FPB, FTS: no
+# dev is the fold's test file (`gad_folds:<k>:test`, the paper's) or a stratified 10 % carved from the fold's
+# train file (`gad_folds:<k>:carve`: `GAD_CARVED_SIZES`; `data.blue_tsv.load_gad_folds`). FPB, FTS: no
 # splits ship; the loader holds out 10 % test and 10 % dev per class (`data.holdout_splits`).
 DATA_SIZES: dict[str, tuple[tuple[int, int, int], str]] = {
     "chemprot": ((17865, 11263, 15583), "paper Table 1"),
-    "gad": ((4316, 480, 534), "paper Table 1: 4796 train per fold, 10 % of it carved as dev"),
+    "gad": ((4796, 534, 534), "paper Table 1: 4796 train per fold; dev = the fold's 534 test pairs"),
     "ddi": ((18779, 7244, 5761), "paper Table 1"),
     "i2b2": ((22160, 96, 43000), "paper Table 1"),
     "hoc": ((10527, 1496, 2896), "paper Table 1"),
@@ -166,9 +168,20 @@ def throughput(arch: Architecture, precision: str, max_len: int) -> tuple[float,
     return rate / arch.train_flops(max_len), rate / arch.forward_flops(max_len)
 
 
+GAD_CARVED_SIZES = ((4316, 480, 534), "paper Table 1: 4796 train per fold, 10 % of it carved as dev")
+
+
+def task_sizes(plan: Plan) -> tuple[tuple[int, int, int], str]:
+    """The task's (train, dev, test) sizes and their source (GAD: as its dev mode splits the fold)."""
+    if plan.task == "gad" and (plan.data.data_format or "").startswith("gad_folds"):
+        if parse_gad_format(plan.data.data_format.partition(":")[2])[1] == "carve":  # type: ignore[union-attr]
+            return GAD_CARVED_SIZES
+    return DATA_SIZES[plan.task]
+
+
 def data_sizes(plan: Plan) -> tuple[int, int, int]:
     """(train, dev, test) examples: the paper's (`DATA_SIZES`), each capped at data.train/dev/test_limit."""
-    sizes = DATA_SIZES[plan.task][0]
+    sizes = task_sizes(plan)[0]
     limits = (plan.config.data.train_limit, plan.config.data.dev_limit, plan.config.data.test_limit)
     return tuple(n if limit is None else min(n, limit) for n, limit in zip(sizes, limits))  # type: ignore[return-value]
 

@@ -11,8 +11,12 @@ its teacher and student exist (`dependent_runs.DependentRuns`).
   (wave 1 evaluates them) and every distillation seed starts from them; only the distillation
   (and the student_ft_cpl ablation) varies with the seed.
 
-GAD (`final.folds`): the chain runs on each of BioBERT's ten folds (Table 2 reports the mean over
-folds and seeds); the search itself ran on one fold, as Table 4 does.
+GAD (`final.folds`): the chain runs on each of BioBERT's ten folds with the search's dev mode
+(`gad_folds:<k>:test|carve`); the search itself ran on one fold, as Table 4 does. Table 2's GAD cell
+is the mean over folds and seeds, its ± the spread over seeds (§4.2: "repeated three times with
+different random seeds ... standard deviations"): `final.gad_std=over_seeds` averages each seed's
+folds first and takes the sample std of those seed means (`over_runs`: the std over every fold x
+seed run, which mixes the spread between the ten test sets into it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from doktra_tune.data import gad_fold_format
 from doktra_tune.run_spec import LABEL_TAGS, RunSpec
+from doktra_tune.search.schema import GAD_STD
 from doktra_tune.search.trials import TrialRecord
 
 RUN_KEYS = ("variant", "seed", "fold")  # what identifies a final run spec
@@ -63,6 +69,7 @@ class FinalPlan:
     protocol: str  # chain | winners
     every_epoch: bool  # search.handoff=best_epoch: score test every epoch, report the best dev epoch
     search_seed: int  # train.seed: the seed the search's own models were trained with
+    data_format: str | None = None  # the search's task.data_format (GAD: its dev mode, kept on every fold)
 
     @property
     def distillations(self) -> list[str]:
@@ -79,7 +86,7 @@ class FinalPlan:
         overrides: dict[str, Any] = {"seed": int(seed), "eval_splits": list(self.eval_splits),
                                      "eval_every_epoch": self.every_epoch}
         if fold is not None:
-            overrides["data"] = {"data_format": f"gad_folds:{fold}"}
+            overrides["data"] = {"data_format": gad_fold_format(self.data_format, fold)}
         return overrides
 
     def _trained(self, variant: str) -> tuple[str, dict[str, Any]]:
@@ -189,18 +196,30 @@ def missing_runs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean and (sample) standard deviation over seeds (and GAD folds) of each variant's metrics."""
+def summarize(runs: Sequence[dict[str, Any]], gad_std: str = GAD_STD[0]) -> dict[str, dict[str, Any]]:
+    """Per variant, the mean and (sample) standard deviation of its metrics over its completed runs;
+    runs on GAD folds (`gad_std=over_seeds`, the paper's): each seed's mean over its folds first, the
+    mean and std over those seed means (`over_runs`: over every fold x seed run). `std_over` says which."""
+    if gad_std not in GAD_STD:
+        raise ValueError(f"gad_std={gad_std!r}: use one of {', '.join(GAD_STD)}")
     out: dict[str, dict[str, Any]] = {}
     for variant in dict.fromkeys(r["variant"] for r in runs):
         ok = [r for r in runs if r["variant"] == variant and r["status"] == "completed"]
+        folded = any(r.get("fold") is not None for r in ok)
         entry: dict[str, Any] = {
             "n": len(ok), "errored": sum(1 for r in runs if r["variant"] == variant and r["status"] == "errored"),
             "origin": next((r.get("origin") for r in ok), None),
+            "std_over": "seeds (fold means)" if folded and gad_std == "over_seeds" else "runs",
         }
         keys = sorted({k for r in ok for k in r["metrics"] if k.startswith(("dev_", "test_"))})
         for key in keys:
-            vals = [float(r["metrics"][key]) for r in ok if isinstance(r["metrics"].get(key), (int, float))]
+            scored = [r for r in ok if isinstance(r["metrics"].get(key), (int, float))]
+            vals = [float(r["metrics"][key]) for r in scored]
+            if folded and gad_std == "over_seeds":
+                per_seed: dict[Any, list[float]] = {}
+                for r, v in zip(scored, vals):
+                    per_seed.setdefault(r.get("seed"), []).append(v)
+                vals = [statistics.fmean(v) for v in per_seed.values()]
             if vals:
                 entry[key] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
         out[str(variant)] = entry

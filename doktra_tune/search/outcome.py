@@ -94,7 +94,8 @@ def description(plan: Plan, results: Mapping[str, Any], table: str, command: str
              *([f"All variants side by side: the outcome view, `{view_route}` after the UI's address.", ""]
                if view_route else []),
              f"Final runs: `final.protocol={results.get('protocol', 'chain')}`, seeds {list(plan.config.final.seeds)}"
-             + (f", GAD folds {list(plan.config.final.folds)}" if plan.config.final.folds else "") + ".", "",
+             + (f", GAD folds {list(plan.config.final.folds)} (± `final.gad_std={plan.config.final.gad_std}`)"
+                if plan.config.final.folds else "") + ".", "",
              "## Winners (dev set)", ""]
     for stage, label in (("ctt", "CTT teacher"), ("student", "student fine-tuning"), ("abd", "ABD")):
         params = ", ".join(f"{k}={v}" for k, v in sorted((winners.get(stage) or {}).items()))

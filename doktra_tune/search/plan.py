@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.config import DataConfig
+from doktra_tune.data import gad_fold_format
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace, load_search_space
@@ -25,8 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # config keys that do not change what a search computes (left out of the default search id)
 _ID_EXCLUDED = ("runs_root", "search_id", "data_root", "cache_dir", "ray", "mlflow", "resources", "hydra")
 _ID_EXCLUDED_SEARCH = ("max_failures", "stop_after", "keep_checkpoints", "dry_run")
-# the paper's models for the task: what a search trains is teacher_model / student_model, hashed as such
-_ID_EXCLUDED_TASK = ("paper_teacher", "paper_students")
+_ID_EXCLUDED_FINAL = ("gad_std",)  # how GAD's ± is summarised, not what is trained
+# the paper's models for the task: what a search trains is teacher_model / student_model, hashed as such;
+# the names of the task's data copies: what the search reads is data_subdir / data_format, hashed as such
+_ID_EXCLUDED_TASK = ("paper_teacher", "paper_students", "data_copy", "copies", "cpu_copy")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ def search_id_for(raw: dict[str, Any]) -> str:
     keyed = {k: v for k, v in raw.items() if k not in _ID_EXCLUDED}
     keyed["search"] = {k: v for k, v in (raw.get("search") or {}).items() if k not in _ID_EXCLUDED_SEARCH}
     keyed["task"] = {k: v for k, v in (raw.get("task") or {}).items() if k not in _ID_EXCLUDED_TASK}
+    if "final" in raw:
+        keyed["final"] = {k: v for k, v in (raw.get("final") or {}).items() if k not in _ID_EXCLUDED_FINAL}
     stages = raw.get("stages") or {}
     if "abd" in stages:  # sharing the ABD prefix gives the same numbers: the same search
         keyed["stages"] = {**stages, "abd": {k: v for k, v in stages["abd"].items() if k != "share_prefix"}}
@@ -132,6 +137,8 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
         max_len=config.data.max_len, train_limit=config.data.train_limit, dev_limit=config.data.dev_limit,
         test_limit=config.data.test_limit, subsample_seed=config.data.subsample_seed, cache_dir=config.cache_dir,
     )
+    if config.final.folds:
+        gad_fold_format(data.data_format, config.final.folds[0])  # the final runs' folds need GAD's fold format
     spaces = load_spaces(config)
     search_id = config.search_id or search_id_for(raw)
     if any(c in search_id for c in "/\\") or search_id in (".", ".."):

@@ -10,7 +10,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from doktra_tune.data import MissingDataError, load_split
+from doktra_tune.data import MissingDataError, gad_fold_format, load_split
 from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.models import fetch_model, max_positions
 from doktra_tune.search.plan import REPO_ROOT, Plan
@@ -40,7 +40,7 @@ def check_data(plan: Plan) -> None:
     the search's data and on every GAD fold of the final runs. A missing folder or file is one line
     naming where the data come from (`missing_data_line`)."""
     data = plan.data
-    formats = [data.data_format] + [f"gad_folds:{k}" for k in plan.config.final.folds or ()]
+    formats = [data.data_format] + [gad_fold_format(data.data_format, k) for k in plan.config.final.folds or ()]
     try:
         if not Path(data.data_dir).is_dir():
             raise MissingDataError(f"no folder {data.data_dir}", data.data_dir)

@@ -39,6 +39,8 @@ KEEP_POLICIES: tuple[str, ...] = get_args(KeepPolicy)
 FinalProtocol = Literal["chain", "winners"]
 FINAL_PROTOCOLS: tuple[str, ...] = get_args(FinalProtocol)
 GAD_FOLDS: tuple[int, ...] = tuple(range(1, 11))  # BioBERT's 10-fold GAD
+GadStd = Literal["over_seeds", "over_runs"]  # final.gad_std: what GAD's ± is over (final.summarize)
+GAD_STD: tuple[str, ...] = get_args(GadStd)
 SearchMode = Literal["grid", "tpe"]
 MODES: tuple[str, ...] = get_args(SearchMode)
 Pruner = Literal["median", "successive_halving", "synchronous_halving", "hyperband", "asha", "none"]
@@ -130,10 +132,20 @@ class TaskOptions:
     name: str  # a registered task (doktra_tune.tasks)
     data_subdir: str  # <data_root>/<data_subdir>
     data_format: str | None  # None: the task's default loader
+    data_copy: str | None = None  # which of the task's data copies (conf/task/<task>.yaml `copies`); None: its only one
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> TaskOptions:
-        return cls(get_task(raw["name"]).name, str(raw["data_subdir"]), _optional_str(raw.get("data_format")))
+        name = get_task(raw["name"]).name
+        copy, copies = _optional_str(raw.get("data_copy")), raw.get("copies")
+        if isinstance(copies, Mapping) and copies:
+            if copy not in copies:
+                raise ConfigError(f"task.data_copy={copy!r} is unknown; use one of {', '.join(copies)}")
+        elif copy is not None:
+            raise ConfigError(f"task {name} has one copy of its data; drop the override task.data_copy={copy}")
+        if raw.get("data_subdir") in (None, ""):
+            raise ConfigError("task.data_subdir is empty; set task.data_subdir=<folder under data_root>")
+        return cls(name, str(raw["data_subdir"]), _optional_str(raw.get("data_format")), copy)
 
 
 @dataclass(frozen=True)
@@ -303,6 +315,7 @@ class FinalOptions:
     eval_splits: tuple[str, ...]
     protocol: FinalProtocol  # chain: every seed re-trains teacher -> student -> DoKTra | winners
     folds: tuple[int, ...] | None  # GAD folds of the final runs (None: the task has no folds)
+    gad_std: GadStd = "over_seeds"  # GAD's ±: over seeds of each seed's fold mean (the paper's) | over_runs
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], task: str) -> FinalOptions:
@@ -318,7 +331,8 @@ class FinalOptions:
             raise ConfigError(f"final.eval_splits={splits} must hold dev (and test); e.g. final.eval_splits=[dev,test]")
         protocol = choice(raw.get("protocol", "chain"), "final.protocol", FINAL_PROTOCOLS)
         return cls(tuple(field_number(s, "final.seeds", StageConfig, "seed") for s in seeds), tuple(variants), tuple(splits), protocol,
-                   _folds(raw.get("folds"), task, protocol))
+                   _folds(raw.get("folds"), task, protocol),
+                   choice(raw.get("gad_std", GAD_STD[0]), "final.gad_std", GAD_STD))
 
 
 def _folds(raw: Any, task: str, protocol: str) -> tuple[int, ...] | None:
