@@ -1,6 +1,10 @@
 """The CLI's bad-input catalogue: one line on stderr, exit status 2, nothing in the run directory.
 
-Also `--help` / `--cfg job` work and Hydra writes no outputs/ directory.
+Every case runs the CLI's `main` in this process (its stdout/stderr file descriptors captured), as
+`python -m doktra_tune.search` would run it; one case runs as a real `python -m doktra_tune.search`
+subprocess: its exit status and its one stderr line from a fresh interpreter (tests/test_multirun.py
+and tests/test_data_sources.py run two more). Also `--help` / `--cfg job` work and Hydra writes no
+outputs/ directory.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import pytest
 
 from tests.conftest import DATA_ROOT, cli_env, free_port
 
+needs_chemprot = pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(),
+                                    reason=f"no ChemProt data at {DATA_ROOT}")
 
 BAD_TSV_ROOT = "BAD_TSV_ROOT"  # replaced by a data root whose DDI train.tsv header has no label column
 BAD_INPUTS: dict[str, tuple[list[str], str]] = {  # name -> (overrides, what the one line must say)
@@ -36,6 +42,7 @@ BAD_INPUTS: dict[str, tuple[list[str], str]] = {  # name -> (overrides, what the
     "unknown ChemProt copy": (["task.data_copy=blue"], "task.data_copy='blue' is unknown; use one of paper, scibert"),
     "unknown GAD dev": (["task=gad", "task.data_format=gad_folds:1:dev"], "GAD dev 'dev' is unknown"),
 }
+IN_A_SUBPROCESS = "hub model with no network"  # huggingface_hub reads its settings at import: a fresh one
 
 
 def _bad_tsv_root(tmp_path: Path) -> Path:
@@ -46,30 +53,56 @@ def _bad_tsv_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}")
-def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path: Path) -> None:
-    procs = {}
-    bad_tsv = _bad_tsv_root(tmp_path)
-    for name, (overrides, _) in BAD_INPUTS.items():
-        runs = tmp_path / name.replace(" ", "_") / "runs"
-        env = cli_env()
-        args = [o.replace(BAD_TSV_ROOT, str(bad_tsv)) for o in overrides]
-        if not any(a.startswith("runs_root=") for a in args):
-            args.append(f"runs_root={runs}")
-        cmd = [sys.executable, "-m", "doktra_tune.search", "preset=tiny", *args]
-        procs[name] = (runs, subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True))
-    failures = []
-    for name, (runs, proc) in procs.items():
-        out, err = proc.communicate(timeout=240)
-        lines = [line for line in err.splitlines() if line.strip()]
-        expected = BAD_INPUTS[name][1]
-        ok = (proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
-              and expected in lines[0] and ";" in lines[0] and not runs.exists())
-        if not ok:
-            failures.append(f"{name}: rc={proc.returncode} stderr={err!r} stdout={out[-300:]!r}")
-    assert not failures, "\n".join(failures)
-    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists()
+def _argv(name: str, tmp_path: Path) -> tuple[list[str], Path]:
+    """The command line of case `name` (after `python -m doktra_tune.search`) and its run root."""
+    runs = tmp_path / "runs"
+    args = [o.replace(BAD_TSV_ROOT, str(_bad_tsv_root(tmp_path))) if BAD_TSV_ROOT in o else o
+            for o in BAD_INPUTS[name][0]]
+    if not any(a.startswith("runs_root=") for a in args):
+        args.append(f"runs_root={runs}")
+    return ["preset=tiny", *args], runs
+
+
+def _check(name: str, code: int | None, out: str, err: str, runs: Path, cwd: Path) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    expected = BAD_INPUTS[name][1]
+    assert (code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+            and ";" in lines[0] and not runs.exists()), f"{name}: rc={code} stderr={err!r} stdout={out[-300:]!r}"
+    assert not (cwd / "outputs").exists() and not (cwd / ".hydra").exists()
+
+
+@needs_chemprot
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    """`main` as `python -m doktra_tune.search` runs it: Hydra reads sys.argv, a user's cwd, cli_env()."""
+    from doktra_tune.search.cli import main
+
+    argv, runs = _argv(name, tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("DOKTRA_DATA_ROOT", str(DATA_ROOT))
+    monkeypatch.setattr(sys, "argv", [sys.argv[0], *argv])  # main() sets it for Hydra: restored after the test
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capfd.readouterr()
+    _check(name, info.value.code, out, err, runs, cwd)
+    assert list(cwd.iterdir()) == []
+
+
+@needs_chemprot
+def test_a_bad_input_in_a_real_subprocess(tmp_path: Path) -> None:
+    """The same, as a user runs it: a fresh `python -m doktra_tune.search` (Ray, torch, huggingface_hub
+    imported), its exit status and the one line on its stderr."""
+    argv, runs = _argv(IN_A_SUBPROCESS, tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "doktra_tune.search", *argv], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=240)
+    _check(IN_A_SUBPROCESS, proc.returncode, proc.stdout, proc.stderr, runs, cwd)
+    assert list(cwd.iterdir()) == []
 
 
 def test_help_and_cfg_job(tmp_path: Path) -> None:
