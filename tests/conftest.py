@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the real shared data, format fixtures, the MiniLM encoder."""
+"""Shared pytest fixtures: the real shared data, format fixtures, the MiniLM encoder, the one tiny
+ChemProt search that several test files only read."""
 
 from __future__ import annotations
 
@@ -67,3 +68,41 @@ def minilm_tokenizer(minilm_path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(minilm_path))
+
+
+def run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
+                    data_root: Path = DATA_ROOT) -> tuple[Path, dict, list[str]]:
+    """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
+    import ray
+
+    from doktra_tune.search import compose_config, run_search
+
+    cfg = compose_config([
+        f"task={task}", "preset=tiny", f"runs_root={runs_root}", f"data_root={data_root}", *overrides,
+    ])
+    lines: list[str] = []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_search(cfg, echo=lines.append)
+    finally:
+        ray.shutdown()
+    return Path(summary["run_dir"]), summary, lines
+
+
+# The nested search of tests/test_search_e2e.py (whose tests say what it shows), run once per session:
+# those tests and tests/test_mlflow_ui.py (a copy of its mlflow.db behind `mlflow server`) only read it.
+CHEMPROT_TINY_SEARCH = (
+    "stages.student.grid.lr=[1e-3,1e6]",  # lr=1e6: NaN loss at step 3 -> errored trial
+    "search.max_failures=0",  # a NaN loss fails the same way on every retry
+    "search.keep_checkpoints=all",  # the tests read the winners' checkpoints
+)
+
+
+@pytest.fixture(scope="session")
+def chemprot_tiny_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str]]:
+    """The whole nested search (CTT -> student, one errored trial -> ABD -> final runs) on the `tiny`
+    preset with real ChemProt examples, once per session: (run dir, summary, progress lines). Read it,
+    never write into it."""
+    if not (DATA_ROOT / "chemprot_scibert").is_dir():
+        pytest.skip(f"no ChemProt data at {DATA_ROOT}")
+    return run_tiny_search(tmp_path_factory.mktemp("chemprot-tiny"), *CHEMPROT_TINY_SEARCH)

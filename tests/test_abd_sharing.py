@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA_ROOT
-from tests.test_search_e2e import _run_tiny_search
+from tests.conftest import DATA_ROOT, run_tiny_search
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,8 +35,8 @@ def _curves(run_dir: Path) -> dict[tuple, list[dict]]:
 
 @pytest.fixture(scope="module")
 def searches(tmp_path_factory):
-    shared = _run_tiny_search(tmp_path_factory.mktemp("shared"), *GRID, "search_id=shared")
-    alone = _run_tiny_search(tmp_path_factory.mktemp("alone"), *GRID, "stages.abd.share_prefix=false",
+    shared = run_tiny_search(tmp_path_factory.mktemp("shared"), *GRID, "search_id=shared")
+    alone = run_tiny_search(tmp_path_factory.mktemp("alone"), *GRID, "stages.abd.share_prefix=false",
                              "search_id=alone")
     return shared, alone
 
@@ -87,7 +86,7 @@ def test_a_rerun_uses_the_published_trunk_and_the_finished_branches(searches) ->
     published = {p: p.stat().st_mtime_ns for p in trunk.glob("*/training_state.pt")}
     (run_dir / "stages" / "abd" / "winner.json").unlink()  # as if the driver died after the last branch
     (run_dir / "final" / "results.json").unlink()
-    _, _, lines = _run_tiny_search(run_dir.parent, *GRID, "search_id=shared")
+    _, _, lines = run_tiny_search(run_dir.parent, *GRID, "search_id=shared")
     assert any("published earlier" in line for line in lines)
     assert not any(line.startswith("[abd_trunk] trial") for line in lines)
     assert not any(line.startswith("[abd] trial") and "epoch" in line for line in lines)  # branches kept

@@ -1,5 +1,6 @@
-"""The MLflow UI for real, as a new user meets it: a real search (the `tiny` preset, or the run
-directory in DOKTRA_UI_RUN_DIR — docs/screenshots/ come from the cpu preset's), `mlflow server` on
+"""The MLflow UI for real, as a new user meets it: a real search (the `tiny` preset's whole search,
+tests/conftest.py's `chemprot_tiny_search`, or the run directory in DOKTRA_UI_RUN_DIR —
+docs/screenshots/ come from the cpu preset's), `mlflow server` on
 127.0.0.1 over its mlflow.db, pages loaded in headless Chromium, what they show asserted in the
 rendered DOM: the outcome's metric columns on the first view, the ABD trials compared on dev F1,
 the registered winners.
@@ -41,23 +42,6 @@ pytestmark = [
 ]
 
 
-def _search(tmp_path: Path) -> Path:
-    """The run directory of a real, finished search (the tiny preset's, unless DOKTRA_UI_RUN_DIR)."""
-    if os.environ.get("DOKTRA_UI_RUN_DIR"):
-        return Path(os.environ["DOKTRA_UI_RUN_DIR"])
-    import ray
-
-    from doktra_tune.search import compose_config, run_search
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = run_search(compose_config(["task=chemprot", "preset=tiny", f"runs_root={tmp_path}",
-                                             f"data_root={DATA_ROOT}", "search_id=ui"]), echo=lambda line: None)
-    finally:
-        ray.shutdown()
-    return Path(summary["run_dir"])
-
-
 def _get(url: str, data: dict | None = None) -> dict:
     body = json.dumps(data).encode() if data is not None else None
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -75,13 +59,22 @@ def _page_text(url: str, screenshot: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, request):
+    """`mlflow server` over the run directory in DOKTRA_UI_RUN_DIR, else over a copy of the mlflow.db of
+    tests/conftest.py's session search (the whole tiny search; a copy, so that the runs the tests here
+    log through the server stay out of the store the other tests read)."""
     tmp_path = tmp_path_factory.mktemp("mlflow-ui")
-    run_dir = _search(tmp_path / "runs")
+    if os.environ.get("DOKTRA_UI_RUN_DIR"):
+        run_dir = Path(os.environ["DOKTRA_UI_RUN_DIR"])
+        store = default_tracking_uri(run_dir)
+    else:
+        run_dir, _, _ = request.getfixturevalue("chemprot_tiny_search")
+        shutil.copyfile(run_dir / "mlflow.db", tmp_path / "mlflow.db")
+        store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     port = free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [str(mlflow_cli), "server", "--backend-store-uri", default_tracking_uri(run_dir),
+        [str(mlflow_cli), "server", "--backend-store-uri", store,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from doktra_tune.search import compose_config, run_search
-from tests.conftest import DATA_ROOT
+from tests.conftest import DATA_ROOT, run_tiny_search
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,31 +22,11 @@ pytestmark = [
 ]
 
 
-def _run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
-                     data_root: Path = DATA_ROOT) -> tuple[Path, dict, list[str]]:
-    """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
-    import ray
-
-    cfg = compose_config([
-        f"task={task}", "preset=tiny", f"runs_root={runs_root}", f"data_root={data_root}", *overrides,
-    ])
-    lines: list[str] = []
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = run_search(cfg, echo=lines.append)
-    finally:
-        ray.shutdown()
-    return Path(summary["run_dir"]), summary, lines
-
-
 @pytest.fixture(scope="module")
-def search(tmp_path_factory: pytest.TempPathFactory):
-    return _run_tiny_search(
-        tmp_path_factory.mktemp("runs"),
-        "stages.student.grid.lr=[1e-3,1e6]",  # lr=1e6: NaN loss at step 3 -> errored trial
-        "search.max_failures=0",  # a NaN loss fails the same way on every retry
-        "search.keep_checkpoints=all",  # the tests below read the winners' checkpoints
-    )
+def search(chemprot_tiny_search):
+    """tests/conftest.py's session search: the student lr grid [1e-3, 1e6] (1e6: an errored trial),
+    search.max_failures=0, search.keep_checkpoints=all; tests/test_mlflow_ui.py reads it too."""
+    return chemprot_tiny_search
 
 
 def _winner(run_dir: Path, stage: str) -> dict:
@@ -189,7 +168,7 @@ def test_student_e1_grid_runs_each_schedule_to_its_own_end(tmp_path) -> None:
     """App. A: lr1 x e1 is a grid; each run's linear schedule decays to 0 at its own e1, and the
     student handed to ABD is the winner's last epoch. A 1-epoch run is complete, not pruned, although
     the stage's longest run has 2 epochs."""
-    run_dir, _, _ = _run_tiny_search(
+    run_dir, _, _ = run_tiny_search(
         tmp_path, "search.stop_after=student", "stages.student.grid.epochs=[1,2]",
         "stages.student.grid.lr=[1e-3,3e-3]", "search.pruner=median",
     )
@@ -213,7 +192,7 @@ def test_synchronous_halving_pauses_real_trials_and_resumes_them_from_their_chec
     RNG state included), so the survivor's curve is one uninterrupted run of 3 epochs."""
     from mlflow.tracking import MlflowClient
 
-    run_dir, _, lines = _run_tiny_search(
+    run_dir, _, lines = run_tiny_search(
         tmp_path, "search.stop_after=student",
         "search.pruner=synchronous_halving", "search.reduction_factor=2", "search.grace_period=1",
         "stages.student.grid.epochs=[3]", "stages.student.grid.lr=[1e-4,1e-3,3e-3]",
@@ -252,7 +231,7 @@ def test_gad_final_runs_chain_over_every_fold(tmp_path, fixtures_dir) -> None:
     shutil.copytree(data / "gad" / "1", fold2)
     lines = (fold2 / "test.tsv").read_text().splitlines()
     (fold2 / "test.tsv").write_text("\n".join(lines[:1] + lines[:0:-1]) + "\n")
-    run_dir, summary, _ = _run_tiny_search(
+    run_dir, summary, _ = run_tiny_search(
         tmp_path / "runs", "final.folds=[1,2]", "final.variants=[teacher_ctt,doktra]",
         "data.train_limit=null", "data.dev_limit=null", "data.test_limit=null", task="gad", data_root=data,
     )
