@@ -72,7 +72,8 @@ def minilm_tokenizer(minilm_path):
 
 def run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
                     data_root: Path = DATA_ROOT) -> tuple[Path, dict, list[str]]:
-    """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines)."""
+    """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines).
+    The module's Ray when `local_ray` started one (the search leaves it running), else one of its own."""
     import ray
 
     from doktra_tune.search import compose_config, run_search
@@ -81,12 +82,31 @@ def run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
         f"task={task}", "preset=tiny", f"runs_root={runs_root}", f"data_root={data_root}", *overrides,
     ])
     lines: list[str] = []
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    own = not ray.is_initialized()
+    if own:
+        ray.init(**LOCAL_RAY)
     try:
         summary = run_search(cfg, echo=lines.append)
     finally:
-        ray.shutdown()
+        if own:
+            ray.shutdown()
     return Path(summary["run_dir"]), summary, lines
+
+
+LOCAL_RAY = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}  # the tests' local Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the searches of a test module (`run_tiny_search` uses it: its searches connect
+    to it as to a running Ray, as `run_search` allows), shut down after the module's last test."""
+    import ray
+
+    ray.init(**LOCAL_RAY)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 # The nested search of tests/test_search_e2e.py (whose tests say what it shows), run once per session:

@@ -16,6 +16,7 @@ from tests.conftest import DATA_ROOT, run_tiny_search
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),
+    pytest.mark.usefixtures("local_ray"),  # one local Ray for the module's searches (tests/conftest.py)
 ]
 GRID = ["stages.abd.epochs=4", "stages.abd.grid.beta=[0.0,0.5]", "stages.abd.grid.gamma=[0.5,0.75]",
         "stages.abd.grid.lr=[1e-3]", "search.keep_checkpoints=all", "final.variants=[doktra]"]
@@ -34,7 +35,7 @@ def _curves(run_dir: Path) -> dict[tuple, list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def searches(tmp_path_factory):
+def searches(tmp_path_factory, local_ray):
     shared = run_tiny_search(tmp_path_factory.mktemp("shared"), *GRID, "search_id=shared")
     alone = run_tiny_search(tmp_path_factory.mktemp("alone"), *GRID, "stages.abd.share_prefix=false",
                              "search_id=alone")

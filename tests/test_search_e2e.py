@@ -19,6 +19,7 @@ from tests.conftest import DATA_ROOT, run_tiny_search
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(), reason=f"no ChemProt data at {DATA_ROOT}"),
+    pytest.mark.usefixtures("local_ray"),  # one local Ray for the module's searches (tests/conftest.py)
 ]
 
 
