@@ -55,7 +55,7 @@ PROTOCOL_KEYS = (
     "search.mode", "search.num_samples", "search.pruner", "search.handoff", "search.selection.kind",
     "search.selection.f1_tolerance", "stages.student.e1_mode", "stages.abd.margin", "stages.abd.projection",
     "final.protocol", "final.folds", "final.gad_std", "train.weight_decay", "train.warmup_ratio",
-    "train.max_grad_norm",
+    "train.max_grad_norm", "task.hoc_head",
 )
 
 

@@ -43,6 +43,10 @@ Projection = Literal["auto", "identity", "fixed_random", "learned"]
 PROJECTIONS: tuple[str, ...] = get_args(Projection)
 DistillLoss = Literal["abd", "kld"]
 DISTILL_LOSSES: tuple[str, ...] = get_args(DistillLoss)
+# HoC's classifier head (doktra_tune.tasks, README: Protocol). pairs20: the authors' and BLUE's encoding,
+# two sigmoid outputs per hallmark (`<i>_0`, `<i>_1`) under BCE; sigmoid10: one sigmoid per hallmark.
+HocHead = Literal["pairs20", "sigmoid10"]
+HOC_HEADS: tuple[str, ...] = get_args(HocHead)
 EVAL_SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 
@@ -170,9 +174,21 @@ class DataConfig:
     test_limit: int | None = ruled(None, range=SUBSAMPLE_SIZE, example=400, optional=True)
     subsample_seed: int = ruled(0, range=SEED)
     cache_dir: str = DEFAULT_CACHE_DIR  # tokenized splits and teacher [CLS] vectors
+    # HoC only: its classifier head (HOC_HEADS; None: the task's default, pairs20). Left out of
+    # `StageConfig.to_dict` when None, so the configs of every other task serialise as before.
+    hoc_head: HocHead | None = ruled(None, choices=HOC_HEADS, example="pairs20", optional=True)
 
     def __post_init__(self) -> None:
         check_fields(self, "data.")
+        if self.hoc_head is not None:
+            from doktra_tune.tasks import TASKS  # tasks imports this module
+
+            spec = TASKS.get(str(self.task).strip().lower())
+            if spec is not None and spec.hoc_head is None:
+                raise ConfigError(
+                    f"data.hoc_head={self.hoc_head!r} applies to task hoc only (task {spec.name} has one "
+                    "output per label); drop it"
+                )
 
 
 @dataclass
@@ -226,6 +242,8 @@ class StageConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["eval_splits"] = list(self.eval_splits)
+        if out["data"].get("hoc_head") is None:  # every task but HoC: the dict it always had
+            del out["data"]["hoc_head"]
         return out
 
     @classmethod

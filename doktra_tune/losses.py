@@ -4,10 +4,13 @@ All functions take raw logits / [CLS] vectors as torch tensors and return float3
 (inputs are upcast, so bf16 autocast is safe) on the inputs' device. Shapes: logits [B, L]; single-label targets long [B];
 multi-label (HoC) targets float multi-hot [B, L]; [CLS] vectors [B, H].
 
-Multi-label convention (HoC, sigmoid outputs): every label is an independent Bernoulli decision.
-The cross-entropy is BCE-with-logits averaged over labels (as Hugging Face's
+Multi-label convention (HoC, sigmoid outputs): every output is an independent Bernoulli decision.
+The cross-entropy is BCE-with-logits averaged over the outputs (as Hugging Face's
 ``problem_type="multi_label_classification"`` loss), and the entropy term of Eq. 2 is the Bernoulli
-entropy averaged over labels in the same way, so beta has the same scale as for single-label tasks.
+entropy averaged over the outputs in the same way, so beta has the same scale as for single-label tasks.
+HoC has two heads (``doktra_tune.tasks``): "sigmoid10", one output per hallmark, and "pairs20" (``pairs=True``),
+the authors' 20 outputs ``<i>_0``, ``<i>_1`` (indices 2i, 2i+1) whose targets ``pair_targets`` builds from the
+hallmark multi-hot; the same two averages then run over the 20 outputs (`confidence_penalty_loss`).
 """
 
 from __future__ import annotations
@@ -50,17 +53,73 @@ def entropy(logits: Tensor, multi_label: bool = False) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 
+def pair_targets(labels: Tensor) -> Tensor:
+    """The pairs20 targets of a multi-hot [B, L]: [B, 2L] with column 2i = 1 - y_i (`<i>_0`) and
+    2i+1 = y_i (`<i>_1`), so exactly one of each pair is 1 -- the authors' multi-hot over their label
+    list `[f"{i}_{v}" for i in range(10) for v in (0, 1)]` (CTT/BioBERT_ft_cpl.py, `preprocessing`)."""
+    y = (labels.float() > 0.5).float()
+    return torch.stack((1.0 - y, y), dim=-1).flatten(start_dim=-2)
+
+
+def labels_from_pair_targets(targets: Tensor) -> Tensor:
+    """The hallmark multi-hot [B, L] of pairs20 targets [B, 2L] (the `<i>_1` columns); ValueError
+    unless exactly one of every pair is 1 (the inverse of `pair_targets`)."""
+    t = targets.float()
+    if t.shape[-1] % 2:
+        raise ValueError(f"pair targets need an even number of columns, got {t.shape[-1]}")
+    zeros, ones = t[..., 0::2], t[..., 1::2]
+    if not bool((((zeros > 0.5) ^ (ones > 0.5))).all()):
+        raise ValueError("every <i>_0/<i>_1 pair of the targets must hold exactly one 1")
+    return (ones > 0.5).float()
+
+
+def label_probabilities(logits: Tensor, multi_label: bool = False, pairs: bool = False) -> Tensor:
+    """Per-label probabilities [B, L] of a classifier's logits, what the metrics and ECE read.
+
+    Single-label: softmax. Multi-label (sigmoid10): sigmoid per label, decided at p >= 0.5.
+    pairs20 (``pairs=True``, logits [B, 2L]): with s0 = sigmoid(z_{i,0}) and s1 = sigmoid(z_{i,1}), the
+    pair renormalised, q_i = s1 / (s0 + s1) (computed as sigmoid(log s1 - log s0)). q_i >= 0.5 exactly
+    when z_{i,1} >= z_{i,0}: the decision is the per-pair comparison of bluebert's `metric_fn`
+    (argmax over each `<i>_0`, `<i>_1` pair), and when the two outputs agree (s0 = 1 - s1) q_i is s1
+    itself, so ECE's confidence max(q, 1 - q) is the one sigmoid10 uses. (An exact tie counts as
+    present here, as sigmoid10's p = 0.5 does; the argmax would pick `_0`.)
+    """
+    logits = logits.float()
+    if pairs:
+        if logits.shape[-1] % 2:
+            raise ValueError(f"pairs20 logits need an even width, got {logits.shape[-1]}")
+        return torch.sigmoid(F.logsigmoid(logits[..., 1::2]) - F.logsigmoid(logits[..., 0::2]))
+    if multi_label:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=-1)
+
+
 def confidence_penalty_loss(
-    logits: Tensor, targets: Tensor, beta: float, multi_label: bool = False
+    logits: Tensor, targets: Tensor, beta: float, multi_label: bool = False, pairs: bool = False
 ) -> Tensor:
     """Eq. 2: L_cls = mean over the batch of (L_CE - beta * H(p(y|x))) (Pereyra et al., 2017).
 
     Single-label: per-example softmax cross-entropy minus beta * Eq. 1 entropy, averaged — the
     authors' `torch.mean(loss_ce - beta * negative_entropy)`. beta = 0 is plain cross-entropy.
-    Multi-label: mean over examples and labels of (BCE-with-logits - beta * Bernoulli entropy),
-    i.e. both terms averaged over labels (see the module docstring).
+    Multi-label (HoC sigmoid10, logits [B, L]): mean over examples and labels of
+    (BCE-with-logits - beta * Bernoulli entropy), i.e. both terms averaged over labels (see the module
+    docstring).
+    HoC pairs20 (``pairs=True``: logits [B, 2L], ``targets`` the hallmark multi-hot [B, L]): the same
+    over the 20 outputs against ``pair_targets(targets)``. At beta = 0 this is exactly the loss the
+    authors' HoC configuration gives: Hugging Face's BCEWithLogitsLoss (mean over examples and the 20
+    outputs) under ``num_labels=20, problem_type="multi_label_classification"`` with float labels,
+    which their student fine-tuning scripts (ABD/BioMed_*_ft.py) train on as ``outputs['loss']``.
+    Their Eq. 2 code (CTT/BioBERT_ft_cpl.py, the refinement of ABD/*_DoKTra_cpl.py) has no HoC branch:
+    a softmax cross-entropy and softmax entropy over ``len(label_list_dict[task])`` classes, a dict
+    without "hoc". So the entropy over the 20 outputs is ours: H is taken per output as a Bernoulli
+    entropy, the factorised distribution the BCE trains, and averaged like the BCE (Eq. 1 summed over
+    independent outputs, divided by their number, as sigmoid10 does over its 10); each hallmark thus
+    enters twice, through its `_0` and its `_1` output.
     """
     logits = logits.float()
+    if pairs:
+        targets = pair_targets(targets)
+        multi_label = True
     if multi_label:
         bce = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
         return (bce - beta * _bernoulli_entropy(logits)).mean()

@@ -270,7 +270,8 @@ def _wrap_load_error(spec: str, err: Exception) -> ConfigError:
 def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module, Any]:
     """A sequence classifier for ``task`` from ``spec`` plus its tokenizer.
 
-    num_labels = len(task.labels); HoC (multi-label) uses problem_type "multi_label_classification".
+    num_labels = task.num_outputs (len(task.labels), or 20 for HoC's pairs20 head, its outputs named
+    `<i>_0`, `<i>_1`); HoC (multi-label) uses problem_type "multi_label_classification".
     The classification head (and, for random specs, the whole encoder) is initialised under
     ``torch.manual_seed(seed)`` without disturbing the caller's global RNG state.
     """
@@ -278,7 +279,7 @@ def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module
 
     spec = str(spec)
     task = _task_spec(task)
-    num_labels = len(task.labels)
+    num_labels = task.num_outputs
     problem_type = "multi_label_classification" if task.multi_label else "single_label_classification"
     source = resolve_model_source(spec)
     _, keep_layers = split_truncation(spec)
@@ -296,8 +297,8 @@ def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module
                 config = AutoConfig.from_pretrained(source, trust_remote_code=False)
                 config.num_labels = num_labels
                 config.problem_type = problem_type
-                config.id2label = dict(enumerate(task.labels))
-                config.label2id = {label: i for i, label in enumerate(task.labels)}
+                config.id2label = dict(enumerate(task.output_labels))
+                config.label2id = {label: i for i, label in enumerate(task.output_labels)}
                 if keep_layers is not None:
                     if keep_layers > config.num_hidden_layers:
                         raise ConfigError(
@@ -313,8 +314,8 @@ def load_classifier(spec: str, task: Any, *, seed: int) -> tuple[torch.nn.Module
         except (OSError, ValueError, KeyError) as err:
             raise _wrap_load_error(spec, err) from err
     if rs is not None:
-        model.config.id2label = dict(enumerate(task.labels))
-        model.config.label2id = {label: i for i, label in enumerate(task.labels)}
+        model.config.id2label = dict(enumerate(task.output_labels))
+        model.config.label2id = {label: i for i, label in enumerate(task.output_labels)}
     return model, tokenizer
 
 

@@ -13,13 +13,28 @@ Metrics:
     average="micro")`, DMCB-GIST/DoKTra CTT/FinBERT_ft_cpl.py) and Table 7 reports. Macro F1 is
     reported beside it (`macro_f1`), the classes being imbalanced (FPB: 2879 neutral / 1363
     positive / 604 negative).
+
+HoC's classifier head (`TaskSpec.hoc_head`, the option `task.hoc_head` / `DataConfig.hoc_head`):
+  - "pairs20" (default): the authors' and BLUE's encoding. Hallmark i has two sigmoid outputs,
+    `<i>_0` (index 2i) and `<i>_1` (index 2i+1), trained under BCE against a multi-hot target in
+    which exactly one of the pair is 1 (DMCB-GIST/DoKTra CTT/BioBERT_ft_cpl.py: `num_labels=20,
+    problem_type="multi_label_classification"` and the `str(i) + "_" + str(value)` label map of
+    `preprocessing`; bluebert's run_bluebert_multi_labels.py with `--num_classes=20 --num_aspects=10
+    --aspect_value_list="0,1"`). Hallmark i is predicted when its `_1` output beats its `_0` output:
+    the per-pair argmax of bluebert's `metric_fn`, the only decoding of the 20 outputs either
+    repository publishes (`doktra_tune.losses.label_probabilities`).
+  - "sigmoid10": one sigmoid output per hallmark, predicted at p >= 0.5.
+The labels, label matrices and metrics are the ten hallmarks under either head; only the model's
+output width (`num_outputs`), its loss targets and how its outputs become hallmark probabilities
+differ.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from doktra_tune.config import HOC_HEADS, HocHead
 from doktra_tune.errors import ConfigError
 
 METRICS = ("micro_f1_positive", "binary_f1", "hoc_example_f1", "micro_f1", "macro_f1")
@@ -42,10 +57,29 @@ class TaskSpec:
     description: str = ""
     # (loader, where its files come from, in the layout that loader reads); the first is the usual one
     data_sources: tuple[tuple[str, str], ...] = ()
+    hoc_head: HocHead | None = None  # HoC's classifier head (module docstring); None for every other task
 
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def pair_outputs(self) -> bool:
+        """True for the 20-output HoC head: two sigmoid outputs (`<i>_0`, `<i>_1`) per label."""
+        return self.hoc_head == "pairs20"
+
+    @property
+    def num_outputs(self) -> int:
+        """The classifier's width: 2 * num_labels for the pair head, else num_labels."""
+        return 2 * len(self.labels) if self.pair_outputs else len(self.labels)
+
+    @property
+    def output_labels(self) -> tuple[str, ...]:
+        """The names of the classifier's outputs in order: `<i>_0`, `<i>_1` per label i for the pair
+        head (the authors' and BLUE's label list), else the labels."""
+        if self.pair_outputs:
+            return tuple(f"{i}_{value}" for i in range(len(self.labels)) for value in (0, 1))
+        return self.labels
 
     @property
     def positive_labels(self) -> tuple[str, ...]:
@@ -131,7 +165,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     ),
     TaskSpec(
         name="hoc", labels=HOC_LABELS, negative_labels=(), multi_label=True, metric="hoc_example_f1",
-        default_format="blue_tsv", domain="biomedical",
+        default_format="blue_tsv", domain="biomedical", hoc_head="pairs20",
         description="hallmarks of cancer, multi-label sentences scored per abstract (BLUE)",
         data_sources=(
             ("hoc_raw", "the Hallmarks of Cancer corpus (github.com/sb895/Hallmarks-of-Cancer: text/<PMID>.txt, "
@@ -163,16 +197,74 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
 )}
 
 
-def get_task(name: str | TaskSpec) -> TaskSpec:
-    """The registered task `name` (case-insensitive); ConfigError listing the known tasks."""
+def get_task(name: str | TaskSpec, hoc_head: str | None = None) -> TaskSpec:
+    """The registered task `name` (case-insensitive); ConfigError listing the known tasks.
+
+    `hoc_head` (HOC_HEADS): HoC with that classifier head (None: the task as given, HoC's default
+    pairs20); a one-line ConfigError for any other task."""
     if isinstance(name, TaskSpec):
-        return name
-    key = str(name).strip().lower()
-    if key not in TASKS:
+        spec = name
+    else:
+        key = str(name).strip().lower()
+        if key not in TASKS:
+            raise ConfigError(
+                f"unknown task {name!r}; set data.task to one of {', '.join(sorted(TASKS))}"
+            )
+        spec = TASKS[key]
+    if hoc_head is None or hoc_head == spec.hoc_head:
+        return spec
+    if spec.hoc_head is None:
         raise ConfigError(
-            f"unknown task {name!r}; set data.task to one of {', '.join(sorted(TASKS))}"
+            f"hoc_head={hoc_head!r} applies to task hoc only (task {spec.name} has one output per label); drop it"
         )
-    return TASKS[key]
+    if hoc_head not in HOC_HEADS:
+        raise ConfigError(f"hoc_head={hoc_head!r} is unknown; use one of {', '.join(HOC_HEADS)}")
+    return replace(spec, hoc_head=hoc_head)  # type: ignore[arg-type]
+
+
+def task_of(data: Any) -> TaskSpec:
+    """The task a `DataConfig` trains on: `data.task` with the head `data.hoc_head` (None: the default)."""
+    return get_task(data.task, getattr(data, "hoc_head", None))
+
+
+def checkpoint_head(meta: Mapping[str, Any], num_outputs: int | None = None) -> str | None:
+    """The HoC head of a checkpoint: the one its doktra_meta.json records, else the one its classifier's
+    width `num_outputs` gives (20: pairs20), else sigmoid10 (the only head before the option). None for
+    other tasks."""
+    if meta.get("hoc_head") is not None:
+        return str(meta["hoc_head"])
+    task = TASKS.get(str(meta.get("task") or "").lower())
+    if task is None or task.hoc_head is None:
+        return None
+    return "pairs20" if num_outputs == 2 * task.num_labels else "sigmoid10"
+
+
+def task_of_checkpoint(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint",
+                       requested: str | None = None, num_outputs: int | None = None) -> TaskSpec:
+    """`task` with the head the checkpoint at `where` was trained with (its outputs fix it; `num_outputs`:
+    its classifier's width), after `check_checkpoint_task`; a one-line ConfigError when `requested` (a
+    head asked for explicitly) differs from it."""
+    check_checkpoint_task(meta, task, where, role)
+    head = checkpoint_head(meta, num_outputs)
+    if head is None or task.hoc_head is None:
+        return task
+    if requested is not None and requested != head:
+        raise ConfigError(
+            f"{role} {str(where)!r} has the {head} head, not {requested}; set hoc_head={head} or use a "
+            f"{role} trained with hoc_head={requested}"
+        )
+    return get_task(task, head)
+
+
+def check_checkpoint_head(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint",
+                          num_outputs: int | None = None) -> None:
+    """A one-line ConfigError when the checkpoint at `where` has another HoC head than `task`."""
+    head = checkpoint_head(meta, num_outputs)
+    if head is not None and task.hoc_head is not None and head != task.hoc_head:
+        raise ConfigError(
+            f"{role} {str(where)!r} has the {head} head, not {task.hoc_head}; use a {role} trained with "
+            f"hoc_head={task.hoc_head} or set hoc_head={head}"
+        )
 
 
 def check_checkpoint_task(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint") -> None:

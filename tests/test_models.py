@@ -84,7 +84,10 @@ def test_random_architectures_follow_the_spec_rule():
     assert wide.config.embedding_size == 128 and wide.config.num_attention_heads == 4
     roberta, _ = load_classifier("random:roberta:L1-H64", get_task("hoc"), seed=0)
     assert roberta.config.model_type == "roberta"
-    assert roberta.config.num_labels == 10 and roberta.config.problem_type == "multi_label_classification"
+    assert roberta.config.num_labels == 20 and roberta.config.problem_type == "multi_label_classification"
+    assert roberta.config.id2label[0] == "0_0" and roberta.config.id2label[19] == "9_1"  # HoC's pairs20 head
+    ten, _ = load_classifier("random:roberta:L1-H64", get_task("hoc", "sigmoid10"), seed=0)
+    assert ten.config.num_labels == 10 and ten.config.id2label[0] == "activating invasion and metastasis"
 
 
 def test_forward_returns_last_layer_cls_not_pooler():

@@ -136,6 +136,7 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
         task=config.task.name, data_dir=str(root / config.task.data_subdir), data_format=config.task.data_format,
         max_len=config.data.max_len, train_limit=config.data.train_limit, dev_limit=config.data.dev_limit,
         test_limit=config.data.test_limit, subsample_seed=config.data.subsample_seed, cache_dir=config.cache_dir,
+        hoc_head=config.task.hoc_head,
     )
     if config.final.folds:
         gad_fold_format(data.data_format, config.final.folds[0])  # the final runs' folds need GAD's fold format

@@ -133,10 +133,12 @@ class TaskOptions:
     data_subdir: str  # <data_root>/<data_subdir>
     data_format: str | None  # None: the task's default loader
     data_copy: str | None = None  # which of the task's data copies (conf/task/<task>.yaml `copies`); None: its only one
+    hoc_head: str | None = None  # HoC only (conf/task/hoc.yaml): pairs20 | sigmoid10 (DataConfig.hoc_head)
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> TaskOptions:
-        name = get_task(raw["name"]).name
+        spec = get_task(raw["name"])
+        name = spec.name
         copy, copies = _optional_str(raw.get("data_copy")), raw.get("copies")
         if isinstance(copies, Mapping) and copies:
             if copy not in copies:
@@ -145,7 +147,13 @@ class TaskOptions:
             raise ConfigError(f"task {name} has one copy of its data; drop the override task.data_copy={copy}")
         if raw.get("data_subdir") in (None, ""):
             raise ConfigError("task.data_subdir is empty; set task.data_subdir=<folder under data_root>")
-        return cls(name, str(raw["data_subdir"]), _optional_str(raw.get("data_format")), copy)
+        head = raw.get("hoc_head")
+        if head is not None:
+            head = field_choice(head, "task.hoc_head", DataConfig, "hoc_head")
+            if spec.hoc_head is None:
+                raise ConfigError(f"task.hoc_head={head!r} applies to task=hoc only (task {name} has one output "
+                                  "per label); drop it")
+        return cls(name, str(raw["data_subdir"]), _optional_str(raw.get("data_format")), copy, head)
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import torch
 from doktra_tune.config import DataConfig
 from doktra_tune.device import Runtime, autocast, resolve_runtime
 from doktra_tune.encoding import EncodedSplit, collate
-from doktra_tune.losses import TeacherProjection, activation_transfer_count, confidence_penalty_loss
+from doktra_tune.losses import TeacherProjection, activation_transfer_count, confidence_penalty_loss, label_probabilities
 from doktra_tune.metrics import ReliabilityBins, confusion_matrix, evaluate_predictions, reliability_for_task
 from doktra_tune.models import forward_cls_logits, hidden_size, load_checkpoint
 from doktra_tune.stages.splits import SplitData, load_encoded
 from doktra_tune.stages.teacher import projection_from_meta, teacher_features
-from doktra_tune.tasks import TaskSpec, check_checkpoint_task, get_task
+from doktra_tune.tasks import TaskSpec, get_task, task_of_checkpoint
 
 
 @dataclass
@@ -30,7 +30,7 @@ class EvaluationResult:
 
     split: str
     metrics: dict[str, float]  # f1, precision, recall, ece, accuracy, loss (+ lat with a teacher)
-    probs: np.ndarray  # [N, L] softmax (single-label) / sigmoid (multi-label) probabilities
+    probs: np.ndarray  # [N, L] per-label probabilities (losses.label_probabilities: softmax / sigmoid / HoC pairs)
     labels: np.ndarray  # as data.label_matrix
     doc_ids: list[str | None]
     reliability: ReliabilityBins
@@ -63,7 +63,8 @@ def predict_split(
     teacher_cls: torch.Tensor | None = None,
     projection: TeacherProjection | None = None,
 ) -> Predictions:
-    """Probabilities, mean CE loss and (with teacher [CLS]) per-example Eq. 4 counts over a split."""
+    """Per-label probabilities [N, L] (``label_probabilities``; HoC's 20 outputs become its 10 hallmarks),
+    mean CE loss and (with teacher [CLS]) per-example Eq. 4 counts over a split."""
     model.eval()
     n = len(encoded)
     probs = np.zeros((n, len(task.labels)), dtype=np.float64)
@@ -77,8 +78,8 @@ def predict_split(
             cls, logits = forward_cls_logits(model, batch)
         logits = logits.float()
         labels = batch.labels.to(rt.device)
-        loss_sum += float(confidence_penalty_loss(logits, labels, 0.0, task.multi_label)) * len(idx)
-        p = torch.sigmoid(logits) if task.multi_label else torch.softmax(logits, dim=-1)
+        loss_sum += float(confidence_penalty_loss(logits, labels, 0.0, task.multi_label, task.pair_outputs)) * len(idx)
+        p = label_probabilities(logits, task.multi_label, task.pair_outputs)
         probs[idx] = p.double().cpu().numpy()
         if lat is not None and teacher_cls is not None:
             t = teacher_cls[batch.indices.to(teacher_cls.device)].to(rt.device)
@@ -131,8 +132,9 @@ def evaluate_checkpoint(
     [CLS] and the teacher's (projected as recorded in the student's doktra_meta.json).
     """
     model, tokenizer, meta = load_checkpoint(checkpoint_dir)
-    task = get_task(data.task)
-    check_checkpoint_task(meta, task, checkpoint_dir)
+    # HoC: the checkpoint's own head (its output width fixes it); data.hoc_head, when set, must agree
+    task = task_of_checkpoint(meta, get_task(data.task), checkpoint_dir, requested=data.hoc_head,
+                              num_outputs=int(model.config.num_labels))
     rt = resolve_runtime(device, precision)
     model.to(rt.device)
     split_data = load_encoded(data, split, tokenizer)

@@ -35,7 +35,7 @@ from doktra_tune.stages.step_losses import (
     switch_epoch,
 )
 from doktra_tune.stages.teacher import build_projection, projected_once, teacher_features
-from doktra_tune.tasks import TaskSpec, check_checkpoint_task, get_task
+from doktra_tune.tasks import TaskSpec, check_checkpoint_head, check_checkpoint_task, task_of
 
 
 def train_teacher(cfg: StageConfig, on_epoch: EpochCallback | None = None) -> StageResult:
@@ -51,7 +51,7 @@ def train_student(cfg: StageConfig, on_epoch: EpochCallback | None = None) -> St
 def _fine_tune(name: str, cfg: StageConfig, on_epoch: EpochCallback | None) -> StageResult:
     apply_torch_threads(cfg.torch_threads)
     rt = resolve_runtime(cfg.device, cfg.precision)
-    task = get_task(cfg.data.task)
+    task = task_of(cfg.data)
     model, tokenizer = load_classifier(cfg.model, task, seed=cfg.seed)
     model.to(rt.device)
     train = load_encoded(cfg.data, "train", tokenizer)
@@ -59,7 +59,7 @@ def _fine_tune(name: str, cfg: StageConfig, on_epoch: EpochCallback | None) -> S
     state = StageState(
         name=name, cfg=cfg, task=task, model=model, tokenizer=tokenizer, model_spec=cfg.model,
         train=train, evals=evals, params=[p for p in model.parameters() if p.requires_grad], rt=rt,
-        losses_for_epoch=one_phase(cpl_step_loss(cfg.beta, task.multi_label)),
+        losses_for_epoch=one_phase(cpl_step_loss(cfg.beta, task.multi_label, task.pair_outputs)),
     )
     return run_stage(state, on_epoch)
 
@@ -80,7 +80,7 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         read_meta(cfg.teacher_checkpoint)  # raises the one-line ConfigError
     apply_torch_threads(cfg.torch_threads)
     rt = resolve_runtime(cfg.device, cfg.precision)
-    task = get_task(cfg.data.task)
+    task = task_of(cfg.data)
     model, tokenizer, model_spec = _load_student(cfg, task)
     model.to(rt.device)
     train = load_encoded(cfg.data, "train", tokenizer)
@@ -105,8 +105,14 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         distill_step = abd_step_loss(teacher_cls_for, cfg.margin)
     else:
         train_logits = torch.from_numpy(teacher.logits["train"]).to(rt.device)
+        if train_logits.shape[1] != task.num_outputs:
+            raise ConfigError(
+                f"distill_loss=kld needs the teacher's outputs to match the student's: teacher "
+                f"{cfg.teacher_checkpoint!r} has {train_logits.shape[1]}, the student {task.num_outputs}; use a "
+                "teacher trained with the same head"
+            )
         distill_step = kd_step_loss(train_logits, cfg.kd_temperature, task.multi_label)
-    refine_step = cpl_step_loss(cfg.beta, task.multi_label)
+    refine_step = cpl_step_loss(cfg.beta, task.multi_label, task.pair_outputs)
     state = StageState(
         name="abd", cfg=cfg, task=task, model=model, tokenizer=tokenizer, model_spec=model_spec,
         train=train, evals=evals, params=params, rt=rt,
@@ -128,6 +134,7 @@ def _load_student(cfg: DistillConfig, task: TaskSpec) -> tuple[torch.nn.Module, 
     if is_checkpoint(cfg.model):
         model, tokenizer, student_meta = load_checkpoint(cfg.model)
         check_checkpoint_task(student_meta, task, cfg.model)
+        check_checkpoint_head(student_meta, task, cfg.model, num_outputs=int(model.config.num_labels))
         return model, tokenizer, str(student_meta.get("model_spec", cfg.model))
     model, tokenizer = load_classifier(cfg.model, task, seed=cfg.seed)
     return model, tokenizer, cfg.model

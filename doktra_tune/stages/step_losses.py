@@ -26,12 +26,12 @@ ABD_PHASE = 0.0  # the "phase" metric of an epoch before the switch
 REFINE_PHASE = 1.0  # ... and of one from the switch on
 
 
-def cpl_step_loss(beta: float, multi_label: bool) -> StepLoss:
-    """Eq. 2: L_cls = CE - beta * H (beta = 0: plain CE)."""
+def cpl_step_loss(beta: float, multi_label: bool, pairs: bool = False) -> StepLoss:
+    """Eq. 2: L_cls = CE - beta * H (beta = 0: plain CE); ``pairs``: HoC's 20-output head (TaskSpec.pair_outputs)."""
 
     def step_loss(batch: Batch, cls: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, None]:
         labels = batch.labels.to(logits.device, non_blocking=True)
-        return confidence_penalty_loss(logits, labels, beta, multi_label), None
+        return confidence_penalty_loss(logits, labels, beta, multi_label, pairs), None
 
     return step_loss
 
