@@ -15,7 +15,7 @@ import torch
 from doktra_tune.config import DataConfig, StageConfig
 from doktra_tune.data import label_matrix, load_split
 from doktra_tune.data.labels import parse_label_cell
-from doktra_tune.errors import ConfigError
+from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.losses import confidence_penalty_loss, label_probabilities, labels_from_pair_targets, pair_targets
 from doktra_tune.metrics import hoc_example_prf, predict
 from doktra_tune.tasks import (
@@ -117,6 +117,13 @@ def test_pair_targets_are_the_authors_multi_hot(fixtures_dir) -> None:
     assert [",".join(n) for n in names] == cells
     for cell, row in zip(cells, y):
         assert parse_label_cell(hoc, cell, "t") == tuple(lab for lab, bit in zip(hoc.labels, row) if bit)
+
+
+def test_a_cell_with_both_values_of_a_pair_is_one_line() -> None:
+    with pytest.raises(DataError) as err:
+        parse_label_cell(get_task("hoc"), "0_0,1_1,2_0,1_0", "train.tsv:7")
+    assert str(err.value) == ("train.tsv:7: the cell holds both 1_0 and 1_1; a hallmark is either absent (_0) or "
+                              "present (_1): fix the row")
 
 
 def test_pair_targets_hand_case_and_bad_pairs() -> None:

@@ -45,6 +45,7 @@ def parse_label_cell(spec: TaskSpec, cell: str, where: str) -> tuple[str, ...]:
         return ()
     by_lower = {label.lower(): label for label in spec.labels}
     found: set[str] = set()
+    pair_values: dict[int, str] = {}
     for item in (part.strip() for part in cell.split(",")):
         if not item:
             continue
@@ -55,6 +56,11 @@ def parse_label_cell(spec: TaskSpec, cell: str, where: str) -> tuple[str, ...]:
                 raise DataError(
                     f"{where}: label index {i} in {item!r} is out of range for the "
                     f"{len(spec.labels)} {spec.name} labels; fix the row"
+                )
+            if pair_values.setdefault(i, pair.group(2)) != pair.group(2):
+                raise DataError(
+                    f"{where}: the cell holds both {i}_0 and {i}_1; a hallmark is either absent (_0) or present "
+                    "(_1): fix the row"
                 )
             if pair.group(2) == "1":
                 found.add(spec.labels[i])
