@@ -45,6 +45,19 @@ def _data_words(plan: Plan) -> str:
     return f"files {plan.data.data_dir} (format {fmt}{copy})"
 
 
+def _final_line(plan: Plan, jobs: dict) -> str:
+    """What the final runs are: how many, which variants x seeds (x GAD folds), how GAD's ± is taken."""
+    f, s = plan.config.final, plan.config.search
+    if "final" not in jobs:
+        return f"final runs: none (search.stop_after={s.stop_after})"
+    folds = f" x {len(f.folds)} GAD folds {list(f.folds)}" if f.folds else ""
+    spread = (f"; GAD ± final.gad_std={f.gad_std}: "
+              + ("std over seeds of each seed's fold mean" if f.gad_std == "over_seeds" else "std over every run")
+              if f.folds else "")
+    return (f"final runs: {len(jobs['final'])} = variants {list(f.variants)} x seeds {list(f.seeds)}{folds} "
+            f"({f.protocol} protocol, scored on {list(f.eval_splits)}{spread})")
+
+
 def dry_run_lines(plan: Plan) -> list[str]:
     """The printed plan: models, data, per stage trials / epoch-units / GPU-hours, final runs, estimate."""
     c = plan.config
@@ -80,16 +93,7 @@ def dry_run_lines(plan: Plan) -> list[str]:
     total_bound = "<=" if any(is_upper_bound(plan, st, j) for st, j in jobs.items()) else ""
     lines.append(f"{'total':8s} {sum(st.trials for st in budget.stages):6d} "
                  f"{total_bound + str(sum(st.epoch_units for st in budget.stages)):>12s} {_hours(gpu.total):>9s}")
-    f = c.final
-    if "final" in jobs:
-        folds = f" x {len(f.folds)} GAD folds {list(f.folds)}" if f.folds else ""
-        spread = (f"; GAD ± final.gad_std={f.gad_std}: "
-                  + ("std over seeds of each seed's fold mean" if f.gad_std == "over_seeds" else "std over every run")
-                  if f.folds else "")
-        lines.append(f"final runs: {len(jobs['final'])} = variants {list(f.variants)} x seeds {list(f.seeds)}{folds} "
-                     f"({f.protocol} protocol, scored on {list(f.eval_splits)}{spread})")
-    else:
-        lines.append(f"final runs: none (search.stop_after={s.stop_after})")
+    lines.append(_final_line(plan, jobs))
     lines.append(f"GPU-hours: {_hours(gpu.total)} in all on one {REFERENCE_GPU}; {SOURCE}; {c.data.max_len} tokens per "
                  "sequence (an upper bound: batches pad to their longest); one teacher forward pass per distilled-from "
                  "teacher (cached [CLS] vectors)")

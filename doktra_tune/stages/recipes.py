@@ -27,6 +27,7 @@ from doktra_tune.stages.loop import run_stage
 from doktra_tune.stages.splits import evaluated_splits, load_encoded
 from doktra_tune.stages.state import StageState
 from doktra_tune.stages.step_losses import (
+    StepLoss,
     abd_step_loss,
     cpl_step_loss,
     distill_phases,
@@ -104,14 +105,7 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
     if cfg.distill_loss == "abd":
         distill_step = abd_step_loss(teacher_cls_for, cfg.margin)
     else:
-        train_logits = torch.from_numpy(teacher.logits["train"]).to(rt.device)
-        if train_logits.shape[1] != task.num_outputs:
-            raise ConfigError(
-                f"distill_loss=kld needs the teacher's outputs to match the student's: teacher "
-                f"{cfg.teacher_checkpoint!r} has {train_logits.shape[1]}, the student {task.num_outputs}; use a "
-                "teacher trained with the same head"
-            )
-        distill_step = kd_step_loss(train_logits, cfg.kd_temperature, task.multi_label)
+        distill_step = _kd_step(cfg, task, torch.from_numpy(teacher.logits["train"]).to(rt.device))
     refine_step = cpl_step_loss(cfg.beta, task.multi_label, task.pair_outputs)
     state = StageState(
         name="abd", cfg=cfg, task=task, model=model, tokenizer=tokenizer, model_spec=model_spec,
@@ -127,6 +121,17 @@ def distill(cfg: DistillConfig, on_epoch: EpochCallback | None = None) -> StageR
         },
     )
     return run_stage(state, on_epoch)
+
+
+def _kd_step(cfg: DistillConfig, task: TaskSpec, train_logits: torch.Tensor) -> StepLoss:
+    """Table 6's KL-divergence step against the teacher's cached logits (the heads must match)."""
+    if train_logits.shape[1] != task.num_outputs:
+        raise ConfigError(
+            f"distill_loss=kld needs the teacher's outputs to match the student's: teacher "
+            f"{cfg.teacher_checkpoint!r} has {train_logits.shape[1]}, the student {task.num_outputs}; use a "
+            "teacher trained with the same head"
+        )
+    return kd_step_loss(train_logits, cfg.kd_temperature, task.multi_label)
 
 
 def _load_student(cfg: DistillConfig, task: TaskSpec) -> tuple[torch.nn.Module, Any, str]:
