@@ -1,6 +1,7 @@
 """A lost worker (node lost, OOM, kill -9) is survived by default: the trial whose worker process is
 killed mid-epoch is retried from its last checkpoint (search.max_failures=2; trials save their
-optimizer and RNG state), and the stage ends with every grid point, each epoch logged once."""
+optimizer and RNG state), and the stage ends with every grid point, each epoch logged once. The search's
+first stage (CTT, stopped after it) is the one: every stage's trials are the same `StageTrial`."""
 
 from __future__ import annotations
 
@@ -43,12 +44,12 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint(tmp_path: Pa
     runs = tmp_path / "runs"
     cfg = compose_config([
         "task=chemprot", "preset=tiny", f"runs_root={runs}", f"data_root={DATA_ROOT}", "search_id=loss",
-        "search.stop_after=student", f"stages.student.grid.epochs=[{EPOCHS}]", "data.train_limit=400",
-        "stages.student.grid.lr=[1e-3,3e-3]",
+        "search.stop_after=ctt", f"stages.ctt.epochs={EPOCHS}", "data.train_limit=400",
+        "stages.ctt.grid.beta=[0.0,0.5]",
     ])
     killed: dict = {}
     stop = threading.Event()
-    watcher = threading.Thread(target=_kill_a_worker_mid_trial, args=(runs / "loss" / "ray" / "student", killed, stop),
+    watcher = threading.Thread(target=_kill_a_worker_mid_trial, args=(runs / "loss" / "ray" / "ctt", killed, stop),
                                daemon=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -58,11 +59,11 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint(tmp_path: Pa
         stop.set()
         ray.shutdown()
     assert killed, "no trial reached epoch 2"
-    info = summary["student"]
+    info = summary["ctt"]
     trials = {t["trial_id"]: t for t in info["trials"]}
-    assert sorted(t["params"]["lr"] for t in trials.values()) == [1e-3, 3e-3]  # every grid point
+    assert sorted(t["params"]["beta"] for t in trials.values()) == [0.0, 0.5]  # every grid point
     assert all(t["status"] == "completed" and t["epochs_run"] == EPOCHS for t in trials.values())
-    (trial_dir,) = (runs / "loss" / "ray" / "student").glob(f"*_{killed['trial_id']}_*")
+    (trial_dir,) = (runs / "loss" / "ray" / "ctt").glob(f"*_{killed['trial_id']}_*")
     reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     epochs = [r["epoch"] for r in reports]
     assert epochs[-1] == EPOCHS and epochs.count(1) == 1  # resumed, not restarted from scratch
