@@ -56,12 +56,20 @@ class Server:
             self.proc.wait(10)
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    srv = Server(tmp_path / "server")
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory):
+    srv = Server(tmp_path_factory.mktemp("server"))
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def server(module_server: Server) -> Server:
+    """The module's server (one start for both tests; each writes to an experiment of its own), up."""
+    if module_server.proc is None or module_server.proc.poll() is not None:
+        module_server.start()  # a test before this one stopped it and did not start it again
+    return module_server
 
 
 def test_writes_wait_seconds_then_queue_and_are_sent_once_when_the_server_is_back(server, tmp_path, monkeypatch) -> None:
@@ -109,20 +117,21 @@ def test_a_search_trains_through_an_outage_and_the_next_run_sends_what_waited(se
     from doktra_tune.search import compose_config, run_search
 
     overrides = ["task=chemprot", "preset=tiny", f"runs_root={tmp_path / 'runs'}", f"data_root={DATA_ROOT}",
-                 f"mlflow.tracking_uri={server.uri}", "search.stop_after=student", "search_id=outage"]
+                 f"mlflow.tracking_uri={server.uri}", "search.stop_after=ctt", "stages.ctt.epochs=2",
+                 "search_id=outage"]
     lines: list[str] = []
 
     def echo(line: str) -> None:
         lines.append(line)
-        if line.startswith("[student] start"):
-            server.stop()  # the tracking server goes away mid-search
+        if line.startswith("[ctt] start"):
+            server.stop()  # the tracking server goes away mid-search (its search run and config already sent)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.monotonic()
         summary = run_search(compose_config(overrides), echo=echo)
         assert time.monotonic() - t0 < 240  # no minutes-long stalls in MLflow's retries
-        info = summary["student"]
+        info = summary["ctt"]
         assert [t["status"] for t in info["trials"]] == ["completed", "completed"]  # training went on
         degraded = [line for line in lines if "is not answering" in line]
         assert len(degraded) == 1  # said once
@@ -134,16 +143,16 @@ def test_a_search_trains_through_an_outage_and_the_next_run_sends_what_waited(se
         again: list[str] = []
         run_search(compose_config(overrides), echo=again.append)
         assert any(line.startswith("[mlflow] sent") for line in again)
-        assert any(line.startswith("[student] finished earlier") for line in again)
+        assert any(line.startswith("[ctt] finished earlier") for line in again)
     finally:
         ray.shutdown()
     assert not list((run_dir / "tracking_outbox").glob("*.jsonl"))
     mlflow = MlflowClient(server.uri)
     experiment = mlflow.get_experiment_by_name("doktra-chemprot").experiment_id
-    trials = mlflow.search_runs([experiment], "tags.`doktra.stage` = 'student' and tags.`doktra.level` = 'trial'")
+    trials = mlflow.search_runs([experiment], "tags.`doktra.stage` = 'ctt' and tags.`doktra.level` = 'trial'")
     assert sorted(r.data.tags["ray.trial_id"] for r in trials) == sorted(t["trial_id"] for t in info["trials"])
     for run in trials:  # every epoch exactly once, every run ended as Ray said
         assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "dev_f1")] == [1, 2]
         assert run.data.tags["doktra.status"] == "completed" and run.info.status == "FINISHED"
-    (stage,) = mlflow.search_runs([experiment], "tags.`doktra.level` = 'stage' and tags.`doktra.stage` = 'student'")
+    (stage,) = mlflow.search_runs([experiment], "tags.`doktra.level` = 'stage' and tags.`doktra.stage` = 'ctt'")
     assert stage.data.tags["doktra.winner.trial_id"] == info["trial_id"]
