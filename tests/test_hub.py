@@ -236,9 +236,12 @@ def test_search_downloads_before_ray_and_a_second_search_downloads_nothing(repos
         started = ray_start(first)
         assert started is not None and hub.requests and max(r.time for r in hub.requests) < started
 
+        # the same command again: its preflight asks the hub before Ray starts, as the first did; its
+        # CTT stage finished earlier (no trial to run: the preflight and Ray's start are what count here)
         served = len(hub.requests)
-        second = run(search_cmd(tmp_path / "runs2", *overrides), env, home, timeout=540)
+        second = run(search_cmd(tmp_path / "runs1", *overrides), env, home, timeout=540)
         assert second.returncode == 0, second.stderr[-3000:]
+        assert "[ctt] finished earlier" in second.stdout
         assert downloads(hub) == wanted  # nothing downloaded again
         again = hub.requests[served:]
         assert again and not [r for r in again if r.method == "GET" and "/resolve/" in r.path]
