@@ -34,6 +34,7 @@ import torch
 
 from doktra_tune.config import DataConfig, StageConfig
 from doktra_tune.encoding import collate
+from doktra_tune.losses import label_probabilities
 from doktra_tune.metrics import hoc_example_prf
 from doktra_tune.models import forward_cls_logits, load_checkpoint
 from doktra_tune.stages import train_teacher
@@ -77,12 +78,12 @@ def raw_logits(checkpoint: Path, data: DataConfig, split: str) -> tuple[np.ndarr
 
 
 def decisions(head: str, logits: np.ndarray, rule: str = "pair") -> np.ndarray:
-    """[N, 10] hallmark decisions: sigmoid10 z >= 0; pairs20 z_1 >= z_0 (rule "pair") or z_1 >= 0 ("one")."""
-    if head == "sigmoid10":
-        return (logits >= 0).astype(np.int64)
-    if rule == "pair":
-        return (logits[:, 1::2] >= logits[:, 0::2]).astype(np.int64)
-    return (logits[:, 1::2] >= 0).astype(np.int64)
+    """[N, 10] hallmark decisions: the stages' own (`label_probabilities` >= 0.5: sigmoid10 z >= 0, pairs20
+    z_1 >= z_0), or for pairs20 with rule "one" the `<i>_1` output alone (z_1 >= 0)."""
+    if head == "pairs20" and rule == "one":
+        return (logits[:, 1::2] >= 0).astype(np.int64)
+    probs = label_probabilities(torch.from_numpy(logits), multi_label=True, pairs=head == "pairs20")
+    return (probs >= 0.5).numpy().astype(np.int64)
 
 
 def doc_level(pred: np.ndarray, doc_ids: list) -> np.ndarray:

@@ -197,11 +197,11 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
 )}
 
 
-def get_task(name: str | TaskSpec, hoc_head: str | None = None) -> TaskSpec:
+def get_task(name: str | TaskSpec, hoc_head: str | None = None, option: str = "hoc_head") -> TaskSpec:
     """The registered task `name` (case-insensitive); ConfigError listing the known tasks.
 
     `hoc_head` (HOC_HEADS): HoC with that classifier head (None: the task as given, HoC's default
-    pairs20); a one-line ConfigError for any other task."""
+    pairs20); a one-line ConfigError, naming the setting `option`, for any other task."""
     if isinstance(name, TaskSpec):
         spec = name
     else:
@@ -215,10 +215,10 @@ def get_task(name: str | TaskSpec, hoc_head: str | None = None) -> TaskSpec:
         return spec
     if spec.hoc_head is None:
         raise ConfigError(
-            f"hoc_head={hoc_head!r} applies to task hoc only (task {spec.name} has one output per label); drop it"
+            f"{option}={hoc_head!r} applies to task hoc only (task {spec.name} has one output per label); drop it"
         )
     if hoc_head not in HOC_HEADS:
-        raise ConfigError(f"hoc_head={hoc_head!r} is unknown; use one of {', '.join(HOC_HEADS)}")
+        raise ConfigError(f"{option}={hoc_head!r} is unknown; use one of {', '.join(HOC_HEADS)}")
     return replace(spec, hoc_head=hoc_head)  # type: ignore[arg-type]
 
 
@@ -239,32 +239,35 @@ def checkpoint_head(meta: Mapping[str, Any], num_outputs: int | None = None) -> 
     return "pairs20" if num_outputs == 2 * task.num_labels else "sigmoid10"
 
 
+def _checked_head(meta: Mapping[str, Any], wanted: str | None, where: object, role: str,
+                  num_outputs: int | None) -> str | None:
+    """The checkpoint's HoC head (`checkpoint_head`); a one-line ConfigError when `wanted` is set and differs."""
+    head = checkpoint_head(meta, num_outputs)
+    if head is not None and wanted is not None and head != wanted:
+        raise ConfigError(
+            f"{role} {str(where)!r} has the {head} head, not {wanted}; set hoc_head={head} or use a "
+            f"{role} trained with hoc_head={wanted}"
+        )
+    return head
+
+
 def task_of_checkpoint(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint",
                        requested: str | None = None, num_outputs: int | None = None) -> TaskSpec:
     """`task` with the head the checkpoint at `where` was trained with (its outputs fix it; `num_outputs`:
     its classifier's width), after `check_checkpoint_task`; a one-line ConfigError when `requested` (a
     head asked for explicitly) differs from it."""
     check_checkpoint_task(meta, task, where, role)
-    head = checkpoint_head(meta, num_outputs)
-    if head is None or task.hoc_head is None:
+    if task.hoc_head is None:
         return task
-    if requested is not None and requested != head:
-        raise ConfigError(
-            f"{role} {str(where)!r} has the {head} head, not {requested}; set hoc_head={head} or use a "
-            f"{role} trained with hoc_head={requested}"
-        )
-    return get_task(task, head)
+    head = _checked_head(meta, requested, where, role, num_outputs)
+    return task if head is None else get_task(task, head)
 
 
 def check_checkpoint_head(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint",
                           num_outputs: int | None = None) -> None:
     """A one-line ConfigError when the checkpoint at `where` has another HoC head than `task`."""
-    head = checkpoint_head(meta, num_outputs)
-    if head is not None and task.hoc_head is not None and head != task.hoc_head:
-        raise ConfigError(
-            f"{role} {str(where)!r} has the {head} head, not {task.hoc_head}; use a {role} trained with "
-            f"hoc_head={task.hoc_head} or set hoc_head={head}"
-        )
+    if task.hoc_head is not None:
+        _checked_head(meta, task.hoc_head, where, role, num_outputs)
 
 
 def check_checkpoint_task(meta: Mapping[str, Any], task: TaskSpec, where: object, role: str = "checkpoint") -> None:
