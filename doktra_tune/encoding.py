@@ -1,8 +1,10 @@
 """Tokenized splits, length-bucketed batches and dynamic padding.
 
 `encode_split` tokenizes a split once per (data fingerprint, tokenizer, max_len): the token ids are
-stored as an HF `datasets` Arrow dataset under `<cache_dir>/tokenized/<key>/` (written to a temp
-folder and renamed, so concurrent trials never read half a file) and loaded from there afterwards.
+stored as an HF `datasets` Arrow dataset under `<cache_dir>/tokenized/<key>/` (written under a
+unique temporary name and renamed, so concurrent trials never read half a file; when two trials,
+on one host or two, write the same key at once, the first rename wins and the other keeps the ids it
+computed, which are the same) and loaded from there afterwards.
 Texts are single sentences: `tokenizer(text, truncation=True, max_length=max_len)`, special tokens
 included, no padding (padding happens per batch in `collate`).
 
@@ -16,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from doktra_tune import shared_files
 from doktra_tune.data import Example, label_matrix
 from doktra_tune.tasks import TaskSpec, get_task
 
@@ -121,30 +122,37 @@ def encode_split(
     labels = label_matrix(spec, examples)
     doc_ids = [ex.doc_id for ex in examples]
 
-    if (target / "dataset_info.json").is_file():
+    unusable = False  # an entry there that does not fit these examples: replaced below
+    if _is_encoded(target):
         ds = load_from_disk(str(target))
         input_ids = [list(ids) for ids in ds["input_ids"]]
         if len(input_ids) == len(examples):
             return EncodedSplit(input_ids, labels, doc_ids, target, from_cache=True)
+        unusable = True
 
     texts = [ex.text for ex in examples]
     encoded = tokenizer(texts, truncation=True, max_length=max_len)
     input_ids = [list(map(int, ids)) for ids in encoded["input_ids"]]
     base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{safe_prefix}-", dir=base))
+    tmp = shared_files.temp_sibling(target, "tmp")
     bars_were_on = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
     try:
-        Dataset.from_dict({"input_ids": input_ids}).save_to_disk(str(tmp / "ds"))
-        try:
-            os.replace(tmp / "ds", target)
-        except OSError:
-            pass  # another process wrote the same key first; its content is identical
+        Dataset.from_dict({"input_ids": input_ids}).save_to_disk(str(tmp))
+        if unusable:
+            shared_files.replace_dir(tmp, target)
+        else:  # False: another process published the same key first; its ids equal these
+            shared_files.publish_dir(tmp, target, _is_encoded)
     finally:
         if bars_were_on:
             ds_logging.enable_progress_bar()
         shutil.rmtree(tmp, ignore_errors=True)
     return EncodedSplit(input_ids, labels, doc_ids, target, from_cache=False)
+
+
+def _is_encoded(path: Path) -> bool:
+    """Whether ``path`` holds a whole saved token-id dataset."""
+    return (path / "dataset_info.json").is_file()
 
 
 def make_batches(

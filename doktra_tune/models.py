@@ -22,13 +22,13 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from doktra_tune import shared_files
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.jsonable import jsonable
 
@@ -139,11 +139,13 @@ def resolve_model_source(spec: str) -> str:
     if _hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
+        from doktra_tune.hub import where_here
+
         cached = try_to_load_from_cache(spec, "config.json")
         if not isinstance(cached, str):
             raise ConfigError(
-                f"model {spec!r} is not in the local Hugging Face cache and the hub is offline; "
-                f"download it first (huggingface-cli download {spec}) or use model=minilm / a local directory"
+                f"model {spec!r} is not in the local Hugging Face cache ({where_here()}) and the hub is offline; "
+                f"download it there first (`hf download {spec}`) or use model=minilm / a local directory"
             )
     return spec
 
@@ -262,8 +264,16 @@ def _random_config(rs: RandomSpec, vocab_size: int, pad_token_id: int, num_label
 
 
 def _wrap_load_error(spec: str, err: Exception) -> ConfigError:
+    """The one line for a model that transformers could not load here (e.g. its weights are not in the
+    cache): which host and cache, and the fix."""
+    from doktra_tune.hub import where_here
+
+    base, _ = split_truncation(spec)
+    hub_id = _HUB_ID_RE.match(base) is not None and not Path(base).expanduser().is_dir()
+    fix = f"run `hf download {base}` there, or check model=" if hub_id else "check model="
     return ConfigError(
-        f"cannot load model {spec!r} ({first_line(err)}); check model= (hub id, local dir, minilm, random:...)"
+        f"cannot load model {spec!r} on {where_here()} ({first_line(err)}); {fix} (hub id, local dir, minilm, "
+        "random:...)"
     )
 
 
@@ -347,21 +357,20 @@ def hidden_size(model: torch.nn.Module) -> int:
 def save_checkpoint(model: torch.nn.Module, tokenizer: Any, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``save_pretrained`` model + tokenizer files + doktra_meta.json to ``path`` atomically.
 
-    The files are written to a sibling temporary directory first and renamed into place, so a reader
-    (or a crash) never sees a half-written checkpoint. An existing ``path`` is replaced.
+    The files are written to a uniquely named sibling directory first and renamed into place, so a
+    reader (or a crash) never sees a half-written checkpoint. An existing ``path`` is swapped out
+    (``shared_files.replace_dir``): a reader finds the whole old checkpoint or the whole new one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = shared_files.temp_sibling(path, "tmp")
     try:
         with _quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
             json.dump(jsonable(meta), fh, indent=2, sort_keys=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        shared_files.replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -369,15 +378,18 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, path: str | Path, me
 
 
 def copy_checkpoint(source: str | Path, target: Path, *, leave_out: tuple[str, ...] = ()) -> Path:
-    """`source` copied to `target`, replacing what was there, so that a reader never sees half of it
-    (copied beside it, then renamed); files named in `leave_out` (e.g. the training state) stay behind."""
+    """`source` copied to `target`, replacing what was there, so that a reader never sees half of it:
+    copied in full under a unique name beside it (host, pid, uuid), then swapped in
+    (``shared_files.replace_dir``: a reader finds the whole old copy or the whole new one; two
+    publishers of one target both succeed and one copy wins whole). Files named in `leave_out` (e.g.
+    the training state) stay behind."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial, ignore=shutil.ignore_patterns(*leave_out) if leave_out else None)
-    if target.exists():
-        shutil.rmtree(target)
-    partial.rename(target)
+    partial = shared_files.temp_sibling(target, "partial")
+    try:
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns(*leave_out) if leave_out else None)
+        shared_files.replace_dir(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone already when it was swapped in
     return target
 
 

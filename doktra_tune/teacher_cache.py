@@ -8,19 +8,19 @@ classification embedding T_[CLS](x) of every example is a pure function of
 
 It is computed once, stored under ``<cache_dir>/teacher_cls/<key>/`` as ``cls.npy`` [N, H_T] and
 ``logits.npy`` [N, L] (float32, row i = example i of the split), and reused by every ABD trial and
-epoch. Writers take a file lock and publish with an atomic rename, so parallel trials computing the
-same key wait for one another instead of racing, and readers never see half-written files.
+epoch. An entry is written in full under a unique temporary name and published by one rename, so a
+reader never sees half of it. Writers of one key take a file lock, so parallel trials wait for one
+another instead of computing it twice; where the file system has no `flock` (Lustre `noflock`) or
+its locks are host-local, each writer computes the entry, the first rename wins, and the others
+drop their copy and read the winner's (a lost race is a cache hit, never an error).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from doktra_tune import shared_files
 from doktra_tune.data import Example
 from doktra_tune.device import autocast
 from doktra_tune.encoding import EncodedSplit, collate, encode_split
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 SUBDIR = "teacher_cls"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+ENTRY_FILES = ("cls.npy", "logits.npy", "meta.json")
 _identity_memo: dict[tuple[str, int, int], str] = {}
 _compute_count = 0
 
@@ -58,7 +60,7 @@ class TeacherOutputs:
     logits: np.ndarray  # float32 [N, L]
     key: str
     path: Path
-    computed: bool  # True when this call ran the teacher (cache miss)
+    computed: bool  # True when this call ran the teacher and its result is the published entry
 
 
 def checkpoint_identity(checkpoint_dir: str | Path) -> str:
@@ -141,21 +143,28 @@ def run_teacher(
     return cls_out, logits_out
 
 
+def is_entry(path: Path) -> bool:
+    """Whether ``path`` holds a whole cache entry."""
+    return all((path / name).is_file() for name in ENTRY_FILES)
+
+
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.load(path / "cls.npy"), np.load(path / "logits.npy")
 
 
-def _write_entry(target: Path, cls: np.ndarray, logits: np.ndarray, info: dict[str, Any]) -> None:
-    """Publish one cache entry atomically: written beside ``target``, then renamed onto it."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+def _write_entry(target: Path, cls: np.ndarray, logits: np.ndarray, info: dict[str, Any]) -> bool:
+    """Publish one cache entry: written in full under a unique name beside ``target``, then renamed
+    onto it. False when another writer published ``target`` first (this copy is dropped)."""
+    tmp = shared_files.temp_sibling(target, "tmp")
+    tmp.mkdir()
     try:
         np.save(tmp / "cls.npy", cls)
         np.save(tmp / "logits.npy", logits)
         with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2)
-        os.replace(tmp, target)
+        return shared_files.publish_dir(tmp, target, is_entry)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was published
 
 
 def teacher_outputs(
@@ -189,37 +198,36 @@ def teacher_outputs(
     key = cache_key(checkpoint_identity(ckpt), spec.name, split, ids_fingerprint(encoded), max_len, precision)
     base = Path(cache_dir).expanduser() / SUBDIR
     target = base / key
-    if (target / "cls.npy").is_file():
+    if is_entry(target):
         cls, logits = _load(target)
         return TeacherOutputs(cls, logits, key, target, computed=False)
 
     base.mkdir(parents=True, exist_ok=True)
-    with open(base / f"{key}.lock", "w") as lock_fh:
-        fcntl.flock(lock_fh, fcntl.LOCK_EX)  # parallel trials with the same key wait here
-        try:
-            if (target / "cls.npy").is_file():  # another process finished it while we waited
-                cls, logits = _load(target)
-                return TeacherOutputs(cls, logits, key, target, computed=False)
-            model = teacher[0] if teacher is not None else load_checkpoint(ckpt)[0].to(device)
-            cls, logits = _compute_entry(model, encoded, tokenizer.pad_token_id, target, batch_size=batch_size,
-                                         device=device, amp_dtype=amp_dtype, meta={
-                                             "teacher_checkpoint": str(ckpt.resolve()), "task": spec.name, "split": split,
-                                             "n": len(encoded), "max_len": max_len, "precision": precision})
-            return TeacherOutputs(cls, logits, key, target, computed=True)
-        finally:
-            fcntl.flock(lock_fh, fcntl.LOCK_UN)
+    with shared_files.lock(base / f"{key}.lock"):  # parallel trials with the same key wait here (where locks work)
+        if is_entry(target):  # another process finished it while we waited
+            cls, logits = _load(target)
+            return TeacherOutputs(cls, logits, key, target, computed=False)
+        model = teacher[0] if teacher is not None else load_checkpoint(ckpt)[0].to(device)
+        cls, logits, published = _compute_entry(
+            model, encoded, tokenizer.pad_token_id, target, batch_size=batch_size, device=device,
+            amp_dtype=amp_dtype, meta={"teacher_checkpoint": str(ckpt.resolve()), "task": spec.name, "split": split,
+                                       "n": len(encoded), "max_len": max_len, "precision": precision})
+        if not published:  # another writer published the entry first: every trial reads the same arrays
+            cls, logits = _load(target)
+        return TeacherOutputs(cls, logits, key, target, computed=published)
 
 
 def _compute_entry(
     model: torch.nn.Module, encoded: Any, pad_token_id: int, target: Path, *, batch_size: int,
     device: torch.device, amp_dtype: torch.dtype | None, meta: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the teacher over `encoded` and write the cache entry `target` (with `meta`)."""
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Run the teacher over `encoded` and publish the cache entry `target` (with `meta`):
+    (cls, logits, whether this copy was published rather than another writer's)."""
     global _compute_count
     start = time.perf_counter()
     cls, logits = run_teacher(model, encoded, pad_token_id, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
     _compute_count += 1
-    _write_entry(target, cls, logits, meta)
-    log.info("teacher [CLS] cache: %s %s, %d examples in %.1fs -> %s", meta["task"], meta["split"], meta["n"],
-             time.perf_counter() - start, target)
-    return cls, logits
+    published = _write_entry(target, cls, logits, meta)
+    log.info("teacher [CLS] cache: %s %s, %d examples in %.1fs -> %s%s", meta["task"], meta["split"], meta["n"],
+             time.perf_counter() - start, target, "" if published else " (published first by another process; reused)")
+    return cls, logits, published

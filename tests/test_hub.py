@@ -257,7 +257,7 @@ def test_unknown_gated_and_unreachable_models_are_one_line_and_exit_2_before_ray
             "404": (hub.endpoint, "student_model=no-such-org/no-such-model",
                     ["'no-such-org/no-such-model'", f"{hub.endpoint} has no repository with that id", "check the id"]),
             "401": (hub.endpoint, f"teacher_model={GATED}",
-                    [f"'{GATED}'", "gated repository", "accept its terms", "huggingface-cli login", "HF_TOKEN"]),
+                    [f"'{GATED}'", "gated repository", "accept its terms", "hf auth login", "HF_TOKEN"]),
             "unreachable": (unreachable, "teacher_model=roberta-base",
                             ["'roberta-base'", f"cannot be downloaded from {unreachable}", "ConnectError",
                              "check the network"]),

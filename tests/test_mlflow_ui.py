@@ -155,7 +155,7 @@ def test_tracking_through_the_http_server(server, tmp_path: Path) -> None:
     check_tracking_uri(base)  # reachable: no error
     tracker = SearchTracker(base, "chemprot", "remote", {"task": "chemprot"}, tmp_path / "remote")
     assert tracker.experiment_id == experiment_id  # the task's experiment is shared
-    with trial_run(tracker.trial_tracking("ctt"), {"beta": 0.3}, {"ray.trial_id": "r0"}) as log:
+    with trial_run(tracker, tracker.trial_tracking("ctt"), {"beta": 0.3}, {"ray.trial_id": "r0"}) as log:
         log.log_epoch({"dev_f1": 0.7}, step=1)
     tracker.record_outcomes("ctt", {"r0": "completed"})
     tracker.finish()

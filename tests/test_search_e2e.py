@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from doktra_tune.search.winners import read_run_json
+
 from tests.conftest import DATA_ROOT, run_tiny_search
 
 pytestmark = [
@@ -137,7 +139,7 @@ def test_abd_trials_start_from_the_stage_winners(search) -> None:
 
 def test_final_runs_chain_every_seed_and_cover_every_variant(search) -> None:
     run_dir, _, lines = search
-    results = json.loads((run_dir / "final" / "results.json").read_text())
+    results = read_run_json(run_dir / "final" / "results.json", run_dir)  # paths inside the run dir resolved
     runs = results["runs"]
     assert results["protocol"] == "chain"
     assert sorted(r["variant"] for r in runs) == sorted(

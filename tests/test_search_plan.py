@@ -302,6 +302,49 @@ def test_dependent_runs_start_a_distillation_once_its_inputs_exist(tmp_path: Pat
     assert [s.key(("variant", "seed")) for s in searcher.blocked] == [("doktra", 2)]
 
 
+def test_dependent_runs_take_completion_from_tune_not_from_the_file_system(tmp_path: Path) -> None:
+    """On a cluster the driver's network file system may not show a model another node just
+    published: a run whose trial completed without error has published it, file seen or not; a
+    model from an earlier run of the stage (made by no spec here) is looked for once, on disk."""
+    from doktra_tune.search.dependent_runs import DependentRuns
+
+    plan = _final_plan(variants=("teacher_ctt", "student_ft", "doktra"), seeds=(1,))
+    specs = plan.runs(str(tmp_path))
+    searcher = DependentRuns(specs, tmp_path)
+    started = {f"t{i}": RunSpec.from_json(searcher.suggest(f"t{i}")["run"]).record() for i in range(2)}
+    assert searcher.suggest("t2") is None
+    for trial_id in started:
+        searcher.on_trial_complete(trial_id, {})  # nothing on disk: Tune's word is enough
+    assert RunSpec.from_json(searcher.suggest("t3")["run"]).record()["variant"] == "doktra"
+    (doktra,) = [s for s in specs if s.labels.get("variant") == "doktra"]
+    for name in doktra.needs:  # a rerun of the stage: the inputs were published by the interrupted run
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    again = DependentRuns([doktra], tmp_path)
+    assert RunSpec.from_json(again.suggest("r0")["run"]).record()["variant"] == "doktra"
+    assert DependentRuns([doktra], tmp_path / "elsewhere").blocked == [doktra]  # inputs gone: blocked
+
+
+def test_a_final_run_waits_a_bounded_time_for_an_input_model(tmp_path: Path) -> None:
+    import threading
+
+    from doktra_tune.errors import ConfigError
+    from trainables.inputs import wait_for_models
+
+    model = tmp_path / "models" / "teacher_ctt-seed1"
+    with pytest.raises(ConfigError, match=r"model .*teacher_ctt-seed1 is not visible on host .* runs_root on storage"):
+        wait_for_models([model], timeout_s=0.3, poll_s=0.05)
+
+    def publish() -> None:
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+
+    timer = threading.Timer(0.3, publish)
+    timer.start()
+    wait_for_models([model], timeout_s=10, poll_s=0.05)  # returns once the copy shows up
+    timer.join()
+
+
 def test_winners_protocol_scores_the_search_models_once_and_distils_from_them() -> None:
     plan = _final_plan(protocol="winners", variants=("teacher_ctt", "student_ft", "doktra", "student_ft_cpl"))
     specs = [r.record() for r in plan.runs("/m")]

@@ -61,7 +61,7 @@ def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
     for stage, trials in stages.items():
         tracking = tracker.trial_tracking(stage, models)
         for trial_id, params, f1s in trials:
-            with trial_run(tracking, params, {"ray.trial_id": trial_id, "doktra.seed": 1}) as log:
+            with trial_run(tracker, tracking, params, {"ray.trial_id": trial_id, "doktra.seed": 1}) as log:
                 for epoch, f1 in enumerate(f1s, start=1):
                     log.log_epoch({"dev_f1": f1, "dev_ece": 0.05}, step=epoch)
         tracker.record_outcomes(stage, outcomes[stage])
@@ -75,7 +75,7 @@ def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
         for seed, f1 in enumerate(values, start=1):
             tags = {"ray.trial_id": f"{variant}-{seed}", "doktra.variant": variant,
                     "doktra.seed": seed, "doktra.origin": "seed re-run"}
-            with trial_run(tracking, {"seed": seed}, tags) as log:
+            with trial_run(tracker, tracking, {"seed": seed}, tags) as log:
                 metrics = {"test_f1": f1, "test_ece": ECE.get(variant, 0.05)}
                 if variant in LAT:
                     metrics["test_lat"] = LAT[variant][seed - 1]
@@ -92,7 +92,7 @@ def fill_search(run_dir: Path, search_id: str = "s1") -> SearchTracker:
     # resume above: not a row of its own
     tags = {"ray.trial_id": "teacher_ft-2-killed", "doktra.variant": "teacher_ft", "doktra.seed": 2,
             "doktra.origin": "seed re-run"}
-    with trial_run(tracking, {"seed": 2}, tags) as log:
+    with trial_run(tracker, tracking, {"seed": 2}, tags) as log:
         log.log_epoch({"dev_f1": 0.5}, step=1)
     client = MlflowClient(tracker.tracking_uri)
     (killed,) = client.search_runs([tracker.experiment_id], "tags.`ray.trial_id` = 'teacher_ft-2-killed'")
@@ -291,7 +291,7 @@ def test_two_searches_make_one_table2_with_avg_and_retain(filled: Path, tmp_path
     tracker = SearchTracker(new_store(ddi), "ddi", "d1", {"task": "ddi"}, ddi)
     tracking = tracker.trial_tracking("final", {"doktra.student_model": "random:albert:L1-H32"})
     for variant, f1 in (("teacher_ctt", 0.85), ("student_ft", 0.70), ("doktra", 0.80)):
-        with trial_run(tracking, {}, {"ray.trial_id": variant, "doktra.variant": variant,
+        with trial_run(tracker, tracking, {}, {"ray.trial_id": variant, "doktra.variant": variant,
                                       "doktra.seed": 1}) as log:
             log.log_epoch({"test_f1": f1}, step=1)
     tracker.finish()
@@ -318,7 +318,7 @@ def test_table7_scores_micro_f1_with_macro_f1_beside_it_and_says_what_differs(tm
     tracker = SearchTracker(new_store(run_dir), "fpb", "f1", config, run_dir)
     tracking = tracker.trial_tracking("final", {"doktra.student_model": "random:bert:L4-H192"})
     for variant, micro, macro in (("teacher_ctt", 0.80, 0.70), ("student_ft", 0.70, 0.55), ("doktra", 0.75, 0.60)):
-        with trial_run(tracking, {}, {"ray.trial_id": variant, "doktra.variant": variant, "doktra.seed": 1,
+        with trial_run(tracker, tracking, {}, {"ray.trial_id": variant, "doktra.variant": variant, "doktra.seed": 1,
                                       "doktra.origin": "seed re-run"}) as log:
             log.log_epoch({"test_f1": micro, "test_macro_f1": macro}, step=1)
     tracker.finish()

@@ -1,9 +1,9 @@
-"""doktra_tune.tracking against a real sqlite MLflow store (no Ray: the tracker and trial_run are
-driven directly, the way the search driver and the trainables call them)."""
+"""doktra_tune.tracking against a real sqlite MLflow store (no Ray: the tracker, the trial-run writer
+and the Tune callback are driven directly, the way the search driver and Tune call them)."""
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import shutil
 import socket
@@ -15,7 +15,6 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import using_tracking_uri
 from doktra_tune.errors import ConfigError
 from doktra_tune.tracking import (
     SearchTracker,
@@ -52,7 +51,7 @@ def _fill(run_dir: Path) -> SearchTracker:
     tracking = tracker.trial_tracking("ctt", {"doktra.teacher_model": "random:bert:L1-H32"})
     for trial_id, beta, f1s in (("t0", 0.0, [0.50, 0.60]), ("t1", 0.3, [0.55, 0.65])):
         params = {"beta": beta, "lr": 2e-5, "data": {"task": "chemprot", "max_len": 32}}
-        with trial_run(tracking, params, {"ray.trial_id": trial_id, "doktra.seed": 1}) as log:
+        with trial_run(tracker, tracking, params, {"ray.trial_id": trial_id, "doktra.seed": 1}) as log:
             for epoch, f1 in enumerate(f1s, start=1):
                 log.log_epoch({"dev_f1": f1, "dev_ece": 0.1 * epoch, "note": "x"}, step=epoch)
             log.log_dict({"edges": [0.0, 1.0]}, "reliability_dev.json")
@@ -129,7 +128,7 @@ def test_resume_reuses_every_run(tmp_path: Path) -> None:
     assert again.stage_run_id("ctt") == first.stage_run_id("ctt")
     tracking = again.trial_tracking("ctt")
     params = {"beta": 0.0, "lr": 2e-5, "data": {"task": "chemprot", "max_len": 32}}
-    with trial_run(tracking, params, {"ray.trial_id": "t0"}) as log:  # Ray restores trial t0
+    with trial_run(again, tracking, params, {"ray.trial_id": "t0"}) as log:  # Ray restores trial t0
         log.log_epoch({"dev_f1": 0.99}, step=2)  # already logged at step 2: kept once
         log.log_epoch({"dev_f1": 0.70}, step=3)
     client, runs = _runs(default_tracking_uri(tmp_path))
@@ -166,10 +165,11 @@ def test_record_outcomes_and_stage_summary(tmp_path: Path) -> None:
 def test_exception_marks_trial_errored_and_reraises(tmp_path: Path) -> None:
     tracker = SearchTracker(new_store(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
     tracking = tracker.trial_tracking("abd")
-    # a local sqlite store cannot go away: no outbox is built for it (only for http(s) servers)
-    assert tracker.outbox is None and tracking["outbox_dir"] is None
+    # a local sqlite store cannot go away: no outbox is built for it (only for http(s) servers);
+    # the handle Ray ships to the trials names no store at all (the driver is the only writer)
+    assert tracker.outbox is None and set(tracking) == {"stage", "tags", "files_dir"}
     with pytest.raises(RuntimeError, match="nan loss"):
-        with trial_run(tracking, {"gamma": 0.9}, {"ray.trial_id": "bad"}) as log:
+        with trial_run(tracker, tracking, {"gamma": 0.9}, {"ray.trial_id": "bad"}) as log:
             log.log_epoch({"dev_f1": 0.1}, step=1)
             raise RuntimeError("nan loss")
     _, runs = _runs(default_tracking_uri(tmp_path))
@@ -177,35 +177,54 @@ def test_exception_marks_trial_errored_and_reraises(tmp_path: Path) -> None:
     assert (bad.data.tags["doktra.status"], bad.info.status) == ("errored", "FAILED")
 
 
-def test_tracking_none_is_a_noop() -> None:
-    with trial_run(None, {"lr": 1.0}, {}) as log:
-        log.log_epoch({"dev_f1": 0.5}, step=1)
-        log.log_dict({"a": 1}, "a.json")
-        log.set_tags({"x": "y"})
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
 
 
-def _worker(tracking: dict, trial_id: str) -> None:
-    with trial_run(tracking, {"seed": trial_id}, {"ray.trial_id": trial_id}) as log:
-        for epoch in range(1, 6):
-            log.log_epoch({"dev_f1": epoch / 10, "dev_ece": 0.01}, step=epoch)
+def test_the_driver_writes_trial_runs_from_tune_events(tmp_path: Path) -> None:
+    """TrialTracking (the stage Tuner's callback) is the only writer of the trials' runs: the first
+    report's RUN_INFO gives params, tags and datasets; each epoch is logged once even when a retried
+    trial reports it again; the trial's evaluation files become artifacts and leave the shared
+    directory; a failed trial is FAILED; bookkeeping keys never become metrics."""
+    from doktra_tune.search.trial_tracking import TrialTracking
+    from doktra_tune.tracking import dataset_input
+    from trainables.tune_session import GPU_IDS, RUN_INFO
 
-
-def test_parallel_trial_processes_share_the_sqlite_file(tmp_path: Path) -> None:
     tracker = SearchTracker(new_store(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
-    tracking = tracker.trial_tracking("student")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(tracking, f"p{i}")) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0]
-    with using_tracking_uri(default_tracking_uri(tmp_path)):
-        df = mlflow.search_runs(
-            experiment_names=["doktra-chemprot"], filter_string="tags.`doktra.level` = 'trial'"
-        )
-    assert sorted(df["tags.ray.trial_id"]) == ["p0", "p1"]
-    assert (df["metrics.dev_f1"] == 0.5).all()
+    handle = tracker.trial_tracking("ctt", {"doktra.teacher_model": "random:bert:L1-H32"})
+    callback = TrialTracking(tracker, handle)
+    files = Path(handle["files_dir"]) / "t0"
+    files.mkdir(parents=True)
+    (files / "metrics_dev.json").write_text('{"f1": 0.6}')
+    info = json.dumps({"params": {"beta": 0.3, "data": {"max_len": 32}}, "tags": {"doktra.seed": "1"},
+                       "datasets": [dataset_input("chemprot-train", "/d (x)", "abc123", "train")]})
+    trial = _Trial("t0")
+
+    def result(epoch: int, f1: float, **extra) -> dict:
+        return {"epoch": float(epoch), "dev_f1": f1, "dev_ece": 0.1, "search_score": f1, "training_iteration": epoch,
+                "node_ip": "10.0.0.2", "pid": 123, "node_id": "n", GPU_IDS: ["0"], "time_total_s": 1.0, **extra}
+
+    callback.on_trial_result(0, [], trial, result(1, 0.5, **{RUN_INFO: info}))
+    callback.on_trial_result(0, [], trial, result(2, 0.6))
+    callback.on_trial_result(0, [], trial, result(2, 0.99, **{RUN_INFO: info}))  # retried from epoch 1's checkpoint
+    callback.on_trial_result(0, [], trial, result(3, 0.7))
+    callback.on_trial_complete(0, [], trial)
+    callback.on_trial_error(0, [], _Trial("t1"))  # died before its first report
+    client, runs = _runs(default_tracking_uri(tmp_path))
+    trials = {r.data.tags["ray.trial_id"]: r for r in runs if r.data.tags["doktra.level"] == "trial"}
+    t0 = trials["t0"]
+    assert [(m.step, m.value) for m in client.get_metric_history(t0.info.run_id, "dev_f1")] == [
+        (1, 0.5), (2, 0.6), (3, 0.7)]
+    assert set(t0.data.metrics) == {"dev_f1", "dev_ece"}  # no pid, time, search score or epoch
+    assert t0.data.params["beta"] == "0.3" and t0.data.params["data.max_len"] == "32"
+    assert t0.data.tags["doktra.seed"] == "1" and t0.data.tags["doktra.teacher_model"] == "random:bert:L1-H32"
+    assert (t0.data.tags["doktra.status"], t0.info.status) == ("completed", "FINISHED")
+    assert t0.info.run_name == "ctt-seed1-t0"
+    assert [d.dataset.digest for d in client.get_run(t0.info.run_id).inputs.dataset_inputs] == ["abc123"]
+    assert [a.path for a in client.list_artifacts(t0.info.run_id)] == ["metrics_dev.json"]
+    assert not files.exists()  # logged: MLflow holds it now
+    assert (trials["t1"].data.tags["doktra.status"], trials["t1"].info.status) == ("errored", "FAILED")
 
 
 def test_a_rerun_closes_the_runs_a_killed_driver_left_running(tmp_path: Path) -> None:
@@ -213,8 +232,8 @@ def test_a_rerun_closes_the_runs_a_killed_driver_left_running(tmp_path: Path) ->
     the rerun marks them KILLED (trials: doktra.status=interrupted) before it starts."""
     first = SearchTracker(new_store(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
     tracking = first.trial_tracking("ctt")
-    context = trial_run(tracking, {"beta": 0.0}, {"ray.trial_id": "t9"})
-    log = context.__enter__()  # the trial is running when its driver dies: no exit, no finish()
+    context = trial_run(first, tracking, {"beta": 0.0}, {"ray.trial_id": "t9"})
+    log = context.__enter__()  # the trial is running when its driver dies: no exit, no complete()
     log.log_epoch({"dev_f1": 0.5}, step=1)
     lines: list[str] = []
     again = SearchTracker(default_tracking_uri(tmp_path), "chemprot", "s1", CONFIG, tmp_path, echo=lines.append)

@@ -1,7 +1,8 @@
 """Trainable adapters (trainables/): config merge, per-epoch reports, artifacts, errors.
 
-Runs the real stage functions on a tiny random BERT outside Ray (the report hook is captured),
-with a real sqlite MLflow store.
+Runs the real stage functions on a tiny random BERT outside Ray (the report hook is captured);
+the captured reports go through the driver's Tune callback (`TrialTracking`) into a real sqlite
+MLflow store, as on a search: the trial itself never opens the store.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ def test_final_trainable_rejects_unknown_stage() -> None:
         final_trainable({"run": {"overrides": {}}}, bases={})
 
 
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def _as_driver(tracker, tracking: dict, trial_id: str, reports: list[dict], ended: str = "complete") -> None:
+    """What the driver does with a trial's reports and end (Tune's events on its callback)."""
+    from doktra_tune.search.trial_tracking import TrialTracking
+
+    callback, trial = TrialTracking(tracker, tracking), _Trial(trial_id)
+    for epoch, metrics in enumerate(reports, start=1):
+        callback.on_trial_result(0, [], trial, {"training_iteration": epoch, **metrics})
+    getattr(callback, f"on_trial_{ended}")(0, [], trial)
+
+
 def _base(tmp_path: Path, **kw) -> StageConfig:
     data = DataConfig(task="chemprot", data_dir=str(CHEMPROT), max_len=32, train_limit=32, dev_limit=16,
                       test_limit=16, cache_dir=str(tmp_path / "cache"))
@@ -93,6 +109,10 @@ def test_stage_trial_reports_every_epoch_and_logs_artifacts(tmp_path: Path, monk
         assert metrics["search_score"] == pytest.approx(metrics["dev_f1"] - 1e-6 * metrics["dev_loss"], abs=1e-12)
     assert len(result.history) == 2
     assert not (tmp_path / STAGE_OUTPUT).exists()  # the stage's own copies are cleaned up
+    assert "doktra_run" in reports[0][0] and "doktra_run" not in reports[1][0]  # run info: first report only
+    files = Path(tracking["files_dir"]) / "t0"  # the evaluation files, on shared storage for the driver
+    assert {"metrics_test.json", "reliability_dev.png"} <= {p.name for p in files.iterdir()}
+    _as_driver(tracker, tracking, "t0", [m for m, _ in reports])
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([tracker.experiment_id], "tags.`ray.trial_id` = 't0'")
@@ -119,9 +139,12 @@ def test_non_finite_loss_raises_and_marks_the_run_errored(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", "chemprot", "sid", {"x": 1}, tmp_path)
     tracking = tracker.trial_tracking("student", {"ray.trial_id": "bad"})
+    reports: list[dict] = []
     with pytest.raises(NonFiniteLossError):
-        with StageTrial("student", RunSpec(overrides={"lr": 1e6}), _base(tmp_path), tracking, report=lambda m, c: None) as trial:
+        with StageTrial("student", RunSpec(overrides={"lr": 1e6}), _base(tmp_path), tracking,
+                        report=lambda m, c: reports.append(m)) as trial:
             trial.finish(train_student(trial.stage_config, on_epoch=trial.on_epoch))
+    _as_driver(tracker, tracking, "bad", reports, ended="error")
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
         [tracker.experiment_id], "tags.`ray.trial_id` = 'bad'")[0]
     assert run.data.tags["doktra.status"] == "errored" and run.info.status == "FAILED"
@@ -150,6 +173,7 @@ def test_run_evaluation_scores_a_checkpoint_once_as_a_final_run(tmp_path: Path, 
     direct = evaluate_checkpoint(teacher.last_checkpoint, base.data, "test")
     assert metrics["test_f1"] == pytest.approx(direct.metrics["f1"]) and metrics["epoch"] == 2.0
     assert len(reports) == 1 and reports[0]["dev_f1"] == metrics["dev_f1"]
+    _as_driver(tracker, tracking, "e0", reports)
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
         [tracker.experiment_id], "tags.`ray.trial_id` = 'e0'")[0]
     assert run.data.tags["doktra.origin"] == "search winner" and run.data.tags["doktra.variant"] == "teacher_ctt"

@@ -15,6 +15,7 @@ from doktra_tune.run_spec import RunSpec
 from trainables.abd import abd_trainable, abd_trunk_trainable
 from trainables.ctt import ctt_trainable
 from trainables.evaluate import evaluate_trainable
+from trainables.inputs import wait_for_models
 from trainables.student import student_trainable
 
 STAGE_TRAINABLES = {"ctt": ctt_trainable, "student": student_trainable, "abd": abd_trainable}
@@ -30,6 +31,10 @@ def final_trainable(
     stage = spec.stage
     if stage not in FINAL_TRAINABLES:
         raise ValueError(f"a final run needs a stage in {sorted(FINAL_TRAINABLES)}, got {stage!r}")
+    if spec.needs:  # published by runs Tune saw complete; visible on this node within a bounded wait
+        if models_dir is None:
+            raise ValueError("a final run that reads published models needs models_dir")
+        wait_for_models(Path(models_dir) / name for name in spec.needs)
     if spec.publish:
         if models_dir is None:
             raise ValueError("a final run that publishes its model needs models_dir")

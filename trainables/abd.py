@@ -17,6 +17,7 @@ from doktra_tune.config import DistillConfig
 from doktra_tune.prefix import SharedPrefix
 from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages import distill
+from trainables.inputs import wait_for_models
 from trainables.sharing import Sharing
 from trainables.trial import StageTrial
 
@@ -29,6 +30,8 @@ def abd_trainable(
     `prefix`, it starts from its trunk's checkpoint at its switch epoch (none when that is 0)."""
     spec = RunSpec.of_trial(config)
     start = prefix.start(spec.stage_config(base).to_dict()) if prefix is not None else None
+    if start is not None:  # published by a trunk trial that completed, perhaps on another node
+        wait_for_models([start])
     sharing = Sharing(prefix=start) if start is not None else None
     with StageTrial("abd", spec, base, tracking, publish_to=publish_to, sharing=sharing) as trial:
         trial.finish(distill(trial.stage_config, on_epoch=trial.on_epoch))

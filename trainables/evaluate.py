@@ -3,10 +3,6 @@ report the search's own teacher and student (the models DoKTra starts from) on d
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any, Mapping
 
 from doktra_tune.config import StageConfig
@@ -14,10 +10,10 @@ from doktra_tune.models import read_meta
 from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages import evaluate_checkpoint
 from doktra_tune.stages.splits import evaluated_splits
-from doktra_tune.tracking import trial_run
 from doktra_tune.tracking.datasets import dataset_inputs
-from doktra_tune.tracking.evaluations import log_evaluations
+from doktra_tune.tracking.evaluations import write_evaluations
 from trainables import tune_session
+from trainables.trial import run_info, trial_files
 
 
 def evaluate_trainable(config: dict, base: StageConfig, tracking: dict | None = None) -> None:
@@ -34,7 +30,7 @@ def run_evaluation(
 ) -> dict[str, float]:
     """Score an existing checkpoint (`model` of the merged config: the search's winner of the final
     runs' `winners` protocol) on dev and `eval_splits`, in the precision it was trained in; one
-    report (step = the checkpoint's epoch), logged like a trained trial's last epoch."""
+    report (step = the checkpoint's epoch), recorded by the driver like a trained trial's last epoch."""
     spec = RunSpec.of_trial(config)
     cfg = spec.stage_config(base)
     meta = read_meta(cfg.model)
@@ -43,24 +39,23 @@ def run_evaluation(
     params = {"model": cfg.model, "seed": trained.get("seed", cfg.seed), "epoch": epoch,
               **{k: trained[k] for k in ("lr", "beta", "epochs", "gamma") if k in trained}}
     tags = {"doktra.seed": str(params["seed"]), **spec.tags()}
-    work = Path(tempfile.mkdtemp(prefix="doktra_evaluate_", dir=os.environ.get("DOKTRA_SCRATCH_DIR")))
-    try:
-        with trial_run(tracking, params, tags) as logger:
-            logger.log_datasets(dataset_inputs(cfg.data, evaluated_splits(cfg)))
-            evaluations = {
-                split: evaluate_checkpoint(
-                    cfg.model, cfg.data, split, teacher_checkpoint=meta.get("teacher_checkpoint"),
-                    ece_bins=cfg.ece_bins, device=cfg.device, precision=str(trained.get("precision", cfg.precision)),
-                    batch_size=cfg.eval_batch_size,
-                )
-                for split in evaluated_splits(cfg)
-            }
-            metrics = {"epoch": float(epoch)}
-            for split, ev in evaluations.items():
-                metrics.update({f"{split}_{k}": float(v) for k, v in ev.metrics.items()})
-            logger.log_epoch(metrics, step=max(epoch, 1))
-            report(tune_session.with_search_score(metrics), None)
-            log_evaluations(cfg.data.task, evaluations, work / "evaluation", logger)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    trial_id, files_dir = trial_files(tracking)
+    info = run_info(params, tags, dataset_inputs(cfg.data, evaluated_splits(cfg))) if tracking is not None else None
+    evaluations = {
+        split: evaluate_checkpoint(
+            cfg.model, cfg.data, split, teacher_checkpoint=meta.get("teacher_checkpoint"),
+            ece_bins=cfg.ece_bins, device=cfg.device, precision=str(trained.get("precision", cfg.precision)),
+            batch_size=cfg.eval_batch_size,
+        )
+        for split in evaluated_splits(cfg)
+    }
+    metrics: dict[str, float] = {"epoch": float(epoch)}
+    for split, ev in evaluations.items():
+        metrics.update({f"{split}_{k}": float(v) for k, v in ev.metrics.items()})
+    if files_dir is not None:
+        write_evaluations(cfg.data.task, evaluations, files_dir)
+    payload: dict[str, Any] = dict(tune_session.with_search_score(metrics))
+    if info is not None:
+        payload[tune_session.RUN_INFO] = info
+    report(payload, None)
     return metrics

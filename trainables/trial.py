@@ -16,10 +16,12 @@ and removes the trial's scratch directory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -32,9 +34,9 @@ from doktra_tune.models import copy_checkpoint
 from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.stages.splits import evaluated_splits
-from doktra_tune.tracking import TrialLogger, trial_run
+from doktra_tune.jsonable import jsonable
 from doktra_tune.tracking.datasets import dataset_inputs
-from doktra_tune.tracking.evaluations import log_evaluations
+from doktra_tune.tracking.evaluations import write_evaluations
 from trainables import tune_session
 from trainables.sharing import Sharing, shared_history
 
@@ -46,6 +48,20 @@ def run_params(values: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(values)
     out.pop("output_dir", None)
     return out
+
+
+def trial_files(tracking: Mapping[str, Any] | None) -> tuple[str, Path | None]:
+    """(this trial's id, the directory its evaluation files go to) from the stage's trial-files
+    handle (`SearchTracker.trial_tracking`); no directory without a handle."""
+    trial_id = str((tracking or {}).get("tags", {}).get("ray.trial_id") or tune_session.trial_id(uuid.uuid4().hex[:10]))
+    if tracking is None or not tracking.get("files_dir"):
+        return trial_id, None
+    return trial_id, Path(tracking["files_dir"]) / trial_id
+
+
+def run_info(params: Mapping[str, Any], tags: Mapping[str, str], datasets: list[dict[str, Any]]) -> str:
+    """The trial run's params, tags and datasets as the JSON its first report carries (`RUN_INFO`)."""
+    return json.dumps(jsonable({"params": dict(params), "tags": dict(tags), "datasets": datasets}))
 
 
 def check_finite_loss(stage: str, metrics: Mapping[str, float], epoch: int) -> None:
@@ -102,9 +118,12 @@ class StageTrial:
             tags = {"doktra.seed": str(self.stage_config.seed), **self._spec.tags()}
             if replay and self._sharing.prefix is not None:
                 tags["doktra.shared_prefix"] = f"{self._sharing.prefix.parent.name}, epochs 1-{len(replay)}"
-            self.logger: TrialLogger = exits.enter_context(
-                trial_run(self._tracking, run_params(self.stage_config.to_dict()), tags))
-            self.logger.log_datasets(dataset_inputs(self.stage_config.data, ["train", *evaluated_splits(self.stage_config)]))
+            self.trial_id, self._files_dir = trial_files(self._tracking)
+            self._run_info: str | None = None
+            if self._tracking is not None:
+                self._run_info = run_info(
+                    run_params(self.stage_config.to_dict()), tags,
+                    dataset_inputs(self.stage_config.data, ["train", *evaluated_splits(self.stage_config)]))
             for epoch, metrics in enumerate(replay, start=1):  # the shared epochs, reported as this trial's, marked
                 checkpoint = self._sharing.prefix if epoch == len(replay) else None
                 self._report_epoch(epoch, {**metrics, SHARED_METRIC: 1.0}, checkpoint)
@@ -127,8 +146,10 @@ class StageTrial:
         return self._base.resume_from, []
 
     def _report_epoch(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        self.logger.log_epoch(metrics, step=epoch)
-        self._report(tune_session.with_search_score(metrics), checkpoint)
+        payload: dict[str, Any] = dict(tune_session.with_search_score(metrics))
+        if self._run_info is not None:  # the first report of this process: what the driver's MLflow run needs
+            payload[tune_session.RUN_INFO], self._run_info = self._run_info, None
+        self._report(payload, checkpoint)
 
     def on_epoch(self, rep: EpochReport) -> None:
         """The stage's per-epoch callback: the NaN guard, a trunk's switch-epoch checkpoint, the report."""
@@ -139,10 +160,12 @@ class StageTrial:
         self._report_epoch(rep.epoch, metrics, rep.checkpoint_dir)
 
     def finish(self, result: StageResult) -> StageResult:
-        """Log the stage's own evaluation of the epoch whose checkpoint Tune keeps as the trial's
-        result (the last one, else the best); the trial publishes that model when it is left."""
+        """Write the stage's own evaluation of the epoch whose checkpoint Tune keeps as the trial's
+        result (the last one, else the best) for the driver to log; the trial publishes that model
+        when it is left."""
         evaluations = result.last_evaluations if result.last_checkpoint else result.best_evaluations
-        log_evaluations(self.stage_config.data.task, evaluations, self.work / "evaluation", self.logger)
+        if self._files_dir is not None:
+            write_evaluations(self.stage_config.data.task, evaluations, self._files_dir)
         self._result = result
         return result
 

@@ -5,6 +5,13 @@ Tuner over all of them with this searcher starts a distillation the moment its t
 been published (`final/models/<name>`), while other seeds' teachers still train: no wave barrier,
 no core idling at its end. A spec whose input failed is never started (`blocked`).
 
+"Published" is Tune's word, not a `stat` on the driver: a run whose trial completed without error
+has published its model (it copies it before its trainable returns), so a model written on another
+node is never taken for missing because the driver's network file system cached an earlier look-up.
+Only models an earlier run of the stage published (no spec of this Tuner makes them) are looked for
+on disk, once, when the searcher is made. The trial that reads a model waits a bounded time for it
+to appear on its node (`trainables.inputs.wait_for_models`).
+
 What it reads of a `RunSpec`: `publish` — the model name the run writes under the models
 directory when it ends well; `needs` — the model names it reads.
 """
@@ -29,12 +36,11 @@ class DependentRuns(Searcher):
         self._waiting = list(range(len(self.specs)))
         self._running: dict[str, int] = {}  # trial id -> spec index
         produced = {spec.publish for spec in self.specs}
+        earlier = {name for spec in self.specs for name in spec.needs if name not in produced}
+        # published: by an earlier run of the stage (on disk now), or by a trial of this Tuner that completed
+        self._published: set[str] = {name for name in earlier if (self.models_dir / name / "config.json").is_file()}
         # model names that will never exist: their run failed, or no spec makes them and they are not there
-        self._failed: set[str] = {name for spec in self.specs for name in spec.needs
-                                  if name not in produced and not self._published(name)}
-
-    def _published(self, name: str) -> bool:
-        return (self.models_dir / name / "config.json").is_file()
+        self._failed: set[str] = earlier - self._published
 
     @property
     def blocked(self) -> list[RunSpec]:
@@ -46,7 +52,7 @@ class DependentRuns(Searcher):
             needs = self.specs[index].needs
             if set(needs) & self._failed:
                 continue
-            if all(self._published(name) for name in needs):
+            if all(name in self._published for name in needs):
                 self._waiting.remove(index)
                 self._running[trial_id] = index
                 return {RUN_FIELD: self.specs[index].to_json()}
@@ -59,8 +65,8 @@ class DependentRuns(Searcher):
         if index is None:
             return
         name = self.specs[index].publish
-        if name and (error or not self._published(name)):
-            self._failed.add(name)
+        if name:
+            (self._failed if error else self._published).add(name)
 
     # Nothing to save: a resumed final stage builds a new searcher for the runs still missing.
     def save(self, checkpoint_path: str) -> None:

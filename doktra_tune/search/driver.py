@@ -13,7 +13,9 @@ A trial's model is its last epoch (`search.handoff=final_epoch`, as the authors'
 Tune keeps the latest checkpoint) or its best dev-F1 epoch (`best_epoch`); winners are chosen on the
 metrics of exactly that epoch, and that checkpoint is handed to the next stage.
 
-Run directory `<runs_root>/<search_id>/`: `config.yaml`, `mlflow.db`, `ray/<stage>/` (Tune),
+Run directory `<runs_root>/<search_id>/`: `lease.json` (the running search's lease,
+`search/lease.py`: one search per run directory), `config.yaml`, `mlflow.db`, `ray/<stage>/` (Tune),
+`trials/<stage>/<trial id>/` (a trial's evaluation files until the driver logged them),
 `stages/<stage>/{winner.json,winner/}`, `final/{results.json,models/}`. A stage whose `winner.json`
 exists is skipped; an interrupted stage is resumed (`StageRunner.run`). Every input is checked
 (`plan`, `preflight`) before the run directory exists.
@@ -21,7 +23,6 @@ exists is skipped; an interrupted stage is resumed (`StageRunner.run`). Every in
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_ru
 from doktra_tune.device import CPU_KERNEL_ENV
 from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.plan import Plan, build_plan
+from doktra_tune.search.lease import RunDirLease
+from doktra_tune.search.node_check import check_nodes
 from doktra_tune.search.preflight import preflight
 from doktra_tune.errors import DoktraError, first_line
 from doktra_tune.config import DistillConfig, StageConfig
@@ -53,6 +56,7 @@ from doktra_tune.search.winners import (
     holes,
     leaderboard,
     pick_winner,
+    read_run_json,
     read_winner,
     selection_rule,
     write_leaderboard,
@@ -213,7 +217,7 @@ class SearchDriver:
         out = self.run_dir / "final" / "results.json"
         if out.is_file():
             self.echo(f"[final] finished earlier: {out} (skipped)")
-            return read_json(out)
+            return read_run_json(out, self.run_dir)
         plan = self.final_plan(winners)
         f = self.config.final
         folds = f" x folds {list(plan.folds)}" if plan.folds else ""
@@ -239,7 +243,7 @@ class SearchDriver:
                    "runs": runs, "summary": summary,
                    "winners": {"ctt": winners["ctt"]["params"], "student": {**winners["student"]["params"],
                                "e1": winners["student"]["e1"]}, "abd": winners["abd"]["params"]}}
-        atomic_write_json(out, results)
+        atomic_write_json(out, results, self.run_dir)
         self.tracker.log_stage_summary("final", {"runs": len(runs), "protocol": plan.protocol}, [out])
         self._end_stage("final", records, lambda run_dir, _stage: free_final(run_dir))
         for variant, s in summary.items():
@@ -249,7 +253,7 @@ class SearchDriver:
                 f"{', ± over ' + s['std_over'] if s.get('std_over', 'runs') != 'runs' else ''})"
             )
         self.echo(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
-        return read_json(out)
+        return read_run_json(out, self.run_dir)
 
     def outcome_stage(self, winners: dict[str, dict[str, Any]], results: dict[str, Any]) -> None:
         """The outcome in MLflow (tables, plots, metrics, description, registered winners); then the
@@ -279,8 +283,7 @@ class SearchDriver:
             f"search {self.plan.search_id}: task {self.plan.task}, preset {self.config.preset}, "
             f"run dir {self.run_dir}, mlflow {self.tracker.tracking_uri}"
         )
-        self.echo(f"ray: {self.resources.max_concurrent} concurrent trial(s) x {self.resources.per_trial} "
-                  f"{self.session.where}")
+        self.echo(f"ray: {self.resources.describe()} {self.session.where}")
         status = "FAILED"
         summary: dict[str, Any] = {"run_dir": str(self.run_dir)}
         try:
@@ -301,10 +304,6 @@ class SearchDriver:
                           "run of this command sends them once the server answers")
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
 def _quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -313,8 +312,9 @@ def _quiet_libraries() -> None:
 def run_search(
     cfg: DictConfig | dict[str, Any], echo: Echo = echo_stdout, overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Check `cfg` (plan, preflight), connect Ray, create the run directory and run the search.
-    `overrides`: the command line's (for the outcome's "reproduce" line)."""
+    """Check `cfg` (plan, preflight), take the run directory's lease (`search.lease`: one search per run
+    directory), connect Ray and run the search. `overrides`: the command line's (for the outcome's
+    "reproduce" line)."""
     _quiet_libraries()
     plan = build_plan(cfg)
     if plan.config.search.dry_run:  # the plan, printed: no preflight (downloads), Ray or run directory
@@ -324,11 +324,15 @@ def run_search(
             echo(line)
         return {"dry_run": True, "search_id": plan.search_id, "run_dir": str(plan.run_dir)}
     preflight(plan)
-    stale = stop_recorded_ray(plan.run_dir / RAY_PROCESSES_FILE)
-    if stale:
-        echo(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
-    with RaySession(plan.config.ray, worker_env=CPU_KERNEL_ENV[plan.config.train.cpu_kernels]) as session:
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        (plan.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.raw)))
-        session.record(plan.run_dir / RAY_PROCESSES_FILE)
-        return SearchDriver(plan, session, echo, overrides).run()
+    # One search per run directory: a live copy is one line (exit 2); a dead or silent one's lease is taken
+    # over. Only then the Ray processes a killed earlier driver on this machine left behind are stopped.
+    with RunDirLease(plan.run_dir, plan.search_id, echo=echo) as lease:
+        if lease.previous is None or lease.previous.on_this_machine():
+            stale = stop_recorded_ray(plan.run_dir / RAY_PROCESSES_FILE)
+            if stale:
+                echo(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
+        with RaySession(plan.config.ray, worker_env=CPU_KERNEL_ENV[plan.config.train.cpu_kernels]) as session:
+            (plan.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.raw)))
+            session.record(plan.run_dir / RAY_PROCESSES_FILE)
+            check_nodes(plan, echo)  # every node: models, data, runs_root, cache_dir, versions; exit 2 before any trial
+            return SearchDriver(plan, session, echo, overrides).run()

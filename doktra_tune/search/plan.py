@@ -1,8 +1,10 @@
 """The plan of a search: its typed configuration, grids, run directory and search id.
 
-`build_plan` needs no network and no data: it checks the configuration (`schema`), reads the grid
-files (`search_spaces/*.yaml` or the user's) and derives the search id and run directory. The I/O
-checks come after it (`preflight`), before anything is written.
+`build_plan` needs no network and no data: it makes every path-like setting absolute against the
+working directory (`paths.absolute_settings`: trials run in directories of their own), checks the
+configuration (`schema`), reads the grid files (`search_spaces/*.yaml` or the user's) and derives
+the search id and run directory. The I/O checks come after it (`preflight`), before anything is
+written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from doktra_tune.config import DataConfig
 from doktra_tune.data import gad_fold_format
 from doktra_tune.errors import ConfigError, first_line
+from doktra_tune.search.paths import absolute, absolute_settings, local_path
 from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace, load_search_space
 
@@ -37,10 +40,10 @@ class Plan:
     """A checked search: what to run and where."""
 
     config: SearchConfig
-    raw: dict[str, Any]  # the resolved config as composed: config.yaml, the search id, MLflow params
+    raw: dict[str, Any]  # the resolved config, its paths absolute: config.yaml, the search id, MLflow params
     search_id: str
-    run_dir: Path
-    data_root: Path
+    run_dir: Path  # absolute
+    data_root: Path  # absolute
     data_root_origin: str  # which setting gave data_root (for error messages)
     data: DataConfig  # the data every stage trains and evaluates on
     spaces: dict[str, SearchSpace]  # stage -> its grid
@@ -63,7 +66,10 @@ def resolved_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
 
 def search_id_for(raw: dict[str, Any]) -> str:
-    """`<task>-<preset>-<8 hex>`: a hash of everything that changes what the search computes."""
+    """`<task>-<preset>-<8 hex>`: a hash of everything that changes what the search computes. Local
+    model directories and grid files are hashed as absolute paths (`build_plan` hashes its `raw`), so
+    `./models/x` and `/abs/models/x` are one search; where things run (runs_root, data_root,
+    cache_dir) is left out."""
     keyed = {k: v for k, v in raw.items() if k not in _ID_EXCLUDED}
     keyed["search"] = {k: v for k, v in (raw.get("search") or {}).items() if k not in _ID_EXCLUDED_SEARCH}
     keyed["task"] = {k: v for k, v in (raw.get("task") or {}).items() if k not in _ID_EXCLUDED_TASK}
@@ -77,12 +83,13 @@ def search_id_for(raw: dict[str, Any]) -> str:
 
 
 def data_root(config: SearchConfig) -> tuple[Path, str]:
-    """(data root, where it came from): data_root, else $DOKTRA_DATA_ROOT, else <repo>/../shared/data."""
+    """(absolute data root, where it came from): data_root, else $DOKTRA_DATA_ROOT, else
+    <repo>/../shared/data."""
     if config.data_root:
-        return Path(config.data_root).expanduser(), "data_root"
+        return Path(local_path(config.data_root, "data_root")), "data_root"
     if os.environ.get("DOKTRA_DATA_ROOT"):
-        return Path(os.environ["DOKTRA_DATA_ROOT"]).expanduser(), "DOKTRA_DATA_ROOT"
-    return (REPO_ROOT.parent / "shared" / "data").resolve(), "the default data_root"
+        return Path(local_path(os.environ["DOKTRA_DATA_ROOT"], "DOKTRA_DATA_ROOT")), "DOKTRA_DATA_ROOT"
+    return absolute(REPO_ROOT.parent / "shared" / "data"), "the default data_root"
 
 
 def schedule_group(space: SearchSpace) -> str | None:
@@ -128,8 +135,9 @@ def load_spaces(config: SearchConfig) -> dict[str, SearchSpace]:
 
 
 def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
-    """Check `cfg` and derive everything the search needs that is not I/O (ConfigError otherwise)."""
-    raw = resolved_dict(cfg)
+    """Check `cfg` and derive everything the search needs that is not I/O (ConfigError otherwise).
+    Its paths are absolute against the working directory (a runs_root on object storage: ConfigError)."""
+    raw = absolute_settings(resolved_dict(cfg))
     config = SearchConfig.from_raw(raw)
     root, origin = data_root(config)
     data = DataConfig(
@@ -146,7 +154,7 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
         raise ConfigError(f"search_id={search_id!r} must be a plain name; drop the slashes")
     return Plan(
         config=config, raw=raw, search_id=search_id,
-        run_dir=Path(config.runs_root).expanduser().resolve() / search_id,
+        run_dir=Path(config.runs_root) / search_id,
         data_root=root, data_root_origin=origin, data=data, spaces=spaces,
         stage_epochs={stage: max_epochs(space) for stage, space in spaces.items()},
     )

@@ -14,6 +14,7 @@ from doktra_tune.data import MissingDataError, gad_fold_format, load_split
 from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.models import fetch_model, max_positions
 from doktra_tune.search.plan import REPO_ROOT, Plan
+from doktra_tune.search.schema import is_ray_client, ray_client_line
 from doktra_tune.tasks import get_task
 from doktra_tune.tracking import check_tracking_uri
 
@@ -70,7 +71,9 @@ def fetch_models(plan: Plan) -> None:
 
 
 def check_ray_address(address: str, timeout: float) -> None:
-    """ConfigError unless `address` (auto | host:port | ray://host:port) answers within `timeout`."""
+    """ConfigError unless `address` (auto | <host>:<port>) answers within `timeout`. Ray Client
+    (`ray://`, also as auto's $RAY_ADDRESS) is refused with the Ray Jobs command (`ray_client_line`)."""
+    setting = "ray.address"
     if address == "auto":
         from doktra_tune.ray_compat import local_cluster_addresses  # a private Ray name: loaded only for auto
 
@@ -78,16 +81,18 @@ def check_ray_address(address: str, timeout: float) -> None:
         found = [env] if env else local_cluster_addresses()
         if not found:
             raise ConfigError(f"ray.address=auto found no running Ray cluster on this machine; {RAY_FIX}")
-        address = found[0]
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"ray.address={address!r} is not auto, <host>:<port> or ray://<host>:<port>; {RAY_FIX}")
+        address, setting = found[0], "RAY_ADDRESS" if env else setting
+    if is_ray_client(address):
+        raise ConfigError(ray_client_line(setting, address))
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        raise ConfigError(f"{setting}={address!r} is not auto or <host>:<port> (the head's GCS address, port 6379 "
+                          f"by default); {RAY_FIX}")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as err:
-        raise ConfigError(f"ray.address={address} does not answer ({err.strerror or err}); {RAY_FIX}") from err
+        raise ConfigError(f"{setting}={address} does not answer ({err.strerror or err}); {RAY_FIX}") from err
 
 
 def check_run_dir(run_dir: Path) -> None:

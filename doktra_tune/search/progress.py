@@ -23,20 +23,16 @@ def echo_stdout(line: str) -> None:
 class StageProgress(Callback):
     """One concise line per trial result/end: stage, trial counts, best dev F1 so far."""
 
-    def __init__(
-        self, stage: str, echo: Echo, scheduler: TrialScheduler | None = None,
-        on_result: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, stage: str, echo: Echo, scheduler: TrialScheduler | None = None) -> None:
         self.stage = stage
         self.echo = echo
         self.scheduler = scheduler
-        self.on_result = on_result  # e.g. say once that trials queue tracking writes
         self.best: tuple[float, str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks into the experiment's state file; echo and on_result are the
-        # driver's live handles (a tracker's HTTP client, a caller's closure) and stay out of it.
-        return {**self.__dict__, "echo": print, "on_result": None}
+        # Tune pickles its callbacks into the experiment's state file; echo is the driver's live
+        # handle (a caller's closure) and stays out of it.
+        return {**self.__dict__, "echo": print}
 
     def _counts(self, trials: list, ending: Any = None, ending_status: str = "TERMINATED") -> str:
         # Tune calls on_trial_complete/on_trial_error before it updates the ending trial's status.
@@ -62,8 +58,6 @@ class StageProgress(Callback):
             f"[{self.stage}] trial {trial.trial_id} epoch {epoch}: dev_f1={f1 if f1 is None else round(f1, 4)} "
             f"dev_ece={ece:.4f} | {self._counts(trials)}"
         )
-        if self.on_result is not None:
-            self.on_result()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.echo(f"[{self.stage}] trial {trial.trial_id} ended | {self._counts(trials, trial)}")

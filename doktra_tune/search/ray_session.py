@@ -18,7 +18,6 @@ from typing import Any, Mapping
 
 import psutil
 import ray
-import torch
 from ray.tune.logger import JsonLoggerCallback
 
 from doktra_tune.errors import ConfigError, first_line
@@ -42,7 +41,9 @@ class RaySettings:
       RAY_AIR_NEW_OUTPUT=0 + verbose=0: no console reporter work.
     * TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0: no warning each time
       `CheckpointConfig(num_to_keep=1)` forces an experiment snapshot (expected here).
-    * TUNE_MAX_PENDING_TRIALS_PG=1: no placement groups requested ahead for trials that cannot run.
+    * TUNE_MAX_PENDING_TRIALS_PG=1 on a local Ray: no placement groups requested ahead for trials
+      that cannot run. On a cluster (`ray.address`) Tune's own default stands, so that the pending
+      trials' resource requests are the demand an autoscaler sees.
     * TUNE_GLOBAL_CHECKPOINT_S is left at "auto" on purpose: a longer period measured no faster
       here, and Tune does not save the experiment state when a trial ends, so a long period could
       lose finished trials on `kill -9` before `Tuner.restore`.
@@ -59,9 +60,11 @@ class RaySettings:
         "TOKENIZERS_PARALLELISM": "false",
     })
 
-    def apply_env(self) -> None:
+    def apply_env(self, *, on_cluster: bool = False) -> None:
         """Set the environment variables (best before `import ray`; a user's own values win)."""
         for key, value in self.env.items():
+            if on_cluster and key == "TUNE_MAX_PENDING_TRIALS_PG":
+                continue
             os.environ.setdefault(key, value)
 
     def init_kwargs(self, *, address: str | None = None, num_cpus: int | None = None,
@@ -89,8 +92,36 @@ RAY_SETTINGS = RaySettings()
 @dataclass(frozen=True)
 class Resources:
     per_trial: dict[str, float]  # Tune's per-trial resource request
-    max_concurrent: int  # what the cluster's resources allow at once (capped by the config)
+    max_concurrent: int | None  # resources.max_concurrent_trials; None: as many as the cluster's resources allow
     torch_threads: int  # intra-op threads of one trial
+
+    def describe(self) -> str:
+        """The concurrency in words, for the search's first lines."""
+        cap = (f"at most {self.max_concurrent} concurrent trial(s)" if self.max_concurrent
+               else "as many concurrent trials as the cluster's free resources allow (nodes that join are used)")
+        return f"{cap}, each {self.per_trial}"
+
+
+def trial_resources(options: ResourceOptions, cluster: Mapping[str, float]) -> Resources:
+    """Per-trial resources from the cluster's, not the driver's, hardware (a CPU-only head or a
+    laptop driver still gives every trial on a GPU node its own GPU): `gpus_per_trial` when the
+    cluster has GPUs (`auto`: 1), none when it has none; an explicit `gpus_per_trial > 0` on a
+    cluster without GPUs is a ConfigError. No concurrency cap is frozen at start unless
+    `max_concurrent_trials` asks for one: Tune queues trials against the resources there are, so
+    trials start on nodes that join mid-stage (and an autoscaler sees the demand)."""
+    cpus = options.cpus_per_trial
+    cluster_gpus = float(cluster.get("GPU", 0) or 0)
+    if options.gpus_per_trial is None:  # auto
+        gpus = 1.0 if cluster_gpus > 0 else 0.0
+    elif options.gpus_per_trial > 0 and cluster_gpus <= 0:
+        raise ConfigError(
+            f"resources.gpus_per_trial={options.gpus_per_trial:g} but the Ray cluster has no GPUs "
+            f"({float(cluster.get('CPU', 0) or 0):g} CPUs); set resources.gpus_per_trial=0 to train on CPUs, or add GPU "
+            "nodes to the cluster"
+        )
+    else:
+        gpus = float(options.gpus_per_trial)
+    return Resources({"cpu": cpus, "gpu": gpus}, options.max_concurrent_trials, max(1, int(cpus)))
 
 
 def descendants(pid: int) -> list[int]:
@@ -156,7 +187,7 @@ class RaySession:
         self.record_path: Path | None = None
 
     def __enter__(self) -> RaySession:
-        self.settings.apply_env()
+        self.settings.apply_env(on_cluster=bool(self.options.address))
         if ray.is_initialized():
             if self.worker_env:
                 raise ConfigError(
@@ -199,14 +230,5 @@ class RaySession:
         return f"on {self.options.address}" if self.options.address else "(local)"
 
     def resources(self, options: ResourceOptions) -> Resources:
-        """Per-trial resources (1 GPU when torch sees one, else CPU only) and the concurrency they allow."""
-        cpus = options.cpus_per_trial
-        gpus = options.gpus_per_trial if torch.cuda.is_available() else 0.0
-        total = ray.cluster_resources()
-        limits = [int(total.get("CPU", 1) // cpus)]
-        if gpus > 0:
-            limits.append(int(total.get("GPU", 0) // gpus))
-        concurrent = max(1, min(limits))
-        if options.max_concurrent_trials:
-            concurrent = min(concurrent, options.max_concurrent_trials)
-        return Resources({"cpu": cpus, "gpu": gpus}, concurrent, max(1, int(cpus)))
+        """Per-trial resources from the connected cluster (`trial_resources`)."""
+        return trial_resources(options, ray.cluster_resources())

@@ -367,29 +367,53 @@ def _folds(raw: Any, task: str, protocol: str) -> tuple[int, ...] | None:
 @dataclass(frozen=True)
 class ResourceOptions:
     cpus_per_trial: float
-    gpus_per_trial: float  # used only when torch sees a GPU; fractions allowed
+    gpus_per_trial: float | None  # None (auto): 1 when the Ray cluster has GPUs, else 0; fractions allowed
     max_concurrent_trials: int | None
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> ResourceOptions:
         return cls(
             cpus_per_trial=float(number(raw["cpus_per_trial"], "resources.cpus_per_trial", POSITIVE)),
-            gpus_per_trial=float(number(raw["gpus_per_trial"], "resources.gpus_per_trial", NON_NEGATIVE)),
+            gpus_per_trial=None if str(raw.get("gpus_per_trial", "auto")).strip().lower() == "auto" else
+            float(number(raw["gpus_per_trial"], "resources.gpus_per_trial", NON_NEGATIVE)),
             max_concurrent_trials=optional_number(
                 raw.get("max_concurrent_trials"), "resources.max_concurrent_trials", POSITIVE_INT),
         )
 
 
+RAY_JOBS_PORT = 8265  # the Ray head's dashboard, where `ray job submit` sends a job
+
+
+def ray_client_line(setting: str, address: str) -> str:
+    """The one line refusing a Ray Client address (`ray://`): the search runs as a Ray job instead.
+    Ray's documentation advises Ray Jobs, not Ray Client, for Tune; the search's driver (its checks,
+    run directory and tracking) must run on the cluster."""
+    hostport = address.split("://", 1)[1].split("/", 1)[0]
+    host = (hostport.rpartition(":")[0] if ":" in hostport else hostport) or "<head>"
+    return (
+        f"{setting}={address} is Ray Client, which doktra-tune does not run on (Tune needs its driver on the "
+        f"cluster); submit the search as a Ray job instead: ray job submit --address http://{host}:{RAY_JOBS_PORT} "
+        "--working-dir . -- python -m doktra_tune.search <your overrides> ray.address=auto"
+    )
+
+
+def is_ray_client(address: str | None) -> bool:
+    return bool(address) and str(address).strip().lower().startswith("ray://")
+
+
 @dataclass(frozen=True)
 class RayOptions:
-    address: str | None  # None: a local Ray; auto | <host>:<port> | ray://<host>:<port>
+    address: str | None  # None: a local Ray; auto | <host>:<port> (Ray Client, ray://, is refused)
     num_cpus: int | None  # local Ray only (None: os.cpu_count())
     connect_timeout_s: float
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> RayOptions:
+        address = _optional_str(raw.get("address"))
+        if is_ray_client(address):
+            raise ConfigError(ray_client_line("ray.address", str(address).strip()))
         return cls(
-            address=_optional_str(raw.get("address")),
+            address=address,
             num_cpus=optional_number(raw.get("num_cpus"), "ray.num_cpus", POSITIVE_INT),
             connect_timeout_s=float(number(raw.get("connect_timeout_s") or 10, "ray.connect_timeout_s", POSITIVE)),
         )

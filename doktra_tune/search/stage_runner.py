@@ -19,6 +19,7 @@ from doktra_tune.search.progress import Echo, StageProgress
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.search.optuna_searcher import pruned_trial_ids
 from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
+from doktra_tune.search.trial_tracking import TrialTracking
 from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states
 from doktra_tune.tracking import SearchTracker
 
@@ -122,13 +123,17 @@ class StageRunner:
                 checkpoint_config=checkpoint_config(spec.keep),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
                 **RAY_SETTINGS.run_config_kwargs([
-                    StageProgress(label, self.echo, spec.scheduler, on_result=self.tracker.note_trial_outbox),
-                    DropTrainingState()]),
+                    *self._tracking(spec), StageProgress(label, self.echo, spec.scheduler), DropTrainingState()]),
             ),
         )
         results = tuner.fit()
         pruned = pruned_trial_ids(spec.scheduler) if spec.scheduler is not None else set()
         return collect_trials(results, spec.max_t, pruned, spec.pruner_on)
+
+    def _tracking(self, spec: StageSpec) -> list[TrialTracking]:
+        """The callback that writes the trials' MLflow runs (the driver is the only writer)."""
+        handle = spec.trainable_kwargs.get("tracking")
+        return [TrialTracking(self.tracker, handle)] if handle is not None else []
 
     def _finished_trials(self, exp_path: Path, spec: StageSpec) -> list[TrialRecord]:
         tuner = tune.Tuner.restore(

@@ -18,7 +18,8 @@ from doktra_tune.run_spec import RunSpec, trial_record
 
 # Tune result keys that are bookkeeping, not metrics
 _METRIC_SKIP = ("config", "date", "hostname", "pid", "timestamp", "time_since_restore", "iterations_since_restore",
-                "checkpoint_dir_name", "should_checkpoint", "done", "trial_id", "experiment_tag")
+                "checkpoint_dir_name", "should_checkpoint", "done", "trial_id", "experiment_tag",
+                "doktra_run", "gpu_ids")  # the trial run's params/tags (driver's MLflow), the GPUs it had
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrialRecord:
     last_metrics: dict[str, Any]
     checkpoint: str | None  # the kept checkpoint
     node_id: str = ""
+    node_ip: str = ""  # the host the trial's last epoch ran on
+    gpu_ids: list[str] = field(default_factory=list)  # the GPU ids Ray gave it there (none on CPUs)
     error: str = ""
     curve: dict[int, float] = field(default_factory=dict)  # epoch -> search_score (what the pruner saw)
     shared_epochs: int = 0  # of epochs_run, those taken from an ABD trunk (trained once for the grid)
@@ -53,7 +56,7 @@ class TrialRecord:
         return {"trial_id": self.trial_id, "status": self.status, "params": self.params,
                 "epochs_run": self.epochs_run, "shared_epochs": self.shared_epochs, "epoch": self.kept_epoch,
                 "dev_f1": self.kept_metrics.get("dev_f1"), "dev_ece": self.kept_metrics.get("dev_ece"),
-                "node_id": self.node_id, "error": self.error}
+                "node_id": self.node_id, "node_ip": self.node_ip, "gpu_ids": self.gpu_ids, "error": self.error}
 
 
 def clean(value: Any) -> Any:
@@ -133,7 +136,8 @@ def collect_trial(result: Any, max_t: int, pruned_ids: set[str], pruner_on: bool
     horizon (its `epochs` param, else `max_t`) under a pruner was pruned."""
     trial_id = str(result.metrics.get("trial_id") if result.metrics else "") or Path(result.path).name
     history = _history(result)
-    last = history[-1] if history else _metrics_only(result.metrics or {})
+    raw_last = dict(result.metrics or {})
+    last = history[-1] if history else _metrics_only(raw_last)
     epochs_run = int(last.get("training_iteration", len(history)) or 0) if last else 0
     kept_epoch, kept = (int(last.get("epoch") or epochs_run), last) if history else (0, {})
     checkpoint = _kept_checkpoint(result, history)
@@ -154,6 +158,8 @@ def collect_trial(result: Any, max_t: int, pruned_ids: set[str], pruner_on: bool
         trial_id=trial_id, status=status, params=params, epochs_run=epochs_run,
         kept_epoch=kept_epoch, kept_metrics=kept, last_metrics=last, checkpoint=checkpoint,
         node_id=str(last.get("node_id", "")) if last else "",
+        node_ip=str(raw_last.get("node_ip") or ""),
+        gpu_ids=[str(g) for g in (raw_last.get("gpu_ids") or [])],
         error=error_line(result.error) if result.error is not None else "",
         curve={int(r["training_iteration"]): float(r.get(SEARCH_METRIC, r["dev_f1"])) for r in history
                if r.get("training_iteration") is not None and r.get("dev_f1") is not None},

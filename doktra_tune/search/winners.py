@@ -1,6 +1,11 @@
 """A stage's winner: chosen by the one selection rule (`analysis.selection`), written to
 `stages/<stage>/winner.json` with its checkpoint copied to `stages/<stage>/winner/`, read back when
-the stage is skipped on a rerun."""
+the stage is skipped on a rerun.
+
+The run directory's JSON files refer to what lies inside it by paths relative to it
+(`"checkpoint": "stages/ctt/winner"`, `paths.run_relative`); their readers (`read_winner`,
+`read_run_json`) return them absolute against where the run directory is now, so a run directory
+moved or mounted elsewhere resumes."""
 
 from __future__ import annotations
 
@@ -14,18 +19,33 @@ import pandas as pd
 from analysis.selection import SelectionRule, select_winner
 from doktra_tune.errors import DoktraError
 from doktra_tune.models import copy_checkpoint
+from doktra_tune.search.paths import run_absolute, run_relative
 from doktra_tune.search.schema import SelectionOptions
 from doktra_tune.search.trials import TrialRecord, clean
 
 WINNER_FILE = "winner.json"
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """`data` as JSON at `path`, written to a temporary file and renamed (never half a file)."""
+def atomic_write_json(path: Path, data: Any, run_dir: Path | None = None) -> None:
+    """`data` as JSON at `path`, written to a temporary file and renamed (never half a file); with
+    `run_dir`, its paths into the run directory stored relative to it (`read_run_json` reads them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = clean(data)
+    if run_dir is not None:
+        data = run_relative(data, run_dir)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean(data), indent=1))
+    tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
+
+
+def read_run_json(path: Path, run_dir: Path) -> dict[str, Any]:
+    """A JSON file of the run directory `run_dir`, its relative paths into it made absolute."""
+    return run_absolute(json.loads(path.read_text()), run_dir)
+
+
+def stage_run_dir(stage_dir: Path) -> Path:
+    """The run directory of `<run_dir>/stages/<stage>`."""
+    return stage_dir.parent.parent
 
 
 def selection_rule(options: SelectionOptions, stage: str) -> SelectionRule:
@@ -79,11 +99,13 @@ def write_winner(
     stage_dir: Path, stage: str, winner: TrialRecord, records: list[TrialRecord], rule: SelectionRule,
     extra: dict[str, Any], trunks: list[TrialRecord] = (),
 ) -> dict[str, Any]:
-    """Copy the winner's checkpoint to `<stage_dir>/winner/` and write `<stage_dir>/winner.json`."""
+    """Copy the winner's checkpoint to `<stage_dir>/winner/` and write `<stage_dir>/winner.json`
+    (`stage_dir`: `<run_dir>/stages/<stage>`), its paths into the run directory relative to it.
+    Returns its content with those paths absolute, as `read_winner` does."""
     assert winner.checkpoint is not None
     target = copy_checkpoint(winner.checkpoint, stage_dir / "winner")
     info = winner_info(stage, winner, records, rule, target, extra, trunks)
-    atomic_write_json(stage_dir / WINNER_FILE, info)
+    atomic_write_json(stage_dir / WINNER_FILE, info, stage_run_dir(stage_dir))
     return info
 
 
@@ -111,6 +133,7 @@ def holes(records: list[TrialRecord]) -> list[str]:
 
 
 def read_winner(stage_dir: Path) -> dict[str, Any] | None:
-    """The winner.json of a finished stage, None when the stage has not finished."""
+    """The winner.json of a finished stage (`stage_dir`: `<run_dir>/stages/<stage>`), its paths
+    absolute against where the run directory is now; None when the stage has not finished."""
     path = stage_dir / WINNER_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_run_json(path, stage_run_dir(stage_dir)) if path.is_file() else None

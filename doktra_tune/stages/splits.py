@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from doktra_tune.config import DataConfig, StageConfig
-from doktra_tune.data import Example, load_split
+from doktra_tune.data import Example, MissingDataError, load_split
 from doktra_tune.encoding import EncodedSplit, encode_split
+from doktra_tune.hub import host_here
 from doktra_tune.tasks import get_task
 
 
@@ -26,15 +27,19 @@ def split_limit(data: DataConfig, split: str) -> int | None:
 
 
 def load_examples(data: DataConfig, split: str) -> list[Example]:
-    """The examples of ``split``, subsampled as ``data`` asks."""
-    return load_split(
-        data.task,
-        split,
-        data.data_dir,
-        data_format=data.data_format,
-        limit=split_limit(data, split),
-        seed=data.subsample_seed,
-    )
+    """The examples of ``split``, subsampled as ``data`` asks; a missing file names the host that
+    looked for it (on a cluster: the node whose mount lacks it)."""
+    try:
+        return load_split(
+            data.task,
+            split,
+            data.data_dir,
+            data_format=data.data_format,
+            limit=split_limit(data, split),
+            seed=data.subsample_seed,
+        )
+    except MissingDataError as err:
+        raise MissingDataError(f"{err} (on {host_here()})", err.path) from err
 
 
 def load_encoded(data: DataConfig, split: str, tokenizer: Any) -> SplitData:

@@ -1,5 +1,6 @@
-"""A trial run's evaluation artifacts: per split, the metrics, the reliability bins (App. A.1) and
-the confusion matrix as JSON, the last two also as PNG (drawn by `analysis.plots`)."""
+"""A trial's evaluation files: per split, the metrics, the reliability bins (App. A.1) and the
+confusion matrix as JSON, the last two also as PNG (drawn by `analysis.plots`). The trial writes
+them to shared storage; the driver logs them as the trial run's artifacts."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from analysis.plots import plot_confusion, plot_reliability
-from doktra_tune.tracking.runs import TrialLogger
 
 if TYPE_CHECKING:
     from doktra_tune.stages.evaluation import EvaluationResult
 
 
-def log_evaluations(task: str, evaluations: Mapping[str, EvaluationResult], out: Path, logger: TrialLogger) -> None:
-    """Write each split's `metrics_`, `reliability_` and `confusion_<split>` files under `out` and log
-    them as artifacts of the trial run."""
+def write_evaluations(task: str, evaluations: Mapping[str, EvaluationResult], out: Path) -> list[Path]:
+    """Write each split's `metrics_`, `reliability_` and `confusion_<split>` files under `out`;
+    returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     for split, ev in evaluations.items():
         rel_json = out / f"reliability_{split}.json"
         rel_json.write_text(json.dumps(ev.reliability.to_dict(), indent=1))
@@ -30,5 +31,5 @@ def log_evaluations(task: str, evaluations: Mapping[str, EvaluationResult], out:
         plot_reliability({title: ev.reliability}, rel_png, title=f"reliability: {title}")
         conf_png = out / f"confusion_{split}.png"
         plot_confusion(ev.confusion, list(ev.label_names), conf_png)
-        for path in (rel_json, rel_png, conf_json, conf_png, metrics_json):
-            logger.log_artifact(path)
+        written += [rel_json, rel_png, conf_json, conf_png, metrics_json]
+    return written

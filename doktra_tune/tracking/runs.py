@@ -6,13 +6,15 @@ Everything goes through MLflow's own client API (`MlflowClient`: `create_run`, `
 *create* a new run, so a resumed search or a restarted trial would get a second one. Here every run
 is named by its key tags (`RunKey`: `doktra.level`, `doktra.stage`, `doktra.search_id`,
 `ray.trial_id`; get-or-create), which makes resume idempotent and lets a write be queued before its
-run exists; the trial run is opened inside the trial process so per-epoch metrics and artifacts
-are logged where they are produced.
+run exists. The driver is the only writer: no trial process opens the store (on a cluster, SQLite
+over a network file system is unsafe and a server needs no more clients than one); the trials'
+runs are written from Tune's events (`doktra_tune.tracking.trial_writer`,
+`doktra_tune.search.trial_tracking`).
 
 A tracking server that goes away mid-search never stops training: writes wait seconds, then go to
-`<run_dir>/tracking_outbox/` and are sent when it answers again (the trial that wrote them, the
-driver after each stage, or at the latest the next run of the same command); the driver says once
-that tracking is degraded.
+`<run_dir>/tracking_outbox/` and are sent when it answers again (the driver's next write after
+`RETRY_AFTER_S`, its flush after each stage, or at the latest the next run of the same command);
+the driver says once that tracking is degraded.
 
 Default store: `sqlite:///<run_dir>/mlflow.db` with artifacts in `<run_dir>/mlartifacts`.
 """
@@ -20,6 +22,7 @@ Default store: `sqlite:///<run_dir>/mlflow.db` with artifacts in `<run_dir>/mlar
 from __future__ import annotations
 
 import contextlib
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -28,7 +31,8 @@ from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.jsonable import jsonable
 from doktra_tune.tracking.client import TrackingClient, dataset_input, is_remote, retry_locked
 from doktra_tune.tracking.outbox import OUTBOX_DIR, Outbox, RunKey
-from doktra_tune.tracking.uris import SERVER_FIX, is_local, sqlite_path
+from doktra_tune.tracking.relocate import relocate_artifacts
+from doktra_tune.tracking.uris import SERVER_FIX, default_tracking_uri, is_local, sqlite_path
 from search_spaces import STAGES
 
 LEVEL = "doktra.level"
@@ -78,6 +82,8 @@ class SearchTracker:
         if tracking_uri.startswith("sqlite:///"):
             sqlite_path(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if tracking_uri == default_tracking_uri(self.run_dir):  # the run directory's own store, maybe moved
+                relocate_artifacts(sqlite_path(tracking_uri))
             self.client = TrackingClient(tracking_uri, self.outbox, on_degraded=self._say_degraded)
             self.experiment_id = self._experiment_id()
             self.search_key = RunKey(self.experiment_id, {LEVEL: "search", SEARCH_ID: search_id}, {TASK: task},
@@ -153,11 +159,6 @@ class SearchTracker:
         """Where writes wait while the tracking server is away."""
         return self.run_dir / OUTBOX_DIR
 
-    def note_trial_outbox(self) -> None:
-        """Say once when trials have queued writes (their server calls failed) that still wait."""
-        if not self._degraded_said and self.outbox is not None and self.outbox.pending():
-            self._say_degraded("trials could not reach it")
-
     def stage_key(self, stage: str) -> RunKey:
         return RunKey(self.experiment_id, {LEVEL: "stage", SEARCH_ID: self.search_id, STAGE: stage}, {TASK: self.task},
                       name=stage, parent=self.search_key)
@@ -174,17 +175,21 @@ class SearchTracker:
                       parent=self.stage_key(stage))
 
     def trial_tracking(self, stage: str, tags: dict[str, str] | None = None) -> dict:
-        """Picklable handle a trainable passes to `trial_run` (one per stage; Ray ships it). The
-        stage run is opened here, once, so parallel trials never race to create it."""
+        """The picklable handle of `stage`'s trials (one per stage; Ray ships it to every trial):
+        the stage name, the tags every trial run gets, and where on shared storage a trial writes
+        its evaluation files (`<run_dir>/trials/<stage>/<trial id>/`) for the driver to log. It holds
+        no tracking URI: trials never open the store. The stage run is opened here, once."""
         self.client.open_run(self.stage_key(stage), reopen=True)
         return {
-            "tracking_uri": self.tracking_uri,
-            "experiment_id": self.experiment_id,
-            "parent": self.stage_key(stage).as_dict(),
-            "outbox_dir": str(self.outbox.directory) if self.outbox is not None else None,
+            "stage": stage,
+            "files_dir": str(self.trial_files_dir(stage)),
             "tags": {LEVEL: "trial", TASK: self.task, SEARCH_ID: self.search_id, STAGE: stage,
                      **{k: str(v) for k, v in (tags or {}).items()}},
         }
+
+    def trial_files_dir(self, stage: str) -> Path:
+        """Where the trials of `stage` write their evaluation files (shared storage: the run directory)."""
+        return self.run_dir / "trials" / stage
 
     def record_outcomes(self, stage: str, outcomes: dict[str, str]) -> None:
         """Ray's verdict per trial id: sets `doktra.status` and terminates the trial run
@@ -234,7 +239,7 @@ class SearchTracker:
 
 
 # --------------------------------------------------------------------------------------------
-# the trial side
+# the trials' runs, written by the driver
 
 
 class TrialLogger:
@@ -254,7 +259,7 @@ class TrialLogger:
         # plots the first one: dev F1 / ECE / L_AT go first
         lead = {name: metrics[name] for name in LEAD_METRICS if name in metrics}
         for name, value in {**lead, **metrics}.items():
-            if name == STEP_KEY or isinstance(value, bool):
+            if name == STEP_KEY or isinstance(value, (bool, str, list, tuple, dict)):
                 continue
             try:
                 values[str(name)] = float(value)  # numpy / torch scalars too
@@ -281,16 +286,8 @@ class TrialLogger:
             self.client.log_inputs(self.key, datasets)
 
 
-def _ray_trial_id() -> str | None:
-    try:
-        import ray.tune
-
-        return ray.tune.get_context().get_trial_id()
-    except Exception:  # noqa: BLE001 - not inside a Tune session
-        return None
-
-
-def _run_name(stage: str, tags: Mapping[str, str], trial_id: str) -> str:
+def run_name(stage: str, tags: Mapping[str, str], trial_id: str) -> str:
+    """`<stage>[-<variant>][-seed<k>]-<trial id>`: a trial run's name in the MLflow UI."""
     parts = [stage]
     if tags.get("doktra.variant"):
         parts.append(str(tags["doktra.variant"]))
@@ -300,47 +297,95 @@ def _run_name(stage: str, tags: Mapping[str, str], trial_id: str) -> str:
     return "-".join(parts)
 
 
-@contextlib.contextmanager
-def trial_run(tracking: dict | None, params: dict, tags: dict) -> Iterator[TrialLogger]:
-    """Open (get-or-create) this trial's run under its stage run and yield its logger.
+class TrialRuns:
+    """The MLflow runs of one stage's trials, written by the driver alone.
 
-    The run is keyed by `ray.trial_id` (from `tags`, else Ray's trial context, else a fresh id)
-    + stage + search id, so a resumed/restarted trial reuses its run. Params: every hyperparameter,
-    flattened. Normal exit: `doktra.status=completed`, FINISHED (the driver's `record_outcomes` has
-    the last word, e.g. pruned). Exception: `doktra.status=errored`, FAILED, re-raised. Writes the
-    tracking server cannot take go to the run directory's outbox. `tracking=None`: no logging.
-    """
-    if tracking is None:
-        yield TrialLogger(None, None)
-        return
-    all_tags = {**tracking.get("tags", {}), **{k: str(v) for k, v in tags.items()}}
-    trial_id = all_tags.get(TRIAL_ID) or _ray_trial_id() or uuid.uuid4().hex[:10]
-    all_tags[TRIAL_ID] = trial_id
-    stage = all_tags.get(STAGE, "")
-    key_tags = {TRIAL_ID: trial_id, STAGE: stage, SEARCH_ID: all_tags.get(SEARCH_ID, "")}
-    key = RunKey(tracking["experiment_id"], key_tags,
-                 {k: v for k, v in all_tags.items() if k not in key_tags} | {STATUS: "running"},
-                 name=_run_name(stage, all_tags, trial_id), parent=RunKey.from_dict(tracking["parent"]))
-    outbox_dir = tracking.get("outbox_dir")
-    client = TrackingClient(tracking["tracking_uri"], Outbox(Path(outbox_dir)) if outbox_dir else None)
-    client.open_run(key, reopen=True)
-    client.set_tags(key, {STATUS: "running"})
-    client.log_params(key, flatten(params))
+    `handle` is the stage's `SearchTracker.trial_tracking` (its stage, the tags every trial run
+    gets, the directory of the trials' evaluation files). A run is keyed by `ray.trial_id` + stage
+    + search id (get-or-create), so a retried, resumed or re-reported trial adds nothing twice:
+    params once, each (metric, epoch) once. Writes a tracking server cannot take go to the
+    driver's outbox (`SearchTracker.outbox`)."""
+
+    def __init__(self, tracker: SearchTracker, handle: Mapping[str, Any]) -> None:
+        self.tracker = tracker
+        self.stage = str(handle["stage"])
+        self.tags = {str(k): str(v) for k, v in handle.get("tags", {}).items()}
+        self.files_dir = Path(handle["files_dir"]) if handle.get("files_dir") else None
+        self._loggers: dict[str, TrialLogger] = {}
+
+    def open(self, trial_id: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+             datasets: list[dict[str, Any]] | None = None) -> TrialLogger:
+        """The trial's run, created (or found) on first use and marked running; `params`, `tags`
+        and `datasets` are added when given (a trial's first report carries them)."""
+        logger = self._loggers.get(trial_id)
+        if logger is not None and params is None and tags is None and datasets is None:
+            return logger
+        all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}, TRIAL_ID: trial_id}
+        key = self.tracker.trial_key(self.stage, trial_id, {**all_tags, STATUS: "running"},
+                                     name=run_name(self.stage, all_tags, trial_id))
+        client = self.tracker.client
+        client.open_run(key, reopen=True)
+        client.set_tags(key, {**all_tags, STATUS: "running"})
+        if params:
+            client.log_params(key, flatten(params))
+        logger = TrialLogger(client, key)
+        if datasets:
+            logger.log_datasets(datasets)
+        self._loggers[trial_id] = logger
+        return logger
+
+    def result(self, trial_id: str, metrics: Mapping[str, Any], step: int, info: Mapping[str, Any] | None = None) -> None:
+        """One reported epoch: its numeric metrics at `step`; `info` (params, tags, datasets) opens the run fully."""
+        if info is not None:
+            logger = self.open(trial_id, info.get("params") or {}, info.get("tags") or {}, info.get("datasets") or [])
+        else:
+            logger = self.open(trial_id)
+        logger.log_epoch(metrics, step)
+
+    def complete(self, trial_id: str) -> None:
+        """The trial ended well: its evaluation files become the run's artifacts (then leave the
+        shared directory: MLflow, or the outbox, holds them), `doktra.status=completed`, FINISHED
+        (the stage's `record_outcomes` has the last word, e.g. pruned)."""
+        logger = self.open(trial_id)
+        files = self.trial_files(trial_id)
+        if files is not None and files.is_dir():
+            for path in sorted(p for p in files.iterdir() if p.is_file()):
+                logger.log_artifact(path)
+            shutil.rmtree(files, ignore_errors=True)
+            for empty in (files.parent, files.parent.parent):  # trials/<stage>/, trials/: gone once empty
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
+        logger.set_tags({STATUS: "completed"})
+        self.tracker.client.set_terminated(logger.key, "FINISHED")  # type: ignore[arg-type]
+
+    def error(self, trial_id: str) -> None:
+        """The trial failed (after its retries): `doktra.status=errored`, FAILED."""
+        logger = self.open(trial_id)
+        logger.set_tags({STATUS: "errored"})
+        self.tracker.client.set_terminated(logger.key, "FAILED")  # type: ignore[arg-type]
+
+    def trial_files(self, trial_id: str) -> Path | None:
+        """Where trial `trial_id` wrote its evaluation files."""
+        return self.files_dir / trial_id if self.files_dir is not None else None
+
+
+@contextlib.contextmanager
+def trial_run(tracker: SearchTracker, handle: Mapping[str, Any], params: Mapping[str, Any],
+              tags: Mapping[str, Any]) -> Iterator[TrialLogger]:
+    """One trial run written from this process, outside Tune (analysis tools and tests that record
+    runs of their own): opened under `handle`'s stage run with `params` and `tags` (`ray.trial_id`
+    from `tags`, else a fresh id); completed on a normal exit, errored (re-raised) on an exception."""
+    runs = TrialRuns(tracker, handle)
+    all_tags = {**handle.get("tags", {}), **tags}
+    trial_id = str(all_tags.get(TRIAL_ID) or uuid.uuid4().hex[:10])
+    logger = runs.open(trial_id, params, tags)
     try:
-        yield TrialLogger(client, key)
+        yield logger
     except Exception:
-        client.set_tags(key, {STATUS: "errored"})
-        client.set_terminated(key, "FAILED")
-        raise
-    except BaseException:  # KeyboardInterrupt / SystemExit: stopped, not failed
-        client.set_terminated(key, "KILLED")
+        runs.error(trial_id)
         raise
     else:
-        client.set_tags(key, {STATUS: "completed"})
-        client.set_terminated(key, "FINISHED")
-    finally:
-        with contextlib.suppress(Exception):  # best effort: the driver sends what is left
-            client.flush(own_only=True)
+        runs.complete(trial_id)
 
 
-__all__ = ["SearchTracker", "TrialLogger", "dataset_input", "flatten", "trial_run"]
+__all__ = ["SearchTracker", "TrialLogger", "TrialRuns", "dataset_input", "flatten", "run_name", "trial_run"]
