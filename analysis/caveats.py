@@ -10,7 +10,8 @@ a replication.
 
 The paper's setting is defined once: the `paper` preset composed for the search's task
 (`doktra_tune/conf`, the grids of `search_spaces/`). What that preset itself cannot match are the
-notes below: the data copies of this workplace and the FinBERT checkpoint on the hub.
+notes below: the public data copies a user reads (`../shared/data` beside a clone) and the FinBERT
+checkpoint on the hub.
 """
 
 from __future__ import annotations

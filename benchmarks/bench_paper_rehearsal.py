@@ -13,7 +13,7 @@ and the data shrunk:
    student is wider than the teacher (64 vs 32), as ALBERT-xlarge is than BioBERT-base, so ABD goes
    through the fixed random projection as it does at paper scale.
 2. Data: ChemProt is the real `chemprot_scibert` under `--data-root` (`task.data_copy=scibert`: the
-   preset's own copy, BLUE's TSVs, is not in this workplace); GAD has no data here, so BioBERT's ten
+   preset's own copy, BLUE's TSVs, is not in `../shared/data`); GAD has no data here, so BioBERT's ten
    folds are written in their format with seeded synthetic sentences. Only `data.train_limit` /
    `dev_limit` / `test_limit` shrink them.
 3. The real CLI (`python -m doktra_tune.search task=<task> ...`, no `preset=`) runs in a subprocess
@@ -386,7 +386,7 @@ class Rehearsal:
 def overrides_for(task: str, args: argparse.Namespace, data_root: Path, runs_root: Path) -> list[str]:
     """The command line: the task, the data copy and sizes and where things go; nothing of the protocol."""
     train, dev, test = args.limits
-    copy = ["task.data_copy=scibert"] if task == "chemprot" else []  # the copy this workplace has
+    copy = ["task.data_copy=scibert"] if task == "chemprot" else []  # the copy ../shared/data has
     return [f"task={task}", *copy, f"data.train_limit={train}", f"data.dev_limit={dev}", f"data.test_limit={test}",
             f"data_root={data_root}", f"runs_root={runs_root}", *args.override]
 

@@ -9,6 +9,8 @@ gets a GPU id and CUDA_VISIBLE_DEVICES, and trains on the CPU, since torch finds
 
 from __future__ import annotations
 
+import abc
+
 import json
 import os
 import re
@@ -110,7 +112,7 @@ def test_hosts_form_one_cluster_and_gpu_tasks_land_on_the_workers(start_hosts, t
 # ---- the search on the cluster ------------------------------------------------------------------
 
 
-class ProcWatch:
+class ProcWatch(abc.ABC):
     """While it runs (a thread, every `period_s`): `sweep()` over the processes of the watched hosts."""
 
     def __init__(self, cluster: HostCluster, period_s: float = 0.2) -> None:
@@ -133,8 +135,9 @@ class ProcWatch:
             self.sweep()
             self._stop.wait(self.period_s)
 
+    @abc.abstractmethod
     def sweep(self) -> None:
-        raise NotImplementedError
+        """One look at the watched processes."""
 
 
 class OpenFileWatch(ProcWatch):

@@ -1,7 +1,7 @@
 """GPU-hours of a search, estimated from its runs (`budget.stage_jobs`) and a per-model table.
 
-Estimates, not measurements: no GPU was lent to the session that wrote this module. Every figure
-carries its source:
+Estimates, not measurements: FLOP counts at an assumed utilisation, not timed on a GPU. Every
+figure carries its source:
 
 * architectures (`MODELS`): each model's published config.json (layers, widths, vocabulary), copied
   here, not downloaded; `random:` specs as `doktra_tune.models` builds them; parameter counts follow;
@@ -33,7 +33,7 @@ PEAK_FLOPS: dict[str, float] = {"bf16": 312e12, "fp32": 19.5e12}
 # Assumed share of the peak a fine-tuning step reaches (batch 32 x 128 tokens, eager PyTorch):
 # an assumption, not measured. Models far smaller than BERT-base run well below it (launch-bound).
 UTILISATION: dict[str, float] = {"bf16": 0.35, "fp32": 0.60}
-SOURCE = ("estimate, not measured: no GPU was lent in this session; "
+SOURCE = ("FLOP estimate, not measured on a GPU: "
           f"{REFERENCE_GPU} datasheet peak (bf16 {PEAK_FLOPS['bf16'] / 1e12:g}, fp32 {PEAK_FLOPS['fp32'] / 1e12:g} "
           f"TFLOP/s) x assumed utilisation (bf16 {UTILISATION['bf16']:.0%}, fp32 {UTILISATION['fp32']:.0%}); "
           "train 6 x N x tokens + attention, eval 2 x N x tokens + attention (N: non-embedding params)")
