@@ -4,7 +4,7 @@ table that prints the paper's numbers beside ours.
 `comparison_caveats(config)` takes the search's resolved configuration (the run directory's
 config.yaml, or the search run's MLflow params unflattened) and returns one line per kind of
 difference: data copy and format, subsample sizes, models, each stage's grid and epochs (lr, β, γ,
-e, e₁, e₂), batch size and precision, sequence length, number of seeds, and the protocol keys (search
+e, e₁, e₂), batch size, batching and precision, sequence length, number of seeds, and the protocol keys (search
 mode, pruner, hand-off, e₁ mode, projection, final protocol, ...). A CPU proxy must never be read as
 a replication.
 
@@ -29,7 +29,8 @@ DATASET_NOTES = {
     "fpb": "FPB (50 % agree, 4,846 sentences) split here 80/10/10 stratified with a fixed seed; the paper's split is not published",
     "hoc_raw": (
         "HoC is built from the raw corpus (first-level hallmarks, split by abstract in BLUE's 1,108/157/315 "
-        "proportions with a fixed seed), not BLUE's own HoC files"
+        "proportions with a fixed seed: task.data_copy=raw), not BLUE's pre-processed HoC files the paper uses "
+        "(task.data_copy=paper, the paper preset's)"
     ),
     "gad_folds:carve": (
         "GAD dev is a stratified 10 % carved from each fold's train file, 90 % of it trained (the authors' "
@@ -202,7 +203,12 @@ def comparison_caveats(config: Mapping[str, Any]) -> list[str]:
     ours_p, theirs_p = _precisions(config), _precisions(paper)
     if ours_p is not None and theirs_p is not None and ours_p != theirs_p:
         auto = "; auto is bf16 autocast on a GPU, fp32 on a CPU" if "auto" in ours_p.values() else ""
+        auto += "; tf32 is fp32 on a CPU" if "tf32" in ours_p.values() else ""
         training.append(f"precision {_precision_text(ours_p)} (paper: {_precision_text(theirs_p)}{auto})")
+    batching = _get(config, "train.batching") if _has(config, "train.batching") else "bucketed"  # before the option: bucketed
+    if _has(config, "train.precision") and batching != _get(paper, "train.batching"):
+        training.append(f"batching {batching} (paper: {_get(paper, 'train.batching')}, the authors' RandomSampler; "
+                        "bucketed batches hold sentences of similar length: other batch-mates, other SGD noise)")
     if training:
         lines.append(f"training: {'; '.join(training)}.")
     max_len = _get(config, "data.max_len")

@@ -3,7 +3,10 @@ L_AT lower when distilling from the CTT teacher, does the DoKTra student beat th
 
 Under the chain protocol each seed's DoKTra (`doktra`) and DoKTra−CTT (`doktra_no_ctt`) students
 start from that seed's fine-tuned student and distil from that seed's CTT / β₁ = 0 teacher, so each
-seed is one paired comparison. L_AT (Eq. 4, sign disagreements of the [CLS] units) is shown at three
+seed is one paired comparison. Under `shared_models` every seed's two distillations start from the
+first seed's student and distil from the first seed's two teachers: the L_AT direction is still a
+pair per seed (same student, the two teachers), while the teacher-ECE and student-ft rows of a seed
+are that seed's own re-runs. L_AT (Eq. 4, sign disagreements of the [CLS] units) is shown at three
 points: on dev before ABD (`dev_lat_start`: the fine-tuned student against each projected teacher,
 the baseline), on dev at the switch epoch (`dev_lat_switch`), and on test after refinement
 (`test_lat`, Table 5's column). F1 and ECE are test scores (%).

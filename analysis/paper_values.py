@@ -1,4 +1,4 @@
-"""The paper's own numbers (Choi, Choi & Lee, ACL 2022, /work/shared/paper/doktra-acl2022.md), shown
+"""The paper's own numbers (Choi, Choi & Lee, ACL 2022: Tables 2 and 5-7, Appendix A), shown
 next to ours where a task matches. F1 in percent as printed: (mean, std); std None when the paper
 prints none.
 

@@ -3,7 +3,9 @@ seeds per (variant, task) (`summarize`), and the cell text every table uses (`fm
 
 Final runs are MLflow trial runs tagged `doktra.stage=final`, `doktra.variant`, `doktra.seed`,
 with metrics `test_f1`, `test_ece`, `test_lat` (the last logged value). F1 and ECE are shown x100.
-std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. GAD's runs on its
+std is the sample std (ddof=1) over seeds; a single seed shows the mean alone. A run that stands for
+other variants too (`doktra.also`: β₁ = 0 won CTT, so teacher_ft is teacher_ctt's runs, trained
+once) is one row per variant, the copies with `same_as` = the variant trained. GAD's runs on its
 ten folds (`doktra.fold`): with its search's `final.gad_std=over_seeds` (the paper's, §4.2: three
 seeds, their std) each seed's folds are averaged first and the std is over those seed means; with
 `over_runs` over every fold x seed run. Errored/pruned final runs are left out.
@@ -31,10 +33,11 @@ GAD_STD_DEFAULT = "over_seeds"  # final.gad_std of a search that recorded none
 def final_results(runs: pd.DataFrame) -> pd.DataFrame:
     """Long frame of final runs: task, variant, seed, fold, origin, teacher, test_f1, test_ece,
     test_lat, test_macro_f1, dev_lat_start, dev_lat_switch (ABD: dev L_AT before training and at the
-    switch), student_model, teacher_model, gad_std (the search's final.gad_std)."""
+    switch), student_model, teacher_model, gad_std (the search's final.gad_std), same_as (a copy of
+    the run of that variant, `doktra.also`; None for a run of its own)."""
     final = trial_runs(runs, "final")
     columns = ["task", "variant", "seed", "fold", "origin", "teacher", *_METRICS, "student_model", "teacher_model",
-               "gad_std"]
+               "gad_std", "same_as"]
     if final.empty:
         return pd.DataFrame(columns=columns)
     # a run counts once it has finished: Ray's `completed`, or (no outcome recorded) a test score;
@@ -52,6 +55,7 @@ def final_results(runs: pd.DataFrame) -> pd.DataFrame:
             "teacher": tag(final, "doktra.teacher"),
             "student_model": tag(final, "doktra.student_model"),
             "teacher_model": tag(final, "doktra.teacher_model"),
+            "also": tag(final, "doktra.also"),
         }
     )
     for metric in _METRICS:
@@ -60,7 +64,17 @@ def final_results(runs: pd.DataFrame) -> pd.DataFrame:
     rules = {task: (config.get("final") or {}).get("gad_std") or GAD_STD_DEFAULT
              for task, config in search_configs(runs).items()}
     out["gad_std"] = out["task"].map(lambda task: rules.get(task, GAD_STD_DEFAULT))
-    return out[columns].reset_index(drop=True)
+    return with_aliases(out)[columns].reset_index(drop=True)
+
+
+def with_aliases(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` (column `also`: the comma-separated variants a run stands for too) with one copy of
+    each such run per variant: `variant` the alias, `same_as` the variant trained."""
+    own = results.assign(same_as=None)
+    copies = [own.loc[[i]].assign(variant=alias, same_as=row["variant"])
+              for i, row in own.iterrows() if isinstance(row["also"], str)
+              for alias in row["also"].split(",") if alias]
+    return pd.concat([own, *copies]) if copies else own
 
 
 def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -12,7 +12,10 @@ is shown as its own row, without a paper value, when present.
 
 Every row says which models it measured (column "Which model", from the runs' `doktra.origin` tag):
 the seed re-runs of `final.protocol=chain` (the teachers and students the DoKTra rows of the same
-seeds distilled from and started from), or the search's own winners (`final.protocol=winners`).
+seeds distilled from and started from) or of `shared_models` (every DoKTra seed distilled from the
+first seed's teacher into its student), or the search's own winners (`final.protocol=winners`).
+A row whose runs are another variant's (β₁ = 0 won CTT: teacher_ft is teacher_ctt's runs, trained
+once; column `same_as` of `final_results`) says so, and shows the same numbers.
 Wherever the paper's numbers stand beside ours, the caption says what differs
 (`analysis.caveats`).
 """
@@ -20,6 +23,7 @@ Wherever the paper's numbers stand beside ours, the caption says what differs
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -71,8 +75,28 @@ ROLES = {  # variant -> what the model is to the DoKTra rows
 }
 
 
+SHARED_ROLES = {  # final.protocol=shared_models: every DoKTra seed read the first seed's models
+    "teacher_ctt": "its first seed is the teacher every DoKTra seed distilled from",
+    "teacher_ft": "its first seed is the teacher every DoKTra−CTT seed distilled from",
+    "student_ft": "its first seed is the student every DoKTra seed started from",
+}
+_SEED = re.compile(r"-seed(\d+)(?:-|$)")
+
+
+def shares_models(results: pd.DataFrame) -> bool:
+    """Whether a distillation read another seed's teacher (`doktra.teacher`: final.protocol=shared_models)."""
+    if "teacher" not in results:
+        return False
+    for seed, teacher in zip(results["seed"], results["teacher"]):
+        match = _SEED.search(teacher) if isinstance(teacher, str) else None
+        if match and str(seed) != match.group(1):
+            return True
+    return False
+
+
 def which_model(results: pd.DataFrame, variant: str) -> str:
-    """What the runs of a row are: seed re-runs (how many) or the search's winner, and their role."""
+    """What the runs of a row are: seed re-runs (how many) or the search's winner, and their role;
+    runs that are another variant's (`same_as`: β₁ = 0 won CTT, trained once) say whose."""
     rows = results[results["variant"] == variant]
     if rows.empty:
         return ""
@@ -85,7 +109,15 @@ def which_model(results: pd.DataFrame, variant: str) -> str:
         what = f"seed re-runs (n={n}{f', {folds} folds' if folds > 1 else ''})"
     else:
         what = f"n={n}"
-    role = ROLES.get(variant)
+    copies = rows[rows["same_as"].notna()] if "same_as" in rows else rows.iloc[0:0].assign(same_as=None)
+    for target in dict.fromkeys(copies["same_as"]):
+        same = f"= {target}'s runs (β₁ = 0 won CTT: trained once)"
+        if len(copies) < n:  # some tasks only
+            tasks = ordered_tasks(copies.loc[copies["same_as"] == target, "task"])
+            same = f"{', '.join(TASK_NAMES.get(t, t) for t in tasks)}: {same}"
+        what = f"{what}; {same}"
+    shared = origins == {"seed re-run"} and variant in SHARED_ROLES and shares_models(results)
+    role = SHARED_ROLES[variant] if shared else ROLES.get(variant)
     return f"{what}; {role}" if role else what
 
 

@@ -3,8 +3,8 @@
 Same model (all-MiniLM-L6-v2), same ChemProt examples, same number of optimizer steps and the same
 training step as the stages (`doktra_tune.stages.epoch.train_epoch`, CE loss); only the batching differs:
 
-  bucketed : make_batches(bucket_by_length=True) + pad to the longest in the batch (the default)
-  dynamic  : random batches + pad to the longest in the batch (no bucketing), for reference
+  bucketed : make_batches(batching="bucketed") + pad to the longest in the batch (train.batching=bucketed: the CPU presets')
+  dynamic  : random batches + pad to the longest in the batch (train.batching=random: the paper preset's)
   pad_max  : random batches + every batch padded to max_len (the authors' pad_sequences recipe)
 
 Goal: pad_max / bucketed epoch time >= 2.
@@ -49,7 +49,7 @@ def main() -> None:
     tokens: dict[str, int] = {}
     for rep in range(args.repeats):
         for variant in VARIANTS:
-            batches = make_batches(train, args.batch_size, shuffle=True, seed=rep, bucket_by_length=variant == "bucketed")
+            batches = make_batches(train, args.batch_size, shuffle=True, seed=rep, batching="bucketed" if variant == "bucketed" else "random")
             pad_to = args.max_len if variant == "pad_max" else None
             width = [args.max_len if pad_to else int(lengths[b].max()) for b in batches]
             tokens[variant] = sum(len(b) * w for b, w in zip(batches, width))
@@ -73,8 +73,8 @@ def main() -> None:
         )
     ratio = base / median(times["bucketed"])
     cpu_ratio = base_cpu / median(cpu["bucketed"])
-    unbucketed_pad = padding_tokens(train, make_batches(train, args.batch_size, shuffle=True, seed=0, bucket_by_length=False))
-    bucketed_pad = padding_tokens(train, make_batches(train, args.batch_size, shuffle=True, seed=0, bucket_by_length=True))
+    unbucketed_pad = padding_tokens(train, make_batches(train, args.batch_size, shuffle=True, seed=0, batching="random"))
+    bucketed_pad = padding_tokens(train, make_batches(train, args.batch_size, shuffle=True, seed=0, batching="bucketed"))
     print(f"   dynamic-padding pad tokens: bucketed {bucketed_pad}, unbucketed {unbucketed_pad}")
     print(
         f"RESULT pad_max/bucketed epoch-time ratio = {ratio:.2f}x wall, {cpu_ratio:.2f}x cpu "

@@ -5,7 +5,7 @@ Issue 16: every trial and epoch-unit the plan announces, counted in the finished
     python benchmarks/bench_paper_rehearsal.py --task chemprot [--task gad] [--runs-root DIR] [--keep]
 
 The paper preset as it is -- its grids (4 beta1; 3 lr1 x 6 e1; lr2 x beta2 x gamma with e2 = 10),
-the per-task epochs, `final.protocol=chain` with 3 seeds, GAD's ten folds -- with only the models
+the per-task epochs, the default `final.protocol` (shared_models) with 3 seeds, GAD's ten folds -- with only the models
 and the data shrunk:
 
 1. Models: tiny random-weight models saved at the preset's own hub ids (`tests.hub_server`), served

@@ -36,7 +36,7 @@ SEED = 13
 def bare_epoch(data, batch_size: int, lr: float) -> tuple[float, float, int]:
     model, tokenizer = load_classifier("minilm", data.task, seed=SEED)
     train = load_encoded(data, "train", tokenizer).encoded
-    batches = make_batches(train, batch_size, shuffle=True, seed=epoch_batch_seed(SEED, 0), bucket_by_length=True)
+    batches = make_batches(train, batch_size, shuffle=True, seed=epoch_batch_seed(SEED, 0), batching="bucketed")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, eps=1e-8, weight_decay=0.0)
     torch.manual_seed(SEED)
     model.train()

@@ -104,7 +104,7 @@ def main() -> None:
                 student = load_checkpoint(student_dir)[0]
                 params = list(student.parameters())
                 batches = make_batches(train_split.encoded, args.batch_size, shuffle=True,
-                                       seed=epoch_batch_seed(SEED, 0), bucket_by_length=True)
+                                       seed=epoch_batch_seed(SEED, 0), batching="bucketed")
                 optimizer, scheduler = build_optimizer(params, cfg, len(batches))
                 torch.manual_seed(SEED)
                 stats = train_epoch(

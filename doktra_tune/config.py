@@ -28,8 +28,11 @@ DEFAULT_CACHE_DIR = "~/.cache/doktra_tune"
 # ---------------------------------------------------------------------------------------------
 # Every allowed-value set and range, defined once; each checked config field names its own below.
 
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "tf32", "bf16"]  # doktra_tune.device
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+# train.batching (encoding.make_batches): random = the authors' sampler; bucketed = length-bucketed mega-batches
+Batching = Literal["random", "bucketed"]
+BATCHINGS: tuple[str, ...] = get_args(Batching)
 CpuKernels = Literal["native", "avx2"]  # train.cpu_kernels (doktra_tune.device.CPU_KERNEL_ENV)
 CPU_KERNELS: tuple[str, ...] = get_args(CpuKernels)
 KeepCheckpoints = Literal["best", "last", "best_and_last", "none"]
@@ -207,8 +210,11 @@ class StageConfig:
     warmup_ratio: float = ruled(0.0, range=WARMUP_RATIO, grid="[0, 0.1]")  # authors: linear schedule, 0 warmup steps
     adam_eps: float = ruled(1e-8, range=POSITIVE, grid="[1e-8]")
     max_grad_norm: float = ruled(1.0, range=POSITIVE, grid="[1.0]")
-    bucket_by_length: bool = True  # length-bucketed batches with dynamic padding
-    precision: Precision = ruled("auto", choices=PRECISIONS)  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # random: the authors' RandomSampler batches (a seeded permutation per epoch), each padded to its longest;
+    # bucketed: length-bucketed batches (encoding.make_batches), less padding, other batch-mates
+    batching: Batching = ruled("random", choices=BATCHINGS)
+    # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 (strict) | tf32 (fp32, TF32 matmuls on CUDA) | bf16
+    precision: Precision = ruled("auto", choices=PRECISIONS)
     device: str = "auto"
     torch_threads: int | None = None  # None: leave torch's default
     eval_splits: tuple[str, ...] = ("dev",)
@@ -272,12 +278,14 @@ _C = TypeVar("_C", bound=StageConfig)
 
 def _build(cls: type[_C], values: Mapping[str, Any]) -> _C:
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names - {"bucket_by_length"})
     if unknown:
         raise ConfigError(
             f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(names)}"
         )
     kwargs = dict(values)
+    if "bucket_by_length" in kwargs and "batching" not in kwargs:  # configs saved before train.batching existed
+        kwargs["batching"] = "bucketed" if kwargs.pop("bucket_by_length") else "random"
     data = kwargs.get("data")
     if isinstance(data, Mapping):
         data_names = {f.name for f in dataclasses.fields(DataConfig)}

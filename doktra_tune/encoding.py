@@ -1,4 +1,4 @@
-"""Tokenized splits, length-bucketed batches and dynamic padding.
+"""Tokenized splits, training batches (random or length-bucketed) and dynamic padding.
 
 `encode_split` tokenizes a split once per (data fingerprint, tokenizer, max_len): the token ids are
 stored as an HF `datasets` Arrow dataset under `<cache_dir>/tokenized/<key>/` (written under a
@@ -8,10 +8,8 @@ computed, which are the same) and loaded from there afterwards.
 Texts are single sentences: `tokenizer(text, truncation=True, max_length=max_len)`, special tokens
 included, no padding (padding happens per batch in `collate`).
 
-`make_batches` with `bucket_by_length=True` shuffles the split (seeded), cuts it into mega-batches of
-`MEGA_BATCHES` batches, sorts each mega-batch by length and cuts it into batches, then shuffles the
-batch order: batches hold similar lengths, so dynamic padding wastes few tokens, while the data
-order stays random. `shuffle=False` (evaluation) keeps the split order in contiguous batches.
+`make_batches`: which examples share a step (`StageConfig.batching`: random | bucketed), as
+`doktra_tune.batching` says; `collate` pads each batch to its longest sequence.
 """
 
 from __future__ import annotations
@@ -26,11 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from doktra_tune import shared_files
+from doktra_tune import batching, shared_files
+from doktra_tune.batching import batch_indices
 from doktra_tune.data import Example, label_matrix
 from doktra_tune.tasks import TaskSpec, get_task
 
-MEGA_BATCHES = 50  # batches per length-sorted mega-batch
 ENCODING_VERSION = 1  # bump when the tokenization recipe changes
 
 
@@ -161,27 +159,10 @@ def make_batches(
     *,
     shuffle: bool,
     seed: int,
-    bucket_by_length: bool = True,
+    batching: str = "random",
 ) -> list[list[int]]:
-    """Example indices per batch (the last batch may be smaller); deterministic for a seed."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(encoded)
-    if not shuffle:
-        return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    if not bucket_by_length:
-        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
-    lengths = encoded.lengths
-    mega = batch_size * MEGA_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, n, mega):
-        chunk = order[start : start + mega]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
-    batch_order = rng.permutation(len(batches))
-    return [batches[i] for i in batch_order]
+    """Example indices per batch of `encoded` (`batching.batch_indices`: random | bucketed)."""
+    return batch_indices(encoded.lengths, batch_size, shuffle=shuffle, seed=seed, batching=batching)
 
 
 def collate(
@@ -205,5 +186,4 @@ def collate(
 
 def padding_tokens(encoded: EncodedSplit, batches: list[list[int]]) -> int:
     """Pad positions dynamic padding adds over `batches` (used to measure bucketing)."""
-    lengths = encoded.lengths
-    return int(sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches if b))
+    return batching.padding_tokens(encoded.lengths, batches)

@@ -22,8 +22,10 @@ from doktra_tune.errors import ConfigError
 RunStage = Literal["ctt", "student", "abd", "evaluate"]
 RUN_STAGES: tuple[str, ...] = get_args(RunStage)
 # What labels a run (its MLflow tags; the final runs' rows in results.json): label -> tag name.
+# `also`: the other final variants the run stands for, comma-separated (β₁ = 0 won CTT: teacher_ft is
+# teacher_ctt's runs; `search.final.FinalPlan.aliases`), which results.json and the tables expand.
 LABEL_TAGS: dict[str, str] = {"variant": "doktra.variant", "fold": "doktra.fold", "origin": "doktra.origin",
-                              "teacher": "doktra.teacher", "student": "doktra.student_init"}
+                              "teacher": "doktra.teacher", "student": "doktra.student_init", "also": "doktra.also"}
 RUN_FIELD = "run"  # the param-space key an explicit run travels under
 
 _C = TypeVar("_C", bound=StageConfig)
@@ -35,9 +37,10 @@ class RunSpec:
 
     `stage`: the stage function that runs it (ctt | student | abd | evaluate), None for the
     trainable's own stage; `overrides`: StageConfig fields set on the base config (`data`: a mapping
-    of DataConfig fields); `labels`: what the run is (variant, fold, origin, teacher, student; MLflow
-    tags); `publish`: the model name its model is copied to when it ends well; `needs`: the model
-    names it reads, which must exist before it starts (`search.dependent_runs`)."""
+    of DataConfig fields); `labels`: what the run is (variant, fold, origin, teacher, student, also:
+    the variants it stands for too; MLflow tags); `publish`: the model name its model is copied to
+    when it ends well; `needs`: the model names it reads, which must exist before it starts
+    (`search.dependent_runs`)."""
 
     stage: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)

@@ -4,7 +4,7 @@ During activation boundary distillation (Sec. 3.3, Algorithm 1 lines 4-10) the t
 and in eval mode (the authors call ``teacher_model.eval()`` and run it under ``no_grad``), so its
 classification embedding T_[CLS](x) of every example is a pure function of
 
-    (teacher checkpoint content, task, split, the examples' teacher token ids, max_len, precision).
+    (teacher checkpoint content, task, split, the examples' teacher token ids, max_len, precision: fp32 | tf32 | bf16).
 
 It is computed once, stored under ``<cache_dir>/teacher_cls/<key>/`` as ``cls.npy`` [N, H_T] and
 ``logits.npy`` [N, L] (float32, row i = example i of the split), and reused by every ABD trial and
@@ -31,7 +31,7 @@ import torch
 
 from doktra_tune import shared_files
 from doktra_tune.data import Example
-from doktra_tune.device import autocast
+from doktra_tune.device import Runtime, autocast, matmul_precision
 from doktra_tune.encoding import EncodedSplit, collate, encode_split
 from doktra_tune.errors import ConfigError
 from doktra_tune.models import forward_cls_logits, load_checkpoint, read_meta
@@ -179,10 +179,12 @@ def teacher_outputs(
     amp_dtype: torch.dtype | None,
     batch_size: int = 128,
     teacher: tuple[torch.nn.Module, Any] | None = None,
+    tf32: bool = False,
 ) -> TeacherOutputs:
     """The teacher's [CLS] vectors and logits for ``examples`` (one split), from cache or computed once.
 
-    ``teacher``: an already loaded (model, tokenizer) of ``teacher_checkpoint`` to reuse on a miss.
+    ``teacher``: an already loaded (model, tokenizer) of ``teacher_checkpoint`` to reuse on a miss;
+    ``tf32``: fp32 matmuls in TF32 (``precision=tf32`` on CUDA; part of the key).
     """
     spec = get_task(task)
     ckpt = Path(teacher_checkpoint).expanduser()
@@ -194,7 +196,7 @@ def teacher_outputs(
     encoded = encode_split(
         examples, spec, tokenizer, max_len=max_len, cache_dir=cache_dir, cache_key=f"teacher-{spec.name}-{split}"
     )
-    precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
+    precision = Runtime(device, amp_dtype, tf32).precision_name
     key = cache_key(checkpoint_identity(ckpt), spec.name, split, ids_fingerprint(encoded), max_len, precision)
     base = Path(cache_dir).expanduser() / SUBDIR
     target = base / key
@@ -210,7 +212,7 @@ def teacher_outputs(
         model = teacher[0] if teacher is not None else load_checkpoint(ckpt)[0].to(device)
         cls, logits, published = _compute_entry(
             model, encoded, tokenizer.pad_token_id, target, batch_size=batch_size, device=device,
-            amp_dtype=amp_dtype, meta={"teacher_checkpoint": str(ckpt.resolve()), "task": spec.name, "split": split,
+            amp_dtype=amp_dtype, tf32=tf32, meta={"teacher_checkpoint": str(ckpt.resolve()), "task": spec.name, "split": split,
                                        "n": len(encoded), "max_len": max_len, "precision": precision})
         if not published:  # another writer published the entry first: every trial reads the same arrays
             cls, logits = _load(target)
@@ -219,13 +221,14 @@ def teacher_outputs(
 
 def _compute_entry(
     model: torch.nn.Module, encoded: Any, pad_token_id: int, target: Path, *, batch_size: int,
-    device: torch.device, amp_dtype: torch.dtype | None, meta: dict[str, Any],
+    device: torch.device, amp_dtype: torch.dtype | None, meta: dict[str, Any], tf32: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Run the teacher over `encoded` and publish the cache entry `target` (with `meta`):
     (cls, logits, whether this copy was published rather than another writer's)."""
     global _compute_count
     start = time.perf_counter()
-    cls, logits = run_teacher(model, encoded, pad_token_id, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+    with matmul_precision(tf32):
+        cls, logits = run_teacher(model, encoded, pad_token_id, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
     _compute_count += 1
     published = _write_entry(target, cls, logits, meta)
     log.info("teacher [CLS] cache: %s %s, %d examples in %.1fs -> %s%s", meta["task"], meta["split"], meta["n"],

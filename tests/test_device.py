@@ -41,7 +41,7 @@ def test_bf16_autocast_runs_matmuls_in_bf16_on_cpu() -> None:
 
 
 def test_unknown_precision_is_one_line_config_error() -> None:
-    with pytest.raises(ConfigError, match="use precision=auto, fp32 or bf16"):
+    with pytest.raises(ConfigError, match="use precision=auto, fp32, tf32 or bf16"):
         device.resolve_precision("fp16", CPU)
 
 
@@ -68,3 +68,30 @@ def test_avx2_cpu_kernels_reach_the_ray_workers():
         with pytest.raises(ConfigError, match="train.cpu_kernels"):
             RaySession(options, worker_env=CPU_KERNEL_ENV["avx2"]).__enter__()
     assert not ray.is_initialized()
+
+
+def test_tf32_is_fp32_on_cpu_and_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(device, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="precision=tf32 on a CPU computes in fp32"):
+        rt = device.resolve_runtime("cpu", "tf32")
+    assert rt.amp_dtype is None and rt.tf32 is False and rt.precision_name == "fp32"
+    assert device.resolve_runtime("cpu", "fp32").precision_name == "fp32"
+    assert device.Runtime(CPU, None, True).precision_name == "tf32"
+    assert device.Runtime(CPU, torch.bfloat16).precision_name == "bfloat16"
+
+
+def test_tf32_on_cuda_is_fp32_activations_with_tf32_matmuls() -> None:
+    cuda = torch.device("cuda")
+    assert device.resolve_precision("tf32", cuda) is None  # no autocast: fp32 weights and activations
+    assert device.uses_tf32("tf32", cuda) and not device.uses_tf32("fp32", cuda) and not device.uses_tf32("bf16", cuda)
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_matmul_precision_sets_both_switches_and_restores_them(tf32: bool) -> None:
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with device.matmul_precision(tf32):
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+        with device.matmul_precision(not tf32):  # a teacher pass in another precision inside a stage
+            assert torch.backends.cuda.matmul.allow_tf32 is (not tf32)
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

@@ -168,41 +168,104 @@ def test_throughput_follows_the_flop_formula() -> None:
     assert train == pytest.approx(312e12 * 0.35 / (3 * forward))
     assert evaluate == pytest.approx(3 * train)
     assert throughput(bert, "fp32", 128)[0] == pytest.approx(19.5e12 * 0.60 / (3 * forward))
+    assert throughput(bert, "tf32", 128)[0] == pytest.approx(156e12 * 0.35 / (3 * forward))
+
+
+def _hours(plan, precision=None) -> dict[str, float | None]:
+    return {s.stage: s.gpu_hours(precision) for s in estimate(plan).stages}
 
 
 def test_gpu_hours_follow_the_epoch_units() -> None:
-    shared = {s.stage: s.hours for s in estimate(_plan("task=chemprot")).stages}
-    alone = {s.stage: s.hours for s in estimate(_plan("task=chemprot", "stages.abd.share_prefix=false")).stages}
+    shared = _hours(_plan("task=chemprot"))
+    alone = _hours(_plan("task=chemprot", "stages.abd.share_prefix=false"))
     assert shared["ctt"] == alone["ctt"] and shared["student"] == alone["student"]
     assert shared["abd"] / alone["abd"] == pytest.approx(147 / 480, rel=0.01)  # + the same one teacher pass
     student = architecture("albert-xlarge-v2")
-    train, evaluate = throughput(student, "fp32", 128)  # the paper preset trains in fp32, as the authors did
+    train, evaluate = throughput(student, "tf32", 128)  # the paper preset: TF32, as the authors' PyTorch 1.8.1
     assert shared["student"] == pytest.approx(135 * (17865 / train + 11263 / evaluate) / 3600)
-    limited = estimate(_plan("task=chemprot", "data.train_limit=1000", "data.dev_limit=100")).stages
-    assert limited[1].hours == pytest.approx(135 * (1000 / train + 100 / evaluate) / 3600)
+    limited = _hours(_plan("task=chemprot", "data.train_limit=1000", "data.dev_limit=100"))
+    assert limited["student"] == pytest.approx(135 * (1000 / train + 100 / evaluate) / 3600)
 
 
 def test_gpu_hours_follow_the_precision() -> None:
-    """The paper preset: batches of 50 in fp32 (the authors' scripts); train.precision=bf16, the named
-    fast option, divides every stage's estimate by the ratio of the sustained FLOP rates."""
-    fp32, bf16 = _plan("task=chemprot"), _plan("task=chemprot", "train.precision=bf16")
-    assert {s.precision for s in fp32.config.stages.values()} == {"fp32"} and fp32.config.train.batch_size == 50
-    ratio = (312e12 * 0.35) / (19.5e12 * 0.60)
-    for slow, fast in zip(estimate(fp32).stages, estimate(bf16).stages):
-        assert slow.hours == pytest.approx(ratio * fast.hours), slow.stage
-    lines = dry_run_lines(fp32)
-    assert any("batch 50" in line for line in lines)
-    assert any(line.startswith("throughput (student, estimate)") and "fp32: train" in line for line in lines)
-    assert any(line.startswith("total") and line.split()[-1] == "182.1" for line in lines)  # the README's figure
+    """The paper preset: random batches of 50 in TF32 (the authors' PyTorch 1.8.1 default); the three
+    precisions side by side divide every stage's FLOPs by their sustained FLOP rates."""
+    paper = _plan("task=chemprot")
+    assert {s.precision for s in paper.config.stages.values()} == {"tf32"} and paper.config.train.batch_size == 50
+    assert paper.config.train.batching == "random"
+    fp32, tf32, bf16 = (_hours(paper, p) for p in ("fp32", "tf32", "bf16"))
+    assert _hours(paper) == tf32
+    for stage in fp32:
+        assert fp32[stage] == pytest.approx(tf32[stage] * (156e12 * 0.35) / (19.5e12 * 0.60)), stage
+        assert tf32[stage] == pytest.approx(2 * bf16[stage]), stage
+    lines = dry_run_lines(paper)
+    assert any("batch 50, batching random" in line for line in lines)
+    assert any(line.startswith("throughput (student, estimate)") and "tf32: train" in line for line in lines)
+    (total,) = [line.split() for line in lines if line.startswith("total")]
+    assert total[3:6] == ["182.0", "39.0", "19.5"]  # fp32, tf32, bf16: the README's figures
+    assert any(line.startswith("tokens: data.max_len = 128 per sequence, not counted (the data are not at") for line in lines)
 
 
 def test_a_model_without_a_figure_is_named_not_guessed() -> None:
     plan = _plan("task=chemprot", "student_model=some/other-model")
     gpu = estimate(plan)
-    assert gpu.missing == ("some/other-model",) and gpu.total is None
-    unknown = {s.stage: s.hours is None for s in gpu.stages}
+    assert gpu.missing == ("some/other-model",) and gpu.total() is None
+    unknown = {s.stage: s.gpu_hours() is None for s in gpu.stages}
     assert unknown == {"ctt": False, "student": True, "abd": True, "final": True}
     assert any("no throughput figure for some/other-model" in line for line in dry_run_lines(plan))
+
+
+def test_real_tokens_are_counted_where_the_data_are(data_root: Path) -> None:
+    """The cpu preset's ChemProt (SciBERT's copy, 1,000 sentences, max_len 96): MiniLM's tokenizer, the
+    batches the stages train on. Bucketed batches of 16 hold 1,038 tokens each (1,022 real), random ones
+    1,515; a FLOP count from them is below max_len's (96 per sequence)."""
+    overrides = ["task=chemprot", "preset=cpu", f"data_root={data_root}"]
+    bucketed = estimate(_plan(*overrides))
+    random_ = estimate(_plan(*overrides, "train.batching=random"))
+    teacher = bucketed.tokens.models["minilm"]
+    assert teacher.tokenizer.startswith("all-MiniLM-L6-v2's WordPiece (the model's own)")
+    assert (teacher.train.examples, teacher.evaluation["dev"].examples, teacher.evaluation["test"].examples) == (1000, 200, 300)
+    assert [round(x) for x in teacher.tokens_per_batch()] == [1038, 1022]
+    assert [round(x) for x in random_.tokens.models["minilm"].tokens_per_batch()] == [1515, 1022]
+    assert teacher.train.real_tokens == random_.tokens.models["minilm"].train.real_tokens
+    for stage in ("ctt", "student", "abd", "final"):
+        costs = {s.stage: s for s in bucketed.stages}
+        assert 0 < costs[stage].gpu_hours("fp32") < {s.stage: s for s in random_.stages}[stage].gpu_hours("fp32")
+    not_counted = estimate(_plan("task=chemprot", "preset=cpu", "data_root=/nonexistent"))
+    assert not not_counted.tokens.models and "the data are not at /nonexistent" in not_counted.tokens.reason
+    assert not_counted.total("fp32") > random_.total("fp32")  # 96 tokens per sequence: the upper bound
+
+
+def test_a_hub_model_not_cached_is_counted_with_the_named_stand_in(data_root: Path) -> None:
+    plan = _plan("task=chemprot", "preset=cpu", f"data_root={data_root}",
+                 "teacher_model=dmis-lab/biobert-base-cased-v1.1")
+    counted = estimate(plan).tokens.models["dmis-lab/biobert-base-cased-v1.1"]
+    assert counted.tokenizer.startswith("all-MiniLM-L6-v2's WordPiece (stand-in: dmis-lab/biobert-base-cased-v1.1's "
+                                        "tokenizer is not in the local Hugging Face cache)")
+    lines = dry_run_lines(plan)
+    assert any(line.startswith("tokens per batch (teacher dmis-lab/biobert-base-cased-v1.1): 1,038 padded") and
+               "stand-in" in line for line in lines)
+
+
+def test_cpu_prediction_shares_the_runs_over_the_local_slots(data_root: Path) -> None:
+    """The CPU column: each run's FLOPs at the measured per-thread rate, the stage's runs over
+    ray.num_cpus / cpus_per_trial slots, never less than its longest run."""
+    from doktra_tune.search.estimate import CPU_REFERENCE, cpu_stage_seconds, local_concurrency
+
+    plan = _plan("task=chemprot", "preset=cpu", f"data_root={data_root}", "ray.num_cpus=2")
+    assert local_concurrency(plan) == 2
+    assert local_concurrency(_plan("task=chemprot", "preset=cpu", "ray.num_cpus=2",
+                                   "resources.max_concurrent_trials=1")) == 1
+    ctt = next(s for s in estimate(plan).stages if s.stage == "ctt")
+    seconds = ctt.cpu_job_seconds(CPU_REFERENCE)
+    assert len(seconds) == 2 and cpu_stage_seconds(ctt, 2) == pytest.approx(max(sum(seconds) / 2, max(seconds)))
+    assert cpu_stage_seconds(ctt, 1) == pytest.approx(sum(seconds))
+    teacher = architecture("minilm")
+    tokens = estimate(plan).tokens.models["minilm"]
+    trial = 2 * tokens.train.flops(teacher.train_flops) / CPU_REFERENCE.train_flops
+    assert min(seconds) > trial  # + its two dev passes (and, for the first, the teacher-cache pass: none in CTT)
+    lines = dry_run_lines(plan)
+    assert any(line.startswith("CPU: predicted wall time with 2 one-thread trial(s) at once") for line in lines)
 
 
 def test_dry_run_is_a_checked_bool_and_not_part_of_the_search_id() -> None:

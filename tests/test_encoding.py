@@ -83,12 +83,12 @@ def test_collate_dynamic_and_fixed_padding():
 
 def test_make_batches_cover_every_index_once_and_are_seeded():
     enc = _toy([3 + (i * 7) % 20 for i in range(103)])
-    for bucket in (True, False):
-        batches = make_batches(enc, 10, shuffle=True, seed=1, bucket_by_length=bucket)
+    for batching in ("bucketed", "random"):
+        batches = make_batches(enc, 10, shuffle=True, seed=1, batching=batching)
         assert sorted(i for b in batches for i in b) == list(range(103))
         assert len(batches) == 11 and sorted(len(b) for b in batches)[0] == 3
-        assert batches == make_batches(enc, 10, shuffle=True, seed=1, bucket_by_length=bucket)
-        assert batches != make_batches(enc, 10, shuffle=True, seed=2, bucket_by_length=bucket)
+        assert batches == make_batches(enc, 10, shuffle=True, seed=1, batching=batching)
+        assert batches != make_batches(enc, 10, shuffle=True, seed=2, batching=batching)
     assert make_batches(enc, 50, shuffle=False, seed=0) == [
         list(range(0, 50)), list(range(50, 100)), [100, 101, 102]
     ]
@@ -98,8 +98,8 @@ def test_bucketing_reduces_padding_on_real_chemprot(tmp_path, data_root, minilm_
     examples = load_split("chemprot", "train", data_root / "chemprot_scibert")
     enc = encode_split(examples, "chemprot", minilm_tokenizer, max_len=128, cache_dir=tmp_path, cache_key="chemprot-train")
     assert len(enc) == 4169
-    bucketed = padding_tokens(enc, make_batches(enc, 32, shuffle=True, seed=0, bucket_by_length=True))
-    plain = padding_tokens(enc, make_batches(enc, 32, shuffle=True, seed=0, bucket_by_length=False))
+    bucketed = padding_tokens(enc, make_batches(enc, 32, shuffle=True, seed=0, batching="bucketed"))
+    plain = padding_tokens(enc, make_batches(enc, 32, shuffle=True, seed=0, batching="random"))
     real_tokens = int(enc.lengths.sum())
     # measured: ~4.7k pad tokens bucketed vs ~233k plain for ~277k real tokens
     assert bucketed * 10 < plain

@@ -93,7 +93,7 @@ def test_a_task_without_data_stops_the_sweep_before_the_first_search(tmp_path: P
     err = capsys.readouterr().err
     assert info.value.code == 2 and len(_error_lines(err)) == 1
     assert err.startswith(f"error: multirun search 2 (task=ddi preset=tiny runs_root={tmp_path / 'runs'}): no ddi "
-                          f"data at {SHARED.resolve() / 'ddi'} (the default data_root"), err
+                          f"data at {SHARED / 'ddi'} (the default data_root"), err  # symbolic links kept as written
     assert "get BLUE's DDI" in err and "data_root=<folder holding ddi/>" in err
     assert not (tmp_path / "runs").exists()
 

@@ -141,7 +141,7 @@ def test_final_runs_chain_every_seed_and_cover_every_variant(search) -> None:
     run_dir, _, lines = search
     results = read_run_json(run_dir / "final" / "results.json", run_dir)  # paths inside the run dir resolved
     runs = results["runs"]
-    assert results["protocol"] == "chain"
+    assert results["protocol"] == "shared_models"  # the default; with tiny's one seed the same runs as chain
     assert sorted(r["variant"] for r in runs) == sorted(
         ["teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt"])
     for r in runs:
@@ -156,7 +156,8 @@ def test_final_runs_chain_every_seed_and_cover_every_variant(search) -> None:
     models = run_dir / "final" / "models"
     assert by["doktra"]["params"]["teacher_checkpoint"] == str(models / "teacher_ctt-seed1")
     assert by["doktra"]["params"]["model"] == str(models / "student_ft-seed1")
-    assert by["doktra_no_ctt"]["params"]["teacher_checkpoint"] == str(models / "teacher_ft-seed1")
+    beta0 = float(_winner(run_dir, "ctt")["params"]["beta"]) == 0.0  # β₁ = 0 won: teacher_ft is teacher_ctt's run
+    assert by["doktra_no_ctt"]["params"]["teacher_checkpoint"] == str(models / f"teacher_{'ctt' if beta0 else 'ft'}-seed1")
     assert (by["doktra"]["teacher"], by["doktra"]["student"]) == ("teacher_ctt-seed1", "student_ft-seed1")
     meta = json.loads((models / "teacher_ctt-seed1" / "doktra_meta.json").read_text())
     assert meta["seed"] == 1 and meta["epoch"] == 1  # the seed-1 teacher, after its e epochs
@@ -257,3 +258,47 @@ def test_gad_final_runs_chain_over_every_fold(tmp_path, fixtures_dir) -> None:
 
     registered = MlflowClient(f"sqlite:///{run_dir}/mlflow.db").search_registered_models()
     assert sorted(m.name for m in registered) == ["doktra-gad-doktra", "doktra-gad-student", "doktra-gad-teacher"]
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "hoc_raw").is_dir(), reason=f"no HoC data at {DATA_ROOT}")
+def test_a_beta0_ctt_winner_trains_each_shared_run_once(tmp_path) -> None:
+    """HoC with β₁ = 0 the only CTT value (the paper's HoC winner, Table A1), two seeds, the default
+    shared_models protocol: teacher_ft is teacher_ctt's runs and doktra_no_ctt doktra's, so Ray runs
+    2 x (teacher_ctt, student_ft, doktra) = 6 final trials, not 10; results.json and Tables 2 and 5
+    still show every variant's row, the aliases with their targets' numbers."""
+    from analysis.results import final_results
+    from analysis.runs import load_runs, resolve_source
+    from analysis.tables import table2, table5
+
+    run_dir, _, lines = run_tiny_search(tmp_path, "stages.ctt.grid.beta=[0.0]", "final.seeds=[1,2]", task="hoc")
+    results = read_run_json(run_dir / "final" / "results.json", run_dir)
+    assert results["protocol"] == "shared_models"
+    trials = [d for d in (run_dir / "ray" / "final").iterdir() if d.is_dir() and (d / "params.json").is_file()]
+    assert len(trials) == 6  # de-duplicated: 2 seeds x (teacher_ctt, student_ft, doktra)
+    runs = results["runs"]
+    variants = ("teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt")
+    assert sorted(r["variant"] for r in runs) == sorted(v for v in variants for _ in (1, 2))
+    assert sum(r["trained"] for r in runs) == 6 and len({r["trial_id"] for r in runs}) == 6
+    assert all(r["status"] == "completed" for r in runs)
+    by = {(r["variant"], r["seed"]): r for r in runs}
+    for alias, target in (("teacher_ft", "teacher_ctt"), ("doktra_no_ctt", "doktra")):
+        for seed in (1, 2):
+            assert by[(alias, seed)]["same_as"] == target and by[(alias, seed)]["trial_id"] == by[(target, seed)]["trial_id"]
+            assert by[(alias, seed)]["metrics"] == by[(target, seed)]["metrics"]
+        assert results["summary"][alias]["same_as"] == target
+        assert results["summary"][alias]["test_f1"] == results["summary"][target]["test_f1"]
+    # shared_models: seed 2's DoKTra distilled from seed 1's teacher into seed 1's student
+    assert (by[("doktra", 2)]["teacher"], by[("doktra", 2)]["student"]) == ("teacher_ctt-seed1", "student_ft-seed1")
+    (start,) = [line for line in lines if line.startswith("[final] start")]
+    assert "β₁ = 0 won CTT: teacher_ft = teacher_ctt, doktra_no_ctt = doktra, each trained once (4 runs fewer)" in start
+    table = final_results(load_runs(resolve_source(str(run_dir))))
+    assert table["variant"].value_counts().to_dict() == {v: 2 for v in variants}
+    t2 = table2(table)
+    cells = dict(zip(t2["Model"], t2["HoC"]))
+    assert {"teacher-ft (CTT, tuned beta1)", "teacher-ft (beta1 = 0)", "student-ft", "student-DoKTra"} <= set(cells)
+    assert cells["teacher-ft (beta1 = 0)"] == cells["teacher-ft (CTT, tuned beta1)"] != "–"
+    which = dict(zip(t2["Model"], t2["Which model"]))["teacher-ft (beta1 = 0)"]
+    assert "= teacher_ctt's runs (β₁ = 0 won CTT: trained once)" in which
+    t5 = table5(table).iloc[0]
+    assert t5["DoKTra−CTT F1"] == t5["DoKTra F1"] != "–" and t5["teacher ECE (beta1 = 0)"] == t5["teacher ECE (CTT)"]
+    assert "teacher-ft (beta1 = 0)" in (run_dir / "tables" / "table2.md").read_text()  # the outcome's table too

@@ -80,18 +80,21 @@ def test_each_task_has_the_papers_teacher_and_students(task: str, teacher: str, 
         assert (c.teacher_model, c.student_model) == models, preset
 
 
-def test_paper_preset_trains_batches_of_50_in_fp32_and_bf16_is_an_option() -> None:
-    """The authors' commands pass --batch_size=50, and their scripts have no autocast: fp32."""
+def test_paper_preset_trains_random_batches_of_50_in_tf32_and_bf16_is_an_option() -> None:
+    """The authors' commands pass --batch_size=50 to scripts with a RandomSampler and no autocast, on
+    PyTorch 1.8.1, whose fp32 matmuls ran in TF32: tf32, random batches."""
     c = _plan().config
-    assert c.train.batch_size == 50 and c.train.precision == "fp32"
-    assert {s.precision for s in c.stages.values()} == {"fp32"}
+    assert c.train.batch_size == 50 and c.train.precision == "tf32" and c.train.batching == "random"
+    assert {s.precision for s in c.stages.values()} == {"tf32"}
     fast = _plan("train.precision=bf16").config
     assert {s.precision for s in fast.stages.values()} == {"bf16"} and _plan().search_id != _plan(
         "train.precision=bf16").search_id
+    assert _plan().search_id != _plan("train.precision=fp32").search_id != _plan("train.batching=bucketed").search_id
     for preset in SMALL_PRESETS:  # the CPU presets keep their own batches and precision
         small = _plan(f"preset={preset}").config
         # proxy: bf16 autocast on this CPU's native bf16, to fit 90 minutes (its caveat line says so)
         assert small.train.batch_size == 16 and small.train.precision == ("bf16" if preset == "proxy" else "auto"), preset
+        assert small.train.batching == "bucketed", preset
 
 
 def test_the_papers_models_of_a_task_are_not_part_of_the_search_id() -> None:
@@ -112,7 +115,7 @@ def test_search_id_ignores_where_things_run_but_not_what_is_computed() -> None:
     (["data.max_len=4"], "data.max_len=4 must be an integer >= 8; fix the override data.max_len=..."),
     (["data.train_limit=0"], "data.train_limit=0 must be an integer >= 1"),
     (["train.batch_size=2.5"], "train.batch_size=2.5 must be an integer >= 1"),
-    (["train.precision=fp16"], "train.precision='fp16' is unknown; use one of auto, fp32, bf16"),
+    (["train.precision=fp16"], "train.precision='fp16' is unknown; use one of auto, fp32, tf32, bf16"),
     (["stages.abd.precision=fp8"], "stages.abd.precision='fp8' is unknown"),
     (["stages.abd.projection=diagonal"],
      "stages.abd.projection='diagonal' is unknown; use one of auto, identity, fixed_random, learned"),
@@ -395,7 +398,7 @@ def test_e1_grid_and_schedule_groups() -> None:
     paper = _plan("preset=paper")
     assert paper.spaces["student"].params == {"lr": [6e-6, 8e-6, 1e-5], "epochs": [5, 6, 7, 8, 9, 10]}
     assert paper.stage_epochs["student"] == 10 and schedule_group(paper.spaces["student"]) == "epochs"
-    assert paper.config.search.pruner == "none" and paper.config.final.protocol == "chain"
+    assert paper.config.search.pruner == "none" and paper.config.final.protocol == "shared_models"
     assert paper.config.stages["abd"].projection == "auto" and paper.config.search.handoff == "final_epoch"
     assert paper.config.search.selection.f1_tolerance == 0.01
     cheap = _plan("preset=paper", "stages.student.e1_mode=best_epoch")

@@ -435,3 +435,35 @@ def test_a_shared_activation_boundary_prefix_gives_every_grid_point_to_the_last_
     with pytest.raises(ConfigError, match=r"different configuration \(beta, gamma\)"):
         distill(DistillConfig(output_dir=str(tmp_path / "late"), beta=0.3, gamma=0.5, resume_from=str(stash / "epoch_3"),
                               **common))
+
+
+def test_teacher_cache_keys_tf32_apart_and_a_tf32_teacher_on_cpu_reads_fp32s(pipeline, chemprot, tmp_path):
+    """The cache key holds the precision the teacher computes in (fp32 | tf32 | bf16): a TF32 pass (CUDA)
+    is its own entry; on a CPU a teacher trained with precision=tf32 computes in fp32 and reads fp32's."""
+    import dataclasses
+
+    import torch as _torch
+
+    from doktra_tune.device import resolve_runtime
+    from doktra_tune.stages.splits import load_examples
+    from doktra_tune.stages.teacher import teacher_runtime
+    from doktra_tune.teacher_cache import teacher_outputs
+
+    data = dataclasses.replace(chemprot, cache_dir=str(tmp_path / "cache"))
+    checkpoint = pipeline["teacher"].last_checkpoint
+    examples = load_examples(data, "dev")
+    common = dict(max_len=data.max_len, cache_dir=data.cache_dir, device=_torch.device("cpu"), amp_dtype=None)
+    fp32 = teacher_outputs(checkpoint, data.task, "dev", examples, **common)
+    tf32 = teacher_outputs(checkpoint, data.task, "dev", examples, tf32=True, **common)
+    assert fp32.computed and tf32.computed and fp32.key != tf32.key
+    assert _torch.equal(_torch.from_numpy(fp32.cls), _torch.from_numpy(tf32.cls))  # no TF32 on a CPU: same numbers
+    meta_path = Path(checkpoint) / "doktra_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["precision"] = "tf32"
+    tf32_teacher = tmp_path / "tf32_teacher"
+    import shutil
+
+    shutil.copytree(checkpoint, tf32_teacher)
+    (tf32_teacher / "doktra_meta.json").write_text(json.dumps(meta))
+    rt = teacher_runtime(tf32_teacher, resolve_runtime("cpu", "fp32"))
+    assert rt.amp_dtype is None and rt.tf32 is False

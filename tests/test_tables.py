@@ -386,9 +386,11 @@ def test_caveats_name_every_difference_from_the_paper_preset() -> None:
         "student fine-tuning: lr₁ {3e-4, 5e-4} (paper: {6e-6, 8e-6, 1e-5}), e₁ {3, 5} (paper: {5, 6, 7, 8, 9, 10}).",
         "ABD: lr₂ 3e-4 (paper: {6e-6, 8e-6, 1e-5}), β₂ {0, 0.5} (paper: {0, 0.3, 0.5, 0.7}), "
         "γ {0.5, 0.75} (paper: {0.6, 0.7, 0.8, 0.9}), e₂ 4 (paper: 10).",
-        "training: batch size 16 (paper: 50); precision auto (paper: fp32; auto is bf16 autocast on a GPU, "
-        "fp32 on a CPU).",
+        "training: batch size 16 (paper: 50); precision auto (paper: tf32; auto is bf16 autocast on a GPU, "
+        "fp32 on a CPU); batching bucketed (paper: random, the authors' RandomSampler; bucketed batches hold "
+        "sentences of similar length: other batch-mates, other SGD noise).",
         "max_len 96 tokens (paper: 128).",
+        "protocol: final.protocol=chain (paper preset: shared_models).",  # preset=cpu pins chain (its README figures)
     ]
     options = comparison_caveats(_config(
         "task=gad", "train.precision=bf16", "stages.abd.grid.gamma=[0.9]", "final.seeds=[1]", "final.folds=[1]",
@@ -396,7 +398,7 @@ def test_caveats_name_every_difference_from_the_paper_preset() -> None:
     assert options == [  # GAD's dev as the paper's (the fold's test file): no data line
         "student fine-tuning: e₁ 10 (paper: {5, 6, 7, 8, 9, 10}).",
         "ABD: γ 0.9 (paper: {0.6, 0.7, 0.8, 0.9}).",
-        "training: precision bf16 (paper: fp32).",
+        "training: precision bf16 (paper: tf32).",
         "seeds: 1 final seed [1] (paper: 3).",
         "protocol: search.pruner=median (paper preset: none); stages.student.e1_mode=best_epoch (paper preset: "
         "grid); final.folds=[1] (paper preset: none).",
@@ -425,5 +427,63 @@ def test_caveats_compose_the_paper_preset_inside_the_search_app() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         lines = comparison_caveats(config)
         assert GlobalHydra.instance().is_initialized()
-    assert "training: batch size 16 (paper: 50); precision auto (paper: fp32; auto is bf16 autocast on a GPU, " \
-           "fp32 on a CPU)." in lines
+    assert any(line.startswith("training: batch size 16 (paper: 50); precision auto (paper: tf32; auto is bf16 "
+                               "autocast on a GPU, fp32 on a CPU); batching bucketed (paper: random") for line in lines)
+
+
+def test_a_run_that_is_two_variants_fills_both_rows(tmp_path: Path) -> None:
+    """β₁ = 0 won CTT (the paper's HoC, Table A1): teacher_ft is teacher_ctt's runs and doktra_no_ctt
+    doktra's, trained once (`doktra.also`). Every table still shows both rows, with the same numbers,
+    and "Which model" says whose runs they are."""
+    run_dir = tmp_path / "s-hoc"
+    tracker = SearchTracker(new_store(run_dir), "hoc", "s-hoc", {"task": "hoc"}, run_dir)
+    tracking = tracker.trial_tracking("final", {"doktra.student_model": "random:albert:L1-H32"})
+    f1 = {"teacher_ctt": [0.80, 0.82, 0.84], "student_ft": [0.60, 0.62, 0.64], "doktra": [0.70, 0.71, 0.75]}
+    also = {"teacher_ctt": "teacher_ft", "doktra": "doktra_no_ctt"}
+    for variant, values in f1.items():
+        for seed, value in enumerate(values, start=1):
+            tags = {"ray.trial_id": f"{variant}-{seed}", "doktra.variant": variant, "doktra.seed": seed,
+                    "doktra.origin": "seed re-run", **({"doktra.also": also[variant]} if variant in also else {})}
+            with trial_run(tracker, tracking, {"seed": seed}, tags) as log:
+                log.log_epoch({"test_f1": value, "test_ece": 0.01 * seed, "test_lat": 10.0 * seed}, step=1)
+    tracker.finish()
+    results = final_results(load_runs(resolve_source(str(run_dir))))
+    assert len(results) == 15 and results["variant"].value_counts().to_dict() == {
+        v: 3 for v in ("teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt")}
+    copies = results[results["same_as"].notna()]
+    assert sorted(zip(copies["variant"], copies["same_as"])) == sorted(
+        [("teacher_ft", "teacher_ctt")] * 3 + [("doktra_no_ctt", "doktra")] * 3)
+    for alias, target in (("teacher_ft", "teacher_ctt"), ("doktra_no_ctt", "doktra")):
+        a, t = (results[results["variant"] == v].sort_values("seed") for v in (alias, target))
+        assert a["test_f1"].tolist() == t["test_f1"].tolist() and a["test_f1"].mean() == t["test_f1"].mean()
+    t2 = table2(results)
+    cells = dict(zip(t2["Model"], t2["HoC"]))
+    assert cells["teacher-ft (beta1 = 0)"] == cells["teacher-ft (CTT, tuned beta1)"] == "82.00 ± 2.00"
+    which = dict(zip(t2["Model"], t2["Which model"]))
+    assert which["teacher-ft (beta1 = 0)"] == ("seed re-runs (n=3); = teacher_ctt's runs (β₁ = 0 won CTT: trained once); "
+                                               "the teacher DoKTra−CTT distilled from")
+    assert which["teacher-ft (CTT, tuned beta1)"] == "seed re-runs (n=3); the teacher DoKTra distilled from"
+    t5 = table5(results).iloc[0]
+    assert t5["DoKTra−CTT F1"] == t5["DoKTra F1"] == "72.00 ± 2.65"
+    assert t5["DoKTra−CTT L_AT"] == t5["DoKTra L_AT"] == "20.00 ± 10.00"
+    assert t5["teacher ECE (beta1 = 0)"] == t5["teacher ECE (CTT)"] == "2.00 ± 1.00"
+    rows = {r["Model"]: r for _, r in table6(results).iterrows()}
+    assert rows["+ABD"]["F1 (%)"] == rows["+CTT+ABD (DoKTra)"]["F1 (%)"] == "72.00 ± 2.65"
+    assert rows["+ABD"]["Improvement"] == rows["+CTT+ABD (DoKTra)"]["Improvement"] == "+10.00"
+
+
+def test_which_model_says_when_every_doktra_seed_read_the_first_seeds_models() -> None:
+    """final.protocol=shared_models: the teacher row is over its seeds, but DoKTra's seeds all distilled
+    from its first seed (`doktra.teacher` names another seed's model)."""
+    from analysis.tables import which_model
+
+    def rows(shared: bool) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"variant": "teacher_ctt", "seed": str(s), "fold": None, "origin": "seed re-run", "teacher": None}
+             for s in (1, 2)]
+            + [{"variant": "doktra", "seed": str(s), "fold": None, "origin": "seed re-run",
+                "teacher": f"teacher_ctt-seed{1 if shared else s}"} for s in (1, 2)])
+
+    assert which_model(rows(True), "teacher_ctt") == (
+        "seed re-runs (n=2); its first seed is the teacher every DoKTra seed distilled from")
+    assert which_model(rows(False), "teacher_ctt") == "seed re-runs (n=2); the teacher DoKTra distilled from"

@@ -13,8 +13,11 @@ The counts follow what the driver runs:
   int(gamma * e2), then each grid point's branch trains e2 - int(gamma * e2) epochs from its
   trunk (paper grid: 3 x (9 + 4 x (4 + 3 + 2 + 1)) = 147 instead of 3 x 4 x 4 x 10 = 480).
 * final: the run specs of `FinalPlan.runs` (`doktra_tune.search.final`) for every variant, seed
-  and GAD fold; the student's e1 is the student winner's, known only after its search, so it is
-  counted at its largest (an upper bound unless the e1 grid has one value).
+  and GAD fold (shared_models and chain alike: only which models a distillation reads differs);
+  the student's e1 is the student winner's, known only after its search, so it is counted at its
+  largest (an upper bound unless the e1 grid has one value). A run two variants share when β₁ = 0
+  wins CTT (`FinalPlan.aliases`) is counted once; the winner is unknown before the search, so the
+  note says how many runs a β₁ = 0 winner saves (`beta0_saving`, a β₁ = 0 stand-in winner).
 * A pruner other than none stops trials early: the epoch-units are then an upper bound.
 """
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from doktra_tune.config import DistillConfig
-from doktra_tune.search.final import DISTILLATIONS, FinalPlan
+from doktra_tune.search.final import DISTILLATIONS, FinalPlan, alias_words
 from doktra_tune.search.plan import Plan
 from doktra_tune.search.schema import SEARCH_STAGES
 
@@ -205,16 +208,21 @@ def e1_is_exact(plan: Plan) -> bool:
     return student.searches_epochs and len(set(plan.spaces["student"].params["epochs"])) == 1
 
 
-def final_plan(plan: Plan) -> FinalPlan:
+def final_plan(plan: Plan, beta1: float | None = None) -> FinalPlan:
     """The driver's `FinalPlan` with stand-in winners: each stage's largest grid values (the
-    epochs are the only ones the counts depend on) and the largest e1."""
+    epochs, and CTT's β₁, which decides the runs two variants share, are the only ones the counts
+    depend on) and the largest e1; `beta1`: the CTT stand-in's β₁ instead. A β₁ = 0 CTT winner is
+    also the β₁ = 0 teacher of the winners protocol (its grid's one β₁ = 0 point)."""
 
     def params(stage: str) -> dict[str, Any]:
         space = plan.spaces[stage]
         return {**space.fixed, **{k: max(v) for k, v in space.params.items()}}
 
+    ctt = params("ctt") if beta1 is None else {**params("ctt"), "beta": beta1}
+    baseline_id = "<ctt winner>" if float(ctt.get("beta", 0.0)) == 0.0 else "<ctt beta1=0>"
     winners = {
-        "ctt": {"params": params("ctt"), "checkpoint": "<ctt winner>", "baseline": {"checkpoint": "<ctt beta1=0>"}},
+        "ctt": {"params": ctt, "checkpoint": "<ctt winner>", "trial_id": "<ctt winner>",
+                "baseline": {"checkpoint": "<ctt beta1=0>", "trial_id": baseline_id}},
         "student": {"params": params("student"), "e1": largest_e1(plan), "checkpoint": "<student winner>"},
         "abd": {"params": params("abd"), "checkpoint": "<abd winner>"},
     }
@@ -226,9 +234,9 @@ def final_plan(plan: Plan) -> FinalPlan:
     )
 
 
-def final_jobs(plan: Plan) -> list[Job]:
-    """One job per final run spec, with the epochs its stage trains."""
-    fp = final_plan(plan)
+def final_jobs(plan: Plan, fp: FinalPlan | None = None) -> list[Job]:
+    """One job per final run spec (of `fp`; default: `final_plan(plan)`), with the epochs its stage trains."""
+    fp = fp or final_plan(plan)
     jobs = []
     for run in fp.runs("<final models>"):
         spec = run.record()
@@ -243,6 +251,37 @@ def final_jobs(plan: Plan) -> list[Job]:
         jobs.append(Job("final", variant, _model(plan, stage), epochs, epochs, epochs, test_passes,
                         spec.get("teacher") if variant in DISTILLATIONS else None))
     return jobs
+
+
+def ctt_can_pick_beta0(plan: Plan) -> bool:
+    """Whether β₁ = 0 may win CTT: a value of its grid (or its fixed β₁, StageConfig's 0 when unset)."""
+    space = plan.spaces["ctt"]
+    betas = space.params.get("beta", [space.fixed.get("beta", 0.0)])
+    return any(float(b) == 0.0 for b in betas)
+
+
+def beta0_saving(plan: Plan) -> tuple[int, int, dict[str, str]]:
+    """(runs, epoch-units, aliases): what a β₁ = 0 CTT winner saves against the counted stand-in
+    (`FinalPlan.aliases`: teacher_ft = teacher_ctt, ...); (0, 0, {}) when β₁ = 0 cannot win or the
+    stand-in has it already."""
+    fp = final_plan(plan)
+    if fp.beta1 == 0.0 or not ctt_can_pick_beta0(plan):
+        return 0, 0, {}
+    zero = final_plan(plan, beta1=0.0)
+    counted, deduped = final_jobs(plan, fp), final_jobs(plan, zero)
+    return len(counted) - len(deduped), sum(j.epochs for j in counted) - sum(j.epochs for j in deduped), zero.aliases()
+
+
+def _same_words(plan: Plan) -> str:
+    """The final note's words on the runs two variants share (`FinalPlan.aliases`) when β₁ = 0 wins CTT."""
+    fp = final_plan(plan)
+    if fp.aliases():
+        return (f"; β₁ = 0 is CTT's only value: {alias_words(fp.aliases())}, each trained once "
+                f"({_n(fp.saved_runs(), 'run')} fewer)")
+    runs, epochs, aliases = beta0_saving(plan)
+    if not runs:
+        return ""
+    return f" ({_n(runs, 'run')}, {epochs} epoch-units fewer if β₁ = 0 wins CTT: {alias_words(aliases)})"
 
 
 def stage_jobs(plan: Plan) -> dict[str, list[Job]]:
@@ -323,7 +362,7 @@ def _note(plan: Plan, stage: str, jobs: list[Job]) -> str:
     e1 = "" if not is_upper_bound(plan, "final", jobs) else \
         f"; student e1 counted at its largest, {largest_e1(plan)} (the winner's e1 is known after the student search)"
     return (f"{f.protocol} protocol: {_n(len(f.variants), 'variant')} x {_n(len(f.seeds), 'seed')}{folds}: "
-            f"{wave1} teacher/student runs + {_n(len(jobs) - wave1, 'distillation')}{e1}")
+            f"{wave1} teacher/student runs + {_n(len(jobs) - wave1, 'distillation')}{_same_words(plan)}{e1}")
 
 
 def plan_budget(plan: Plan) -> PlanBudget:

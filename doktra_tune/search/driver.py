@@ -223,7 +223,7 @@ class SearchDriver:
         folds = f" x folds {list(plan.folds)}" if plan.folds else ""
         self.echo(f"[final] start ({plan.protocol} protocol): {list(f.variants)} x seeds {list(f.seeds)}{folds}; "
                   f"{len(plan.wave1())} teacher/student runs and the distillations from them; eval on "
-                  f"{list(f.eval_splits)}")
+                  f"{list(f.eval_splits)}{plan.same_note()}")
         t0 = time.monotonic()
         bases = {
             "ctt": self.specs.stage_base("ctt", self.config.teacher_model),
@@ -240,17 +240,18 @@ class SearchDriver:
         runs = final_runs(records) + missing_runs(missing)
         summary = summarize(runs, f.gad_std)
         results = {"search_id": self.plan.search_id, "task": self.plan.task, "protocol": plan.protocol,
-                   "runs": runs, "summary": summary,
+                   "aliases": plan.aliases(), "runs": runs, "summary": summary,
                    "winners": {"ctt": winners["ctt"]["params"], "student": {**winners["student"]["params"],
                                "e1": winners["student"]["e1"]}, "abd": winners["abd"]["params"]}}
         atomic_write_json(out, results, self.run_dir)
         self.tracker.log_stage_summary("final", {"runs": len(runs), "protocol": plan.protocol}, [out])
         self._end_stage("final", records, lambda run_dir, _stage: free_final(run_dir))
         for variant, s in summary.items():
+            same = f", = {s['same_as']}'s runs" if s.get("same_as") else ""
             self.echo(
                 f"[final] {variant:15s} test_f1 {fmt_mean_std(s.get('test_f1'))}  test_ece {fmt_mean_std(s.get('test_ece'))}  "
                 f"(n={s['n']}, {s['origin']}{', errored ' + str(s['errored']) if s['errored'] else ''}"
-                f"{', ± over ' + s['std_over'] if s.get('std_over', 'runs') != 'runs' else ''})"
+                f"{', ± over ' + s['std_over'] if s.get('std_over', 'runs') != 'runs' else ''}{same})"
             )
         self.echo(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
         return read_run_json(out, self.run_dir)

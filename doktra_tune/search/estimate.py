@@ -1,4 +1,5 @@
-"""GPU-hours of a search, estimated from its runs (`budget.stage_jobs`) and a per-model table.
+"""GPU-hours of a search, estimated from its runs (`budget.stage_jobs`) and a per-model table, and
+its time on a CPU predicted from a measured CPU throughput (the check of the FLOP model).
 
 Estimates, not measurements: FLOP counts at an assumed utilisation, not timed on a GPU. Every
 figure carries its source:
@@ -8,35 +9,90 @@ figure carries its source:
 * FLOPs per sequence of T tokens (Kaplan et al. 2020, Table 1, with full bidirectional attention):
   forward 2 x N x T + 4 x L x T^2 x H (N: non-embedding parameters, ALBERT's shared layer counted at
   each of its L uses), training 3 x forward (the backward pass about twice the forward);
-* the reference GPU: `REFERENCE_GPU`'s datasheet peak times an assumed utilisation (`UTILISATION`);
-* T = data.max_len: an upper bound, the batches being padded only to their longest sequence;
-* data sizes: the paper's Table 1 (`DATA_SIZES`, §4.7 for the financial tasks) with data.*_limit
-  applied; the copy under data_root may differ (the CPU presets read SciBERT's ChemProt, smaller);
+* T: the tokens the batches really hold where the data are under data_root (`token_counts`: each
+  split tokenised by the model's tokenizer, cut into the stage's batches, each padded to its longest);
+  data.max_len otherwise (an upper bound), and the dry run says which;
+* the reference GPU: `REFERENCE_GPU`'s datasheet peak per precision (fp32 on CUDA cores, TF32 and bf16
+  on tensor cores) times a utilisation (`UTILISATION`: assumed until `benchmarks/bench_gpu_throughput.py`
+  has measured it on a named card, each entry saying which);
+* the CPU: `CPU_REFERENCE`, training and evaluation FLOP/s measured on a named CPU by
+  `benchmarks/bench_cpu_throughput.py` (one torch thread, fp32), which the dry run turns into a predicted
+  time per stage at the concurrency the local Ray would run (README: the cpu preset's prediction against
+  its measured stage times);
+* data sizes: counted from the data when they are there; else the paper's Table 1 (`DATA_SIZES`, §4.7
+  for the financial tasks) with data.*_limit applied;
 * the frozen teacher's [CLS] vectors are computed once per teacher checkpoint (`teacher_cache`):
   one forward pass of the teacher over train and the evaluated splits per distinct teacher.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from doktra_tune.data import parse_gad_format
 from doktra_tune.search.budget import Job, stage_jobs
 from doktra_tune.search.final import DISTILLATIONS, TEACHERS
 from doktra_tune.search.plan import Plan
+from doktra_tune.search.token_counts import ModelTokens, SplitBatches, TokenCounts, count_tokens
 
 REFERENCE_GPU = "NVIDIA A100-SXM4-40GB"
-# Dense peak FLOP/s, NVIDIA A100 datasheet. fp32 is the CUDA-core rate: PyTorch leaves TF32 matmuls
-# off by default (torch.backends.cuda.matmul.allow_tf32 = False).
-PEAK_FLOPS: dict[str, float] = {"bf16": 312e12, "fp32": 19.5e12}
-# Assumed share of the peak a fine-tuning step reaches (batch 32 x 128 tokens, eager PyTorch):
-# an assumption, not measured. Models far smaller than BERT-base run well below it (launch-bound).
-UTILISATION: dict[str, float] = {"bf16": 0.35, "fp32": 0.60}
-SOURCE = ("FLOP estimate, not measured on a GPU: "
-          f"{REFERENCE_GPU} datasheet peak (bf16 {PEAK_FLOPS['bf16'] / 1e12:g}, fp32 {PEAK_FLOPS['fp32'] / 1e12:g} "
-          f"TFLOP/s) x assumed utilisation (bf16 {UTILISATION['bf16']:.0%}, fp32 {UTILISATION['fp32']:.0%}); "
-          "train 6 x N x tokens + attention, eval 2 x N x tokens + attention (N: non-embedding params)")
+GPU_PRECISIONS = ("fp32", "tf32", "bf16")
+# Dense peak FLOP/s, NVIDIA A100 datasheet: fp32 on CUDA cores; TF32 and bf16 on tensor cores (TF32 is
+# what fp32 matmuls run in with torch.backends.cuda.matmul.allow_tf32, train.precision=tf32).
+PEAK_FLOPS: dict[str, float] = {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12}
+
+
+@dataclass(frozen=True)
+class Utilisation:
+    """The share of the peak a fine-tuning step reaches, and where the figure comes from."""
+
+    share: float
+    source: str  # "assumed" | "measured: <card>, <date>, benchmarks/bench_gpu_throughput.py"
+
+
+# Batch 32-50 x 128 tokens, eager PyTorch. Assumed, not measured: no GPU measurement has been entered
+# yet (benchmarks/bench_gpu_throughput.py measures MFU on a named card; its figures go here with their
+# source). Models far smaller than BERT-base run well below these (launch-bound).
+UTILISATION: dict[str, Utilisation] = {
+    "fp32": Utilisation(0.60, "assumed"),
+    "tf32": Utilisation(0.35, "assumed, as bf16: both run on tensor cores"),
+    "bf16": Utilisation(0.35, "assumed"),
+}
+
+
+def _source() -> str:
+    measured = any(u.source.startswith("measured") for u in UTILISATION.values())
+    head = "FLOP estimate" + ("" if measured else ", not measured on a GPU")
+    parts = ", ".join(f"{p} {PEAK_FLOPS[p] / 1e12:g} TFLOP/s x {UTILISATION[p].share:.0%} ({UTILISATION[p].source})"
+                      for p in GPU_PRECISIONS)
+    return (f"{head}: {REFERENCE_GPU} datasheet peak x utilisation: {parts}; train 6 x N x tokens + attention, "
+            "eval 2 x N x tokens + attention (N: non-embedding params)")
+
+
+SOURCE = _source()
+
+
+@dataclass(frozen=True)
+class CpuThroughput:
+    """FLOP/s one torch thread sustains on a named CPU (fp32), measured, with its source."""
+
+    cpu: str
+    train_flops: float
+    eval_flops: float
+    source: str
+
+
+# Measured with benchmarks/bench_cpu_throughput.py (all-MiniLM-L6-v2 on the cpu preset's batches, one thread
+# per process, fp32, AVX2-pinned kernels, two processes at once as the cpu preset's two trials run): per
+# process train 61.4, eval 62.7 GFLOP/s (alone: 67.3 and 77.5); README: the cpu preset's prediction.
+CPU_REFERENCE = CpuThroughput(
+    cpu="2-core AMD EPYC (AVX-512, kernels pinned to AVX2)",
+    train_flops=61.4e9,
+    eval_flops=62.7e9,
+    source="measured 2026-12-06 by benchmarks/bench_cpu_throughput.py, MiniLM, two one-thread processes at once",
+)
 
 # (train, dev, test) examples and where the counts come from. GAD: BioBERT's folds ship no dev split;
 # dev is the fold's test file (`gad_folds:<k>:test`, the paper's) or a stratified 10 % carved from the fold's
@@ -152,14 +208,14 @@ def architecture(spec: str) -> Architecture | None:
 
 
 def gpu_precision(precision: str) -> str:
-    """The precision a stage trains in on a GPU: auto is bf16 autocast on CUDA."""
-    return "fp32" if precision == "fp32" else "bf16"
+    """The precision a stage computes in on a GPU: auto is bf16 autocast on CUDA."""
+    return precision if precision in GPU_PRECISIONS else "bf16"
 
 
 def flops_rate(precision: str) -> float:
-    """Sustained FLOP/s on the reference GPU: its peak times the assumed utilisation."""
+    """Sustained FLOP/s on the reference GPU: its peak times the utilisation."""
     p = gpu_precision(precision)
-    return PEAK_FLOPS[p] * UTILISATION[p]
+    return PEAK_FLOPS[p] * UTILISATION[p].share
 
 
 def throughput(arch: Architecture, precision: str, max_len: int) -> tuple[float, float]:
@@ -186,20 +242,70 @@ def data_sizes(plan: Plan) -> tuple[int, int, int]:
     return tuple(n if limit is None else min(n, limit) for n, limit in zip(sizes, limits))  # type: ignore[return-value]
 
 
+def plan_tokens(plan: Plan) -> TokenCounts:
+    """The batches of the plan's teacher and student on its data (`token_counts`); none when the data
+    are not under data_root (the estimate then counts data.max_len tokens per sequence)."""
+    c = plan.config
+    return count_tokens(plan.data, [c.teacher_model, c.student_model], batch_size=c.train.batch_size,
+                        eval_batch_size=c.train.eval_batch_size, batching=c.train.batching, seed=c.train.seed)
+
+
 @dataclass(frozen=True)
-class StageHours:
+class _Split:
+    """FLOPs of one pass over a split: counted batches, or n sequences of max_len tokens."""
+
+    batches: SplitBatches | None
+    n: int
+    max_len: int
+
+    def flops(self, per_sequence) -> float:  # type: ignore[no-untyped-def]
+        return self.batches.flops(per_sequence) if self.batches is not None else self.n * per_sequence(self.max_len)
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """One run's FLOPs (training, evaluation) and the precision it computes in."""
+
+    train_flops: float
+    eval_flops: float
+    precision: str
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """A stage's runs' FLOPs; None where a model has no row in MODELS."""
+
     stage: str
-    hours: float | None  # None: a model of the stage has no row in MODELS
+    jobs: tuple[JobCost, ...] | None
+    cache_flops: float = 0.0  # the teacher's [CLS]-cache passes (in CTT's precision)
+    cache_precision: str = "fp32"
+
+    def gpu_hours(self, precision: str | None = None) -> float | None:
+        """Hours on the reference GPU, every run in `precision` (None: each in its own)."""
+        if self.jobs is None:
+            return None
+        seconds = sum((j.train_flops + j.eval_flops) / flops_rate(precision or j.precision) for j in self.jobs)
+        return (seconds + self.cache_flops / flops_rate(precision or self.cache_precision)) / 3600
+
+    def cpu_job_seconds(self, cpu: CpuThroughput) -> list[float] | None:
+        """Each run's predicted seconds on one thread of `cpu` (the cache passes added to the first)."""
+        if self.jobs is None or not cpu.train_flops:
+            return None
+        seconds = [j.train_flops / cpu.train_flops + j.eval_flops / cpu.eval_flops for j in self.jobs]
+        if seconds:
+            seconds[0] += self.cache_flops / cpu.eval_flops
+        return seconds
 
 
 @dataclass(frozen=True)
 class Estimate:
-    stages: tuple[StageHours, ...]
+    stages: tuple[StageCost, ...]
     missing: tuple[str, ...]  # model specs without a throughput figure
+    tokens: TokenCounts = field(default_factory=lambda: TokenCounts({}, "not counted"))
 
-    @property
-    def total(self) -> float | None:
-        hours = [s.hours for s in self.stages]
+    def total(self, precision: str | None = None) -> float | None:
+        """GPU-hours of every stage, in `precision` (None: each run in its own)."""
+        hours = [s.gpu_hours(precision) for s in self.stages]
         return None if any(h is None for h in hours) else sum(h for h in hours if h is not None)
 
 
@@ -212,36 +318,70 @@ def _job_precision(plan: Plan, job: Job) -> str:
     return plan.config.stages[stage].precision
 
 
-def estimate(plan: Plan) -> Estimate:
-    """GPU-hours on the reference GPU of every stage the plan runs."""
+def estimate(plan: Plan, tokens: TokenCounts | None = None) -> Estimate:
+    """FLOPs of every stage the plan runs, from the batches' real tokens where they were counted
+    (`plan_tokens`; None: counted here), from data.max_len otherwise."""
+    tokens = plan_tokens(plan) if tokens is None else tokens
     train_n, dev_n, test_n = data_sizes(plan)
     max_len = plan.config.data.max_len
+
+    def split(spec: str, name: str, n: int, kind: str = "evaluation") -> _Split:
+        counted: ModelTokens | None = tokens.models.get(spec)
+        if counted is None:
+            return _Split(None, n, max_len)
+        return _Split(counted.train if kind == "train" else getattr(counted, kind)[name], n, max_len)
+
     missing: set[str] = set()
     stages = []
     for stage, jobs in stage_jobs(plan).items():
-        seconds = 0.0
-        known = True
+        costs: list[JobCost] | None = []
         for job in jobs:
             arch = architecture(job.model)
             if arch is None:
                 missing.add(job.model)
-                known = False
+                costs = None
                 continue
-            rate = flops_rate(_job_precision(plan, job))
-            seconds += job.epochs * train_n * arch.train_flops(max_len) / rate
-            seconds += (job.dev_passes * dev_n + job.test_passes * test_n) * arch.forward_flops(max_len) / rate
+            train = job.epochs * split(job.model, "train", train_n, "train").flops(arch.train_flops)
+            evaluate = (job.dev_passes * split(job.model, "dev", dev_n).flops(arch.forward_flops)
+                        + job.test_passes * split(job.model, "test", test_n).flops(arch.forward_flops))
+            if costs is not None:
+                costs.append(JobCost(train, evaluate, _job_precision(plan, job)))
         # the frozen teacher's [CLS] vectors: one forward pass per teacher over train, dev and (when its
         # distillations score it) test, cached for every epoch and run (`teacher_cache`)
         scored: dict[str, bool] = {}
         for job in jobs:
             if job.teacher:
                 scored[job.teacher] = scored.get(job.teacher, False) or job.test_passes > 0
-        teacher = architecture(plan.config.teacher_model)
+        spec = plan.config.teacher_model
+        teacher = architecture(spec)
+        cache = 0.0
         if scored and teacher is None:
-            missing.add(plan.config.teacher_model)
-            known = False
+            missing.add(spec)
+            costs = None
         elif teacher is not None:
-            examples = sum(train_n + dev_n + (test_n if test else 0) for test in scored.values())
-            seconds += examples * teacher.forward_flops(max_len) / flops_rate(plan.config.stages["ctt"].precision)
-        stages.append(StageHours(stage, seconds / 3600 if known else None))
-    return Estimate(tuple(stages), tuple(sorted(missing)))
+            per_pass = {name: split(spec, name, n, "cache_pass").flops(teacher.forward_flops)
+                        for name, n in (("train", train_n), ("dev", dev_n), ("test", test_n))}
+            cache = sum(per_pass["train"] + per_pass["dev"] + (per_pass["test"] if test else 0.0)
+                        for test in scored.values())
+        stages.append(StageCost(stage, tuple(costs) if costs is not None else None, cache,
+                                plan.config.stages["ctt"].precision))
+    return Estimate(tuple(stages), tuple(sorted(missing)), tokens)
+
+
+def local_concurrency(plan: Plan) -> int:
+    """Trials the local Ray runs at once: its CPUs (ray.num_cpus, else this machine's) over
+    resources.cpus_per_trial, capped by resources.max_concurrent_trials."""
+    r = plan.config.resources
+    cpus = plan.config.ray.num_cpus or os.cpu_count() or 1
+    slots = max(1, int(cpus // max(r.cpus_per_trial, 1e-9)))
+    return min(slots, r.max_concurrent_trials) if r.max_concurrent_trials else slots
+
+
+def cpu_stage_seconds(cost: StageCost, concurrency: int, cpu: CpuThroughput = CPU_REFERENCE) -> float | None:
+    """A stage's predicted wall seconds on `cpu` with `concurrency` one-thread trials at once: its runs'
+    seconds shared over the slots, and never less than its longest run (runs start, load and save in
+    no time here: the comparison with a measured run shows what that leaves out)."""
+    seconds = cost.cpu_job_seconds(cpu)
+    if seconds is None:
+        return None
+    return max(sum(seconds) / max(1, min(concurrency, len(seconds))), max(seconds, default=0.0))

@@ -75,6 +75,9 @@ def search_id_for(raw: dict[str, Any]) -> str:
     keyed["task"] = {k: v for k, v in (raw.get("task") or {}).items() if k not in _ID_EXCLUDED_TASK}
     if "final" in raw:
         keyed["final"] = {k: v for k, v in (raw.get("final") or {}).items() if k not in _ID_EXCLUDED_FINAL}
+    train = raw.get("train") or {}
+    if train.get("batching") == "bucketed":  # every search before train.batching existed: the same ids
+        keyed["train"] = {k: v for k, v in train.items() if k != "batching"}
     stages = raw.get("stages") or {}
     if "abd" in stages:  # sharing the ABD prefix gives the same numbers: the same search
         keyed["stages"] = {**stages, "abd": {k: v for k, v in stages["abd"].items() if k != "share_prefix"}}

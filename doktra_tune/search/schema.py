@@ -20,6 +20,7 @@ from doktra_tune.config import (
     DataConfig,
     POSITIVE,
     DistillConfig,
+    Batching,
     Precision,
     Projection,
     Range,
@@ -36,7 +37,7 @@ Handoff = Literal["final_epoch", "best_epoch"]
 HANDOFFS: tuple[str, ...] = get_args(Handoff)
 KeepPolicy = Literal["needed", "all"]
 KEEP_POLICIES: tuple[str, ...] = get_args(KeepPolicy)
-FinalProtocol = Literal["chain", "winners"]
+FinalProtocol = Literal["shared_models", "chain", "winners"]  # final.protocol (search.final); the first: default
 FINAL_PROTOCOLS: tuple[str, ...] = get_args(FinalProtocol)
 GAD_FOLDS: tuple[int, ...] = tuple(range(1, 11))  # BioBERT's 10-fold GAD
 GadStd = Literal["over_seeds", "over_runs"]  # final.gad_std: what GAD's ± is over (final.summarize)
@@ -185,6 +186,7 @@ class TrainOptions:
     warmup_ratio: float
     max_grad_norm: float
     precision: Precision
+    batching: Batching  # random: the authors' RandomSampler | bucketed: length-bucketed (encoding.make_batches)
     ece_bins: int
     cpu_kernels: CpuKernels  # native | avx2: the CPU kernels the trials run (doktra_tune.device.CPU_KERNEL_ENV)
 
@@ -198,6 +200,7 @@ class TrainOptions:
             warmup_ratio=float(field_number(raw.get("warmup_ratio", 0.0), "train.warmup_ratio", StageConfig, "warmup_ratio")),
             max_grad_norm=float(field_number(raw.get("max_grad_norm", 1.0), "train.max_grad_norm", StageConfig, "max_grad_norm")),
             precision=field_choice(raw.get("precision") or "auto", "train.precision", StageConfig, "precision"),
+            batching=field_choice(raw.get("batching") or "random", "train.batching", StageConfig, "batching"),
             ece_bins=field_number(raw.get("ece_bins", 15), "train.ece_bins", StageConfig, "ece_bins"),
             cpu_kernels=choice(raw.get("cpu_kernels") or "native", "train.cpu_kernels", CPU_KERNELS),
         )
@@ -321,7 +324,7 @@ class FinalOptions:
     seeds: tuple[int, ...]
     variants: tuple[str, ...]
     eval_splits: tuple[str, ...]
-    protocol: FinalProtocol  # chain: every seed re-trains teacher -> student -> DoKTra | winners
+    protocol: FinalProtocol  # shared_models: seed re-runs, each DoKTra seed from the first seed's models | chain | winners
     folds: tuple[int, ...] | None  # GAD folds of the final runs (None: the task has no folds)
     gad_std: GadStd = "over_seeds"  # GAD's ±: over seeds of each seed's fold mean (the paper's) | over_runs
 
@@ -337,15 +340,16 @@ class FinalOptions:
         splits = list(raw.get("eval_splits") or FINAL_EVAL_SPLITS)
         if [s for s in splits if s not in FINAL_EVAL_SPLITS] or "dev" not in splits:
             raise ConfigError(f"final.eval_splits={splits} must hold dev (and test); e.g. final.eval_splits=[dev,test]")
-        protocol = choice(raw.get("protocol", "chain"), "final.protocol", FINAL_PROTOCOLS)
+        protocol = choice(raw.get("protocol", FINAL_PROTOCOLS[0]), "final.protocol", FINAL_PROTOCOLS)
         return cls(tuple(field_number(s, "final.seeds", StageConfig, "seed") for s in seeds), tuple(variants), tuple(splits), protocol,
                    _folds(raw.get("folds"), task, protocol),
                    choice(raw.get("gad_std", GAD_STD[0]), "final.gad_std", GAD_STD))
 
 
 def _folds(raw: Any, task: str, protocol: str) -> tuple[int, ...] | None:
-    """GAD with the chain protocol: all ten folds by default (Table 2), or the listed ones. None: the
-    search's own data (other tasks; GAD with the winners protocol unless folds are listed)."""
+    """GAD with the shared_models or chain protocol (seed re-runs on every fold): all ten folds by
+    default (Table 2), or the listed ones. None: the search's own data (other tasks; GAD with the
+    winners protocol unless folds are listed)."""
     if task != "gad":
         if raw is not None:
             raise ConfigError(f"final.folds={raw!r} is for GAD's ten folds only; drop the override for task {task}")
@@ -359,7 +363,7 @@ def _folds(raw: Any, task: str, protocol: str) -> tuple[int, ...] | None:
     if protocol == "winners" and len(folds) > 1:
         raise ConfigError(
             "final.protocol=winners reuses the search's models, trained on one GAD fold; score the ten folds "
-            "with final.protocol=chain, or one fold with final.folds=[1]"
+            "with final.protocol=shared_models or chain, or one fold with final.folds=[1]"
         )
     return tuple(int(f) for f in folds)
 

@@ -68,7 +68,7 @@ class StageSpecs:
             data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
             batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, seed=t.seed, weight_decay=t.weight_decay,
             warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm, precision=self.config.stages[stage].precision,
-            torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
+            batching=t.batching, torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
             ece_bins=t.ece_bins, save_training_state=self.resumable,
         )
 

@@ -1,8 +1,8 @@
 """One training epoch: AdamW with the linear schedule, the seeds, and the pass over the batches.
 
 Training recipe as in the authors' code: AdamW (eps 1e-8, no weight decay), linear schedule with 0
-warm-up steps over all epochs, gradient-norm clipping at 1.0. Batches are length-bucketed with
-dynamic padding (``encoding.make_batches(bucket_by_length=...)``).
+warm-up steps over all epochs, gradient-norm clipping at 1.0. Batches as ``StageConfig.batching`` says
+(``encoding.make_batches``): random (the authors' RandomSampler) or length-bucketed, each padded to its longest.
 """
 
 from __future__ import annotations

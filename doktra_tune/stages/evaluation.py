@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from doktra_tune.config import DataConfig
-from doktra_tune.device import Runtime, autocast, resolve_runtime
+from doktra_tune.device import Runtime, autocast, matmul_precision, resolve_runtime
 from doktra_tune.encoding import EncodedSplit, collate
 from doktra_tune.losses import TeacherProjection, activation_transfer_count, confidence_penalty_loss, label_probabilities
 from doktra_tune.metrics import ReliabilityBins, confusion_matrix, evaluate_predictions, reliability_for_task
@@ -145,8 +145,9 @@ def evaluate_checkpoint(
         projection = projection_from_meta(Path(checkpoint_dir), meta, features.width, hidden_size(model))
         if projection is not None:
             projection.to(rt.device)
-    pred = predict_split(
-        model, split_data.encoded, task, tokenizer.pad_token_id, batch_size=batch_size, rt=rt,
-        teacher_cls=teacher_cls, projection=projection,
-    )
+    with matmul_precision(rt.tf32):
+        pred = predict_split(
+            model, split_data.encoded, task, tokenizer.pad_token_id, batch_size=batch_size, rt=rt,
+            teacher_cls=teacher_cls, projection=projection,
+        )
     return evaluation_result(task, split, split_data, pred, ece_bins)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from doktra_tune.config import EpochCallback, EpochReport, StageResult
+from doktra_tune.device import matmul_precision
 from doktra_tune.encoding import make_batches
 from doktra_tune.stages.checkpointing import keep_set, resume, save_epoch, save_training_state
 from doktra_tune.stages.epoch import build_optimizer, epoch_batch_seed, seed_everything, train_epoch
@@ -32,7 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def run_stage(state: StageState, on_epoch: EpochCallback | None) -> StageResult:
-    """Train ``state``'s model for ``cfg.epochs`` (or up to ``stop_after_epoch``; from ``resume_from``)."""
+    """Train ``state``'s model for ``cfg.epochs`` (or up to ``stop_after_epoch``; from ``resume_from``),
+    its fp32 matmuls in TF32 when its precision says so (``device.matmul_precision``)."""
+    with matmul_precision(state.rt.tf32):
+        return _run_stage(state, on_epoch)
+
+
+def _run_stage(state: StageState, on_epoch: EpochCallback | None) -> StageResult:
     cfg = state.cfg
     out_dir = Path(cfg.output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +112,7 @@ def _train(
         cfg.batch_size,
         shuffle=True,
         seed=epoch_batch_seed(cfg.seed, epoch0),
-        bucket_by_length=cfg.bucket_by_length,
+        batching=cfg.batching,
     )
     stats = train_epoch(
         state.model, state.train.encoded, batches, state.tokenizer.pad_token_id, step_loss, optimizer, scheduler,

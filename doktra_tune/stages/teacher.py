@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from doktra_tune.config import DataConfig
-from doktra_tune.device import Runtime, resolve_precision
+from doktra_tune.device import Runtime, resolve_precision, uses_tf32
 from doktra_tune.losses import TeacherProjection, resolve_projection
 from doktra_tune.models import is_checkpoint, read_meta
 from doktra_tune.stages.checkpointing import PROJECTION_FILE
@@ -38,26 +38,29 @@ def teacher_features(
     rt: Runtime, *, batch_size: int,
 ) -> TeacherFeatures:
     """The teacher's [CLS] vectors and logits on ``splits`` (from the teacher cache, computed on a miss)."""
-    amp_dtype = teacher_amp_dtype(teacher_checkpoint, rt)
+    teacher_rt = teacher_runtime(teacher_checkpoint, rt)
     cls: dict[str, torch.Tensor] = {}
     logits: dict[str, np.ndarray] = {}
     for split in splits:
         outs = teacher_outputs(
             teacher_checkpoint, task, split.name, split.examples,
             max_len=data.max_len, cache_dir=data.cache_dir, device=rt.device,
-            amp_dtype=amp_dtype, batch_size=batch_size,
+            amp_dtype=teacher_rt.amp_dtype, tf32=teacher_rt.tf32, batch_size=batch_size,
         )
         cls[split.name] = torch.from_numpy(outs.cls).to(rt.device)
         logits[split.name] = outs.logits
     return TeacherFeatures(cls, logits)
 
 
-def teacher_amp_dtype(teacher_checkpoint: str | Path, rt: Runtime) -> torch.dtype | None:
+def teacher_runtime(teacher_checkpoint: str | Path, rt: Runtime) -> Runtime:
     """The frozen teacher runs (for its cached [CLS]/logits) in the precision it was trained in
-    (its checkpoint's config), on this stage's device; checkpoints without one use the stage's."""
+    (its checkpoint's config: autocast dtype and TF32), on this stage's device; checkpoints without
+    one use the stage's."""
     meta = read_meta(teacher_checkpoint) if is_checkpoint(teacher_checkpoint) else {}
     precision = (meta.get("config") or {}).get("precision")
-    return resolve_precision(str(precision), rt.device) if precision else rt.amp_dtype
+    if not precision:
+        return rt
+    return Runtime(rt.device, resolve_precision(str(precision), rt.device), uses_tf32(str(precision), rt.device))
 
 
 def build_projection(
