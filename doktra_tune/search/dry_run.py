@@ -134,7 +134,7 @@ def dry_run_lines(plan: Plan) -> list[str]:
         f"{'stage':8s} {'trials':>6s} {'epoch-units':>12s} {'GPU-h fp32':>10s} {'tf32':>6s} {'bf16':>6s} "
         f"{'CPU':>9s}  what",
     ]
-    cpu_total = 0.0
+    cpu_seconds: list[float | None] = []
     for stage in budget.stages:
         bound = "<=" if is_upper_bound(plan, stage.stage, jobs[stage.stage]) else ""
         units = f"{bound}{stage.epoch_units}"
@@ -145,14 +145,14 @@ def dry_run_lines(plan: Plan) -> list[str]:
             note = f"{units} epoch-units{shared}: {note}"
         cost = costs[stage.stage]
         cpu = cpu_stage_seconds(cost, concurrency)
-        cpu_total = cpu_total + cpu if cpu is not None and cpu_total is not None else None  # type: ignore[assignment]
+        cpu_seconds.append(cpu)
         hours = [f"{_hours(cost.gpu_hours(p)):>{w}s}" for p, w in zip(GPU_PRECISIONS, (10, 6, 6))]
         lines.append(f"{stage.stage:8s} {stage.trials:6d} {units:>12s} {' '.join(hours)} {_duration(cpu):>9s}  {note}")
     total_bound = "<=" if any(is_upper_bound(plan, st, j) for st, j in jobs.items()) else ""
     totals = [f"{_hours(gpu.total(p)):>{w}s}" for p, w in zip(GPU_PRECISIONS, (10, 6, 6))]
     lines.append(f"{'total':8s} {sum(st.trials for st in budget.stages):6d} "
                  f"{total_bound + str(sum(st.epoch_units for st in budget.stages)):>12s} {' '.join(totals)} "
-                 f"{_duration(cpu_total):>9s}")
+                 f"{_duration(None if None in cpu_seconds else sum(s for s in cpu_seconds if s is not None)):>9s}")
     lines.append(_final_line(plan, jobs))
     tokens = ("the tokens the batches hold (counted above)" if gpu.tokens.models else
               f"{c.data.max_len} tokens per sequence (an upper bound: batches pad to their longest)")

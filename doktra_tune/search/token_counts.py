@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,10 +21,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from doktra_tune.batching import batch_indices, batch_widths
+from doktra_tune.config import EVAL_SPLITS as SPLITS
 from doktra_tune.config import DataConfig
 from doktra_tune.errors import DoktraError, first_line
 
-SPLITS = ("train", "dev", "test")
 STAND_IN = "all-MiniLM-L6-v2's WordPiece (stand-in: {spec}'s tokenizer is not in the local Hugging Face cache)"
 
 
@@ -137,10 +136,13 @@ def count_tokens(data: DataConfig, specs: list[str], *, batch_size: int, eval_ba
     except (DoktraError, OSError, ValueError) as err:
         return TokenCounts({}, f"the data could not be read ({first_line(err, 160)})")
     models: dict[str, ModelTokens] = {}
+    counted: dict[str, dict[str, np.ndarray]] = {}  # tokenizer name -> lengths: tokenise each split once
     for spec in dict.fromkeys(specs):
         with _quiet():
             tokenizer, name = load_tokenizer(spec)
-        lengths = {split: _lengths(tokenizer, texts[split], data.max_len) for split in SPLITS}
+        if name not in counted:
+            counted[name] = {split: _lengths(tokenizer, texts[split], data.max_len) for split in SPLITS}
+        lengths = counted[name]
         train = lengths["train"]
         batches = batch_indices(train, batch_size, shuffle=True, seed=seed, batching=batching)
         evaluation = {split: _batches(lengths[split], eval_batch_size) for split in SPLITS}
@@ -148,8 +150,3 @@ def count_tokens(data: DataConfig, specs: list[str], *, batch_size: int, eval_ba
         models[spec] = ModelTokens(spec, name, SplitBatches(tuple(batch_widths(train, batches)), int(train.sum())),
                                    evaluation, cache_pass, batch_size)
     return TokenCounts(models, None)
-
-
-def mean_width(batches: SplitBatches) -> float:
-    """Mean padded width of a sequence in these batches."""
-    return batches.padded_tokens / batches.examples if batches.examples else math.nan

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from doktra_tune.config import DataConfig
-from doktra_tune.device import Runtime, resolve_precision, uses_tf32
+from doktra_tune.device import Runtime, resolve_runtime
 from doktra_tune.losses import TeacherProjection, resolve_projection
 from doktra_tune.models import is_checkpoint, read_meta
 from doktra_tune.stages.checkpointing import PROJECTION_FILE
@@ -60,7 +60,7 @@ def teacher_runtime(teacher_checkpoint: str | Path, rt: Runtime) -> Runtime:
     precision = (meta.get("config") or {}).get("precision")
     if not precision:
         return rt
-    return Runtime(rt.device, resolve_precision(str(precision), rt.device), uses_tf32(str(precision), rt.device))
+    return resolve_runtime(str(rt.device), str(precision))
 
 
 def build_projection(
