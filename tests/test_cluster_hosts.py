@@ -487,8 +487,9 @@ def test_a_cluster_without_gpus_and_gpus_per_trial_1_is_one_line(start_hosts, tm
 
 class DriverWatch(ProcWatch):
     """While it runs (a thread): every process on `host` started as `<python> -m <module>`, recorded
-    as pid -> its working directory and whether it loaded a library from `site_packages` (read from
-    /proc: its cwd and memory maps)."""
+    as pid -> its parent, its working directory and whether it loaded a library from `site_packages`
+    (read from /proc: its stat, cwd and memory maps). `drivers` leaves out the children a driver
+    forks: between fork and exec (a subprocess) they show the driver's command line."""
 
     def __init__(self, cluster: HostCluster, host, module: str, site_packages: Path, period_s: float = 0.2) -> None:
         super().__init__(cluster, period_s)
@@ -503,11 +504,19 @@ class DriverWatch(ProcWatch):
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                     if [a.decode(errors="replace") for a in argv[1:3]] != ["-m", self.module]:
                         continue
-                    self.seen[pid] = {"cwd": os.readlink(f"/proc/{pid}/cwd"), "site_packages": False}
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                    parent = int(stat[stat.rindex(")") + 2:].split()[1])  # after "pid (comm) state"
+                    self.seen[pid] = {"ppid": parent, "cwd": os.readlink(f"/proc/{pid}/cwd"),
+                                      "site_packages": False}
                 if not self.seen[pid]["site_packages"]:
                     self.seen[pid]["site_packages"] = self.site_packages in Path(f"/proc/{pid}/maps").read_text()
             except OSError:  # ended meanwhile
                 continue
+
+    @property
+    def drivers(self) -> dict[int, dict]:
+        """The processes seen whose parent is not itself one seen (a driver, not its fork)."""
+        return {pid: seen for pid, seen in self.seen.items() if seen["ppid"] not in self.seen}
 
 
 @needs_data
@@ -550,8 +559,8 @@ def test_the_search_submitted_as_a_ray_job_runs_on_the_cluster(start_hosts, tmp_
     assert end, out[-3000:]
 
     # the job's driver: the environment's python, in the job's working directory (the upload)
-    assert len(drivers.seen) == 1, drivers.seen
-    ((pid, driver),) = drivers.seen.items()
+    assert len(drivers.drivers) == 1, drivers.seen
+    ((pid, driver),) = drivers.drivers.items()
     cwd = driver["cwd"]
     assert driver["site_packages"], f"the job's driver (pid {pid}) loaded nothing from {site_packages}"
     assert re.search(r"/runtime_resources/working_dir_files/_ray_pkg_[0-9a-f]+$", cwd), cwd
