@@ -94,8 +94,7 @@ def paper_config(task: str) -> dict[str, Any]:
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
-    from doktra_tune.search.cli import compose_config
-    from doktra_tune.search.plan import resolved_dict
+    from doktra_tune.compose import compose_config, resolved_dict
 
     overrides = [f"task={task}", f"preset={PAPER_PRESET}"]
     if GlobalHydra.instance().is_initialized():  # inside the search's own Hydra app (its final report)

@@ -24,8 +24,7 @@ from analysis.runs import (
 )
 from analysis.tables import write_all_tables
 from doktra_tune.errors import DoktraError
-
-SEARCH_STAGES = ("ctt", "student", "abd")
+from search_spaces import STAGES as SEARCH_STAGES  # ctt, student, abd: the one list of the three searches
 
 
 def _first_run(final: pd.DataFrame, task: str, variant: str) -> str | None:

@@ -55,9 +55,8 @@ def resolve_source(target: str, tracking_uri: str | None = None) -> SearchSource
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """Point the global `mlflow` tracking URI at `uri` for the block, then restore it."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    previous = getattr(tracking_utils, "_tracking_uri", None)
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:

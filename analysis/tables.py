@@ -48,7 +48,7 @@ from analysis.results import (
     summarize,
 )
 from analysis.runs import stage_runs
-from analysis.selection import NoWinnerError, SelectionRule, select_winner
+from doktra_tune.selection import NoWinnerError, SelectionRule, select_winner
 
 ABLATION_ROWS = (  # Table 6: label, our variant
     ("teacher-ft (CTT, tuned beta1)", "teacher_ctt"),  # the rows of Table 2, the same mapping

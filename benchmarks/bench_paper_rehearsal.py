@@ -50,6 +50,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from doktra_tune.run_spec import trial_record  # noqa: E402
 from doktra_tune.metrics import SHARED_METRIC  # noqa: E402
 from doktra_tune.search import compose_config  # noqa: E402
 from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget  # noqa: E402
@@ -291,10 +292,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def trial_params(trial_dir: Path) -> dict[str, Any]:
+    """A trial's params as the search reads them (`run_spec.trial_record`: a grid point, or a run's
+    labels and overrides, `stop_after_epoch` and `epochs` included)."""
     path = trial_dir / "params.json"
-    config = json.loads(path.read_text()) if path.is_file() else {}
-    run = config.pop("run", None) or {}
-    return {**config, **run}
+    return trial_record(json.loads(path.read_text()) if path.is_file() else {})
 
 
 def count_stage(run_dir: Path, stage: str) -> StageCount:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeVar, get_args
 
 from doktra_tune.errors import ConfigError
+from doktra_tune.tasks import HOC_HEADS, TASKS, HocHead, get_task
 
 DEFAULT_CACHE_DIR = "~/.cache/doktra_tune"
 
@@ -46,10 +47,6 @@ Projection = Literal["auto", "identity", "fixed_random", "learned"]
 PROJECTIONS: tuple[str, ...] = get_args(Projection)
 DistillLoss = Literal["abd", "kld"]
 DISTILL_LOSSES: tuple[str, ...] = get_args(DistillLoss)
-# HoC's classifier head (doktra_tune.tasks, README: Protocol). pairs20: the authors' and BLUE's encoding,
-# two sigmoid outputs per hallmark (`<i>_0`, `<i>_1`) under BCE; sigmoid10: one sigmoid per hallmark.
-HocHead = Literal["pairs20", "sigmoid10"]
-HOC_HEADS: tuple[str, ...] = get_args(HocHead)
 EVAL_SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 
@@ -183,11 +180,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "data.")
-        if self.hoc_head is not None:
-            from doktra_tune.tasks import TASKS, get_task  # tasks imports this module
-
-            if str(self.task).strip().lower() in TASKS:  # an unknown task is reported where it is resolved
-                get_task(self.task, self.hoc_head, option="data.hoc_head")
+        # an unknown task is reported where it is resolved
+        if self.hoc_head is not None and str(self.task).strip().lower() in TASKS:
+            get_task(self.task, self.hoc_head, option="data.hoc_head")
 
 
 @dataclass

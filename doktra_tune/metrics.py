@@ -348,7 +348,7 @@ def reliability_for_task(
 # dev F1 with exact ties broken by the lower dev loss. Small-data runs sit on the same majority-class
 # F1 for their first epochs; with plain F1 no pruner can tell those trials apart and none is pruned
 # (bench_pruned_vs_grid.py measured 0 of 12). Winners are still chosen on dev F1 (and ECE) by
-# analysis.selection.
+# doktra_tune.selection.
 SEARCH_METRIC = "search_score"
 TIE_BREAK_WEIGHT = 1e-6  # x dev_loss: far below any F1 difference two different predictions make
 SHARED_METRIC = "shared_prefix"  # reported (1) on the epochs an ABD branch took from its trunk (prefix.py)

@@ -32,10 +32,15 @@ differ.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, get_args
 
-from doktra_tune.config import HOC_HEADS, HocHead
 from doktra_tune.errors import ConfigError
+
+# HoC's classifier head (README: Protocol; the option task.hoc_head / DataConfig.hoc_head). pairs20: the
+# authors' and BLUE's encoding, two sigmoid outputs per hallmark (`<i>_0`, `<i>_1`) under BCE; sigmoid10: one
+# sigmoid per hallmark.
+HocHead = Literal["pairs20", "sigmoid10"]
+HOC_HEADS: tuple[str, ...] = get_args(HocHead)
 
 METRICS = ("micro_f1_positive", "binary_f1", "hoc_example_f1", "micro_f1", "macro_f1")
 DOMAINS = ("biomedical", "clinical", "financial")

@@ -52,3 +52,25 @@ def test_pruner_none_loads_no_pruning_module_and_no_private_ray_name() -> None:
     assert not [m for m in default if "ray_compat" in m or "pruning" in m]
     # the control: a pruner does load the bridge (so the check above looks at the right names)
     assert set(LAZY) <= set(loaded["pruner"])
+
+
+PLAIN_GRID_SEARCH = """
+import json, sys, tempfile
+from doktra_tune.search import compose_config, run_search
+runs = tempfile.mkdtemp()
+cfg = compose_config(["task=chemprot", "preset=tiny", f"runs_root={runs}", "search.stop_after=ctt",
+                      "ray.num_cpus=2", f"data_root={sys.argv[1]}"])
+summary = run_search(cfg, echo=lambda line: None)
+print(json.dumps({"optuna": sorted(m for m in sys.modules if m.split(".")[0] == "optuna"),
+                  "ctt": summary["ctt"]["params"]}))
+"""
+
+
+def test_a_plain_grid_search_never_imports_optuna(data_root) -> None:
+    """The paper's exhaustive grid without a pruner is plain Tune (`tune.grid_search` over RunSpecs):
+    a fresh interpreter that runs a real tiny grid stage through the driver has no optuna module."""
+    out = subprocess.run([sys.executable, "-c", PLAIN_GRID_SEARCH, str(data_root)], cwd=REPO, capture_output=True,
+                         text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["optuna"] == [] and result["ctt"]["beta"] in (0.0, 0.5)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doktra_tune.search.cli import CONF_DIR, known_choices, main
+from doktra_tune.compose import CONF_DIR, known_choices
+from doktra_tune.search.cli import main
 from doktra_tune.search.multirun import jobs, sweeps
 
 REPO = Path(__file__).resolve().parents[1]

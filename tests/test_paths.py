@@ -175,7 +175,7 @@ def test_run_dir_json_stores_paths_relative_and_reads_them_absolute(tmp_path: Pa
 
 
 def test_winner_json_stores_a_relative_checkpoint_and_read_winner_resolves_it(tmp_path: Path) -> None:
-    from analysis.selection import SelectionRule
+    from doktra_tune.selection import SelectionRule
     from doktra_tune.search.trials import TrialRecord
     from doktra_tune.search.winners import read_winner, write_winner
 

@@ -302,3 +302,34 @@ def test_a_beta0_ctt_winner_trains_each_shared_run_once(tmp_path) -> None:
     t5 = table5(table).iloc[0]
     assert t5["DoKTra−CTT F1"] == t5["DoKTra F1"] != "–" and t5["teacher ECE (beta1 = 0)"] == t5["teacher ECE (CTT)"]
     assert "teacher-ft (beta1 = 0)" in (run_dir / "tables" / "table2.md").read_text()  # the outcome's table too
+
+
+def test_the_rehearsal_counting_agrees_with_a_finished_search(search) -> None:
+    """benchmarks/bench_paper_rehearsal.py's counting on the session search: every trial of every stage
+    ran exactly its horizon (ABD trunks to their switch, final students their e1), the one errored
+    student trial (lr 1e6) aside; the search stages' trial and epoch counts are the plan's."""
+    import importlib.util
+    import sys
+
+    import yaml
+
+    from doktra_tune.search.budget import plan_budget
+    from doktra_tune.search.plan import build_plan
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_paper_rehearsal", repo / "benchmarks" / "bench_paper_rehearsal.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    run_dir, _, _ = search
+    plan = build_plan(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    budget = plan_budget(plan)
+    for stage in bench.STAGES:
+        counted = bench.count_stage(run_dir, stage)
+        bad = bench.incomplete(counted, plan)
+        if stage == "student":
+            assert len(bad) == 1 and "lr=1000000.0" in bad[0] and "epochs []" in bad[0], bad  # it errored at once
+        else:
+            assert bad == [], bad
+        if stage != "final":  # the final count depends on the CTT winner (β₁ = 0: fewer runs)
+            assert len(counted.main_trials()) == budget.stage(stage).trials, stage

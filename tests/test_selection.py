@@ -1,4 +1,4 @@
-"""analysis.selection: the one winner rule, on constructed rows with known answers."""
+"""doktra_tune.selection: the one winner rule, on constructed rows with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.selection import NoWinnerError, SelectionRule, pareto_front, select_winner
+from doktra_tune.selection import NoWinnerError, SelectionRule, pareto_front, select_winner
 from doktra_tune.errors import ConfigError
 
 NAN = math.nan

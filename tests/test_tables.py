@@ -420,7 +420,7 @@ def test_caveats_compose_the_paper_preset_inside_the_search_app() -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from analysis.caveats import comparison_caveats, paper_config
-    from doktra_tune.search.cli import CONF_DIR
+    from doktra_tune.compose import CONF_DIR
 
     config = _config("task=ddi", "preset=tiny")
     paper_config.cache_clear()

@@ -11,7 +11,7 @@ from doktra_tune.run_spec import RunSpec
 from doktra_tune.stages import evaluate_checkpoint
 from doktra_tune.stages.splits import evaluated_splits
 from doktra_tune.tracking.datasets import dataset_inputs
-from doktra_tune.tracking.evaluations import write_evaluations
+from trainables.evaluations import write_evaluations
 from trainables import tune_session
 from trainables.trial import run_info, trial_files
 

@@ -36,7 +36,7 @@ from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.stages.splits import evaluated_splits
 from doktra_tune.jsonable import jsonable
 from doktra_tune.tracking.datasets import dataset_inputs
-from doktra_tune.tracking.evaluations import write_evaluations
+from trainables.evaluations import write_evaluations
 from trainables import tune_session
 from trainables.sharing import Sharing, shared_history
 

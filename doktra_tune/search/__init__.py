@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from doktra_tune.search.cli import compose_config, main
+from doktra_tune.compose import compose_config
+from doktra_tune.search.cli import main
 
 __all__ = ["compose_config", "main", "run_search"]
 

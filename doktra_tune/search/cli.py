@@ -12,54 +12,18 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from doktra_tune.errors import ConfigError, DoktraError, first_line
+from doktra_tune.compose import CONF_DIR, compose_config
+from doktra_tune.errors import ConfigError, DoktraError
 from doktra_tune.search.multirun import is_multirun, job_context, jobs, label, sweeps
 from doktra_tune.search.plan import build_plan
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 _HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                            "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
 # flags with which Hydra shows something and runs nothing
 _HYDRA_SHOW_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
-
-
-def known_choices(group: str) -> list[str]:
-    """The config files of a Hydra group (`task`, `preset`)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The composed config for `overrides`; hydra's errors become one-line `ConfigError`s."""
-    for ov in overrides:
-        key, _, value = ov.partition("=")
-        key = key.lstrip("+~")
-        if key in ("task", "preset") and value not in known_choices(key):
-            raise ConfigError(f"unknown {key} {value!r} (override {ov}); use one of {', '.join(known_choices(key))}")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    except DoktraError:
-        raise
-    except Exception as err:  # noqa: BLE001 - hydra/omegaconf errors: one line, never a traceback
-        msg = first_line(err)
-        if msg.startswith("Could not override '"):
-            key = msg.split("'")[1]
-            raise ConfigError(
-                f"unknown config key {key!r} (override {next((o for o in overrides if key in o), key)}); "
-                "list the keys with `python -m doktra_tune.search --cfg job` or add a new one with +key=value"
-            ) from err
-        raise ConfigError(
-            f"bad override ({msg}); check the key against `python -m doktra_tune.search --cfg job` "
-            "(new keys need a leading +)"
-        ) from err
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def split_argv(argv: list[str]) -> list[str]:
@@ -127,7 +91,9 @@ def check_multirun(todo: list[list[str]], runs: bool) -> None:
         seen[plan.run_dir] = num
     running = {num: plan for num, plan in plans.items() if not plan.raw["search"].get("dry_run")}
     if len(running) > 1:  # a task without data fails here, not after the searches before it (hours)
-        from doktra_tune.search.preflight import check_data  # loads torch and Ray, which the searches need next
+        from doktra_tune.search.preflight import (
+            check_data,  # loads torch and Ray, which the searches need next
+        )
 
         for num, plan in running.items():
             try:

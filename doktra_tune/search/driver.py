@@ -1,7 +1,7 @@
 """The nested DoKTra search (Algorithm 1, §4.2, App. A): the three stage searches, then the final runs.
 
 1. CTT: a Tuner over β₁ (`search_spaces/ctt.yaml`, per-task epochs of Table A1). Winner: dev F1,
-   dev ECE among trials within `search.selection.f1_tolerance` (`analysis.selection.SelectionRule`).
+   dev ECE among trials within `search.selection.f1_tolerance` (`doktra_tune.selection.SelectionRule`).
 2. Student fine-tuning: a Tuner over lr₁ × e₁, each run's linear schedule ending at its own e₁
    (`stages.student.e1_mode=grid`, App. A); or one run per lr₁ whose best epoch is e₁ (`best_epoch`).
 3. ABD: a Tuner over lr₂ × β₂ × γ whose trials all start from the student winner and distil from
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
@@ -306,8 +305,7 @@ class SearchDriver:
 
 
 def _quiet_libraries() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # Optuna: quieted where it is imported
 
 
 def run_search(

@@ -4,20 +4,20 @@ search starts and shuts down its own local Ray, or connects to `ray.address` and
 for the next.
 
 `expand` turns a command line's overrides into its jobs as Hydra's BasicSweeper does (choice `a,b`,
-`range()`, `glob()`), so the CLI checks every job before the first one starts. `MultirunReport` (a
+`range()`, `glob()`; on Hydra's public override parser), so the CLI checks every job before the first one starts. `MultirunReport` (a
 Hydra callback, config.yaml `hydra.callbacks`) says which search is running and, at the end, where
 each one is and the `python -m analysis` command that builds one Table 2 across them.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 from hydra import initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -45,9 +45,21 @@ def expand(overrides: list[str], loader: ConfigLoader | None) -> list[list[str]]
     values (`loader` lists a group's options for `glob()`)."""
     try:
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-        return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     except HydraException as err:
         raise ConfigError(f"bad override ({first_line(err)}); a sweep is {SWEEP_SYNTAX}") from err
+    # as Hydra's BasicSweeper splits them, on the public Override API: one list of `key=value` per key
+    # (a sweep: each of its values), a later override of a key replacing an earlier one; their product
+    choices: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            kind = override.value_type.name if override.value_type is not None else "unknown"  # as Hydra words it
+            raise ConfigError(f"bad override (BasicSweeper does not support sweep type : {kind}); a sweep is {SWEEP_SYNTAX}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def jobs(overrides: list[str], conf_dir: Path) -> list[list[str]]:

@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from doktra_tune.compose import resolved_dict
 from doktra_tune.config import DataConfig
 from doktra_tune.data import gad_fold_format
-from doktra_tune.errors import ConfigError, first_line
+from doktra_tune.errors import ConfigError
 from doktra_tune.search.paths import absolute, absolute_settings, local_path
-from doktra_tune.search.schema import SEARCH_STAGES, SearchConfig, check_schedule_grouping
+from doktra_tune.search.schema import (
+    SEARCH_STAGES,
+    SearchConfig,
+    check_schedule_grouping,
+)
 from doktra_tune.search_space import SearchSpace, load_search_space
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,17 +57,6 @@ class Plan:
     @property
     def task(self) -> str:
         return self.config.task.name
-
-
-def resolved_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The composed config as a plain dict (interpolations resolved, Hydra's own section dropped)."""
-    if isinstance(cfg, DictConfig):
-        try:
-            cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-        except Exception as err:  # noqa: BLE001 - interpolation errors from user overrides
-            raise ConfigError(f"cannot resolve the configuration ({first_line(err)}); check the overrides") from err
-    assert isinstance(cfg, dict)
-    return {k: v for k, v in cfg.items() if k != "hydra"}
 
 
 def search_id_for(raw: dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 
 from doktra_tune.search.disk import disk_line
-from doktra_tune.search.optuna_searcher import pruned_trial_ids
 
 Echo = Callable[[str], None]
 
@@ -36,7 +35,7 @@ class StageProgress(Callback):
 
     def _counts(self, trials: list, ending: Any = None, ending_status: str = "TERMINATED") -> str:
         # Tune calls on_trial_complete/on_trial_error before it updates the ending trial's status.
-        pruned = pruned_trial_ids(self.scheduler) if self.scheduler is not None else set()
+        pruned = set(getattr(self.scheduler, "pruned_trials", ()))  # a pruner's scheduler keeps them; FIFO has none
         status = {t.trial_id: t.status for t in trials}
         if ending is not None:
             status[ending.trial_id] = ending_status

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, get_args
 
-from analysis.selection import SELECTION_KINDS, SelectionKind
+from doktra_tune.selection import SELECTION_KINDS, SelectionKind
 from doktra_tune.config import (
     CPU_KERNELS,
     DEFAULT_CACHE_DIR,

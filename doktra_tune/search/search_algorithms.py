@@ -1,10 +1,12 @@
-"""Searcher, scheduler and trial count of one stage's Tuner (Section 4.2's grid search and beyond):
-the whole grid in order (the paper's exhaustive protocol: every grid point enqueued in the Optuna
-study) or a seeded `TPESampler` with a trial budget, and the pruner the config names.
+"""Searcher, scheduler and trial count of one stage's Tuner (Section 4.2's grid search and beyond).
 
-The default (`pruner=none`) uses public Ray/Optuna names only (`optuna_searcher`, `FIFOScheduler`);
-`doktra_tune.search.pruning` (and through it `doktra_tune.ray_compat`) is imported only when a
-pruner is configured."""
+The default, the paper's exhaustive grid without a pruner (`search.mode=grid`, `search.pruner=none`),
+is plain Tune: every grid point a `RunSpec`, the points a `tune.grid_search` in order
+(`specs.run_grid`), no searcher, Tune's FIFO scheduler; Optuna is not imported (`uses_optuna`). An
+Optuna study exists only when a sampler (TPE) or a pruner is asked for: `build_search` then gives
+the stage a study (every grid point enqueued in order, or a seeded `TPESampler` with a trial budget)
+and the pruner the config names. `doktra_tune.search.pruning` (and through it
+`doktra_tune.ray_compat`) is imported only when a pruner is configured."""
 
 from __future__ import annotations
 
@@ -12,17 +14,43 @@ import itertools
 import logging
 from typing import Any
 
-import optuna
-from optuna.distributions import CategoricalDistribution
+from typing import TYPE_CHECKING
+
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from doktra_tune.errors import ConfigError
-from doktra_tune.search.optuna_searcher import PriorTrial, PrunableOptunaSearch
 from doktra_tune.search.schema import MODES, PRUNERS, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace
 from doktra_tune.stages.step_losses import switch_epoch
 
+if TYPE_CHECKING:
+    import optuna
+
+    from doktra_tune.search.optuna_searcher import PriorTrial, PrunableOptunaSearch
+
 logger = logging.getLogger(__name__)
+
+
+def uses_optuna(mode: str, pruner: str) -> bool:
+    """Whether a stage needs an Optuna study: a sampler (TPE) or a pruner; the plain grid does not."""
+    return mode != "grid" or pruner != "none"
+
+
+def quiet_optuna() -> Any:
+    """The `optuna` module, imported on first use, its per-trial INFO lines silenced."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def grid_queue(space: SearchSpace, points: list[dict[str, Any]] | None, num_samples: int | None) -> list[dict[str, Any]]:
+    """The points a grid stage runs, in order: every point of the grid, or after an interruption the
+    `points` still to run (a `num_samples` other than the grid size is ignored, and said so)."""
+    if num_samples is not None and num_samples != space.grid_size:
+        logger.info("mode=grid runs all %d points of the %s grid; num_samples=%s is ignored (use mode=tpe for a "
+                    "budget)", space.grid_size, space.stage, num_samples)
+    return list(points) if points is not None else grid_points(space)
 
 OPTUNA_PRUNERS = ("median", "successive_halving", "hyperband")  # the pruners the Optuna study itself runs
 
@@ -32,6 +60,7 @@ def make_pruner(
     reduction_factor: int = 3,
 ) -> optuna.pruners.BasePruner:
     """The Optuna pruner called `name`; `grace_period` is the first step at which it may prune."""
+    optuna = quiet_optuna()
     if name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=n_startup_trials, n_warmup_steps=max(0, grace_period - 1)
@@ -113,6 +142,10 @@ def _searcher(
     optuna_pruner: optuna.pruners.BasePruner,
 ) -> PrunableOptunaSearch:
     """The stage's Optuna study as a Tune searcher: `queue` enqueued, then `prior_trials` added."""
+    from optuna.distributions import CategoricalDistribution
+
+    from doktra_tune.search.optuna_searcher import PrunableOptunaSearch
+
     if group_key and pruner in OPTUNA_PRUNERS:
         from doktra_tune.search.pruning import study_pruner
 
@@ -168,13 +201,9 @@ def _sampler(
     an interruption, the `points` still to run), so trial k runs point k even when several run at
     once; its seeded `RandomSampler` is never asked, as Tune's num_samples ends the search with the
     queue. TPE: a seeded `TPESampler` with a budget (`points`, when given, enqueued first)."""
+    optuna = quiet_optuna()
     if mode == "grid":
-        if num_samples is not None and num_samples != space.grid_size:
-            logger.info(
-                "mode=grid runs all %d points of the %s grid; num_samples=%s is ignored "
-                "(use mode=tpe for a budget)", space.grid_size, space.stage, num_samples,
-            )
-        queue = list(points) if points is not None else grid_points(space)
+        queue = grid_queue(space, points, num_samples)
         return optuna.samplers.RandomSampler(seed=seed), len(queue), queue
     if num_samples is None or num_samples < 1:
         raise ConfigError(

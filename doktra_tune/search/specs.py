@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
@@ -15,10 +16,9 @@ from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search.dependent_runs import DependentRuns
 from doktra_tune.run_spec import RUN_FIELD, RunSpec
 from doktra_tune.search.final import RUN_KEYS
-from doktra_tune.search.optuna_searcher import PriorTrial
 from doktra_tune.search.plan import Plan, schedule_group
 from doktra_tune.search.ray_session import Resources
-from doktra_tune.search.search_algorithms import build_search, pruning_grace_period
+from doktra_tune.search.search_algorithms import build_search, grid_queue, pruning_grace_period, uses_optuna
 from doktra_tune.search.stage_runner import SpecBuilder, StageSpec
 from doktra_tune.search.trials import TrialRecord, remaining_grid_points, remaining_runs
 from doktra_tune.tracking import SearchTracker
@@ -35,6 +35,13 @@ def explicit_runs(spec: StageSpec, runs: list[RunSpec], keys: tuple[str, ...]) -
                                    num_samples=1 if todo else 0)
 
     return build
+
+
+def prior_trials(records: list[TrialRecord]) -> list[Any]:
+    """The finished trials as an Optuna study is told them after an interruption (`PriorTrial`s)."""
+    from doktra_tune.search.optuna_searcher import PriorTrial
+
+    return [PriorTrial(params=r.params, curve=r.curve, state=r.status) for r in records]
 
 
 def run_grid(runs: list[RunSpec]) -> dict[str, Any]:
@@ -90,13 +97,23 @@ class StageSpecs:
     # ---------------------------------------------------------------- search specs
     def search_spec(
         self, stage: str, base: StageConfig, *, num_samples: int | None = None,
-        points: list[dict[str, Any]] | None = None, prior: list[PriorTrial] | None = None,
+        points: list[dict[str, Any]] | None = None, prior: list[Any] | None = None,
         prefix: SharedPrefix | None = None,
     ) -> StageSpec:
-        """The Tuner of `stage`'s search over its grid (or `points` / `num_samples` of it)."""
+        """The Tuner of `stage`'s search over its grid (or `points` / `num_samples` of it): plain Tune
+        for the grid without a pruner (one `RunSpec` per point, `tune.grid_search`, FIFO), an Optuna
+        study (`build_search`) for TPE or a pruner; `prior`: the finished trials that study is told."""
         space = self.plan.spaces[stage]
         s = self.config.search
         max_t = self.plan.stage_epochs[stage]
+        trainable_kwargs = {"base": base, "tracking": self.tracking(stage), **({"prefix": prefix} if prefix else {})}
+        if not uses_optuna(s.mode, s.pruner):
+            runs = [RunSpec(overrides=point) for point in grid_queue(space, points, num_samples or s.num_samples)]
+            return StageSpec(
+                name=stage, trainable=STAGE_TRAINABLES[stage], trainable_kwargs=trainable_kwargs,
+                param_space={**space.fixed, RUN_FIELD: run_grid(runs)}, max_t=max_t, search_alg=None,
+                scheduler=FIFOScheduler(), num_samples=1 if runs else 0, keep=self.keep(stage),
+            )
         search_alg, scheduler, n = build_search(
             space, mode=s.mode, num_samples=num_samples or s.num_samples, pruner=s.pruner,
             metric=SEARCH_METRIC, mode_opt="max", max_t=max_t, seed=s.seed,
@@ -105,8 +122,7 @@ class StageSpecs:
             prior_trials=prior, group_key=schedule_group(space),
         )
         return StageSpec(
-            name=stage, trainable=STAGE_TRAINABLES[stage],
-            trainable_kwargs={"base": base, "tracking": self.tracking(stage), **({"prefix": prefix} if prefix else {})},
+            name=stage, trainable=STAGE_TRAINABLES[stage], trainable_kwargs=trainable_kwargs,
             param_space=dict(space.fixed), max_t=max_t, search_alg=search_alg, scheduler=scheduler,
             num_samples=n, pruner_on=s.pruner != "none", keep=self.keep(stage),
         )
@@ -120,7 +136,7 @@ class StageSpecs:
             full = self.search_spec(stage, base, prefix=prefix)
             if not prior:
                 return full
-            known = [PriorTrial(params=r.params, curve=r.curve, state=r.status) for r in prior]
+            known = prior_trials(prior) if uses_optuna(self.config.search.mode, self.config.search.pruner) else None
             if self.config.search.mode == "grid":
                 todo = remaining_grid_points(self.plan.spaces[stage].params, prior)
                 return self.search_spec(stage, base, points=todo, prior=known, prefix=prefix) if todo else \

@@ -17,7 +17,6 @@ from ray import tune
 
 from doktra_tune.search.progress import Echo, StageProgress
 from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
-from doktra_tune.search.optuna_searcher import pruned_trial_ids
 from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.trial_tracking import TrialTracking
 from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states
@@ -127,7 +126,11 @@ class StageRunner:
             ),
         )
         results = tuner.fit()
-        pruned = pruned_trial_ids(spec.scheduler) if spec.scheduler is not None else set()
+        pruned: set[str] = set()
+        if spec.pruner_on:  # the pruners' own record (the Optuna bridge is loaded only with a pruner)
+            from doktra_tune.search.optuna_searcher import pruned_trial_ids
+
+            pruned = pruned_trial_ids(spec.scheduler)
         return collect_trials(results, spec.max_t, pruned, spec.pruner_on)
 
     def _tracking(self, spec: StageSpec) -> list[TrialTracking]:
@@ -139,7 +142,11 @@ class StageRunner:
         tuner = tune.Tuner.restore(
             str(exp_path), trainable=self._trainable(spec), resume_errored=False, restart_errored=False
         )
+        try:
+            results = tuner.get_results()
+        except RuntimeError:  # Tune could not read the experiment (killed before a trial had a result): none finished
+            return []
         states = experiment_trial_states(exp_path)
-        done = [r for r in tuner.get_results()
+        done = [r for r in results
                 if states.get(str((r.metrics or {}).get("trial_id", ""))) in ("TERMINATED", "ERROR")]
         return collect_trials(done, spec.max_t, set(), spec.pruner_on)

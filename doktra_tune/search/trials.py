@@ -44,7 +44,7 @@ class TrialRecord:
     shared_epochs: int = 0  # of epochs_run, those taken from an ABD trunk (trained once for the grid)
 
     def row(self) -> dict[str, Any]:
-        """The row `analysis.selection.select_winner` ranks: the trial at its kept epoch."""
+        """The row `doktra_tune.selection.select_winner` ranks: the trial at its kept epoch."""
         return {
             "trial_id": self.trial_id, "status": self.status, "epoch": self.kept_epoch,
             "dev_f1": self.kept_metrics.get("dev_f1", float("nan")),

@@ -1,4 +1,4 @@
-"""A stage's winner: chosen by the one selection rule (`analysis.selection`), written to
+"""A stage's winner: chosen by the one selection rule (`doktra_tune.selection`), written to
 `stages/<stage>/winner.json` with its checkpoint copied to `stages/<stage>/winner/`, read back when
 the stage is skipped on a rerun.
 
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from analysis.selection import SelectionRule, select_winner
+from doktra_tune.selection import SelectionRule, select_winner
 from doktra_tune.errors import DoktraError
 from doktra_tune.models import copy_checkpoint
 from doktra_tune.search.paths import run_absolute, run_relative
