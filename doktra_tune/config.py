@@ -131,6 +131,9 @@ class FieldRule:
         return f"{name}={value!r} must be {self.range.requirement()}; e.g. {name}={self.example}"
 
 
+_T = TypeVar("_T")
+
+
 def ruled(default: Any, *, range: Range | None = None, choices: tuple[str, ...] | None = None,
           example: Any = None, grid: str = "", optional: bool = False) -> Any:
     """A dataclass field whose admitted values are its `FieldRule` (checked in `__post_init__`)."""
@@ -150,6 +153,33 @@ def field_rule(cls: type, name: str) -> FieldRule:
 def ruled_fields(cls: type) -> dict[str, FieldRule]:
     """Every field of `cls` that has a rule, with it."""
     return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+
+def from_section(cls: type[_T], section: str, values: Mapping[str, Any], **given: Any) -> _T:
+    """`cls(**given, **values)` from one section of the composed config (`train:`, `data:`): each
+    value checked by its field's rule first, so a bad one is worded with the override's name
+    (`train.batch_size=0 must be an integer >= 1; e.g. train.batch_size=32`)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(f"{section}.{name} is not a setting of {section}; use one of "
+                              f"{', '.join(sorted(set(fields) - set(given)))}")
+        rule = fields[name].metadata.get("rule")
+        problem = rule.problem(f"{section}.{name}", value) if rule else None
+        if problem:
+            raise ConfigError(problem)
+        checked[name] = _as_declared(value, fields[name].default, rule)
+    return cls(**given, **checked)
+
+
+def _as_declared(value: Any, default: Any, rule: FieldRule | None) -> Any:
+    """A number as its field holds it: 0 for a float field is 0.0, 32.0 for an integer one is 32."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if rule is not None and rule.range is not None and rule.range.integer:
+        return int(value)
+    return float(value) if isinstance(default, float) else value
 
 
 def check_fields(obj: Any, prefix: str = "") -> None:

@@ -7,18 +7,18 @@ its own switch. A *trunk* runs that phase once — up to the grid's latest switc
 all e2 epochs — and publishes its checkpoint, training state included, at every switch epoch some
 gamma needs; each grid point (a *branch*) resumes from its trunk at its own switch and refines.
 `stages.checkpointing.resume` admits exactly that resume (beta and gamma differ, no epoch after
-either switch), so a branch equals the point run on its own, epoch for epoch.
+either switch), so a branch equals the point run on its own, epoch for epoch. Torch-free: the
+search's budget counts trunks and branches with it.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from doktra_tune.stages.checkpointing import PREFIX_FREE_FIELDS, TRAINING_STATE_FILE
-from doktra_tune.stages.step_losses import switch_epoch
+from doktra_tune.search_space import grid_points
+from doktra_tune.switch import PREFIX_FREE_FIELDS, switch_epoch
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,14 @@ class SharedPrefix:
 
     def published(self, config: Mapping[str, Any]) -> bool:
         """Whether the trunk of `config` has published every epoch (a rerun never recomputes it)."""
+        from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE  # torch: only where trunks run
+
         return all((self.directory(config) / f"epoch_{k}" / TRAINING_STATE_FILE).is_file()
                    for k in self.switches(int(config["epochs"])))
 
     def trunk_points(self, params: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         """One point per trunk: each combination of the grid's values of `keys`."""
-        return [dict(zip(self.keys, values)) for values in itertools.product(*(params[k] for k in self.keys))]
+        return grid_points({k: params[k] for k in self.keys})
 
     def trunk_config(self, point: Mapping[str, Any], epochs: int) -> dict[str, Any]:
         """The overrides that make the trunk of `point` on an `epochs`-epoch schedule: the grid's

@@ -12,6 +12,7 @@ pruning) is the search driver's job: `doktra_tune.search.search_algorithms.build
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,17 @@ class SearchSpace:
     def grid_size(self) -> int:
         """Number of points of the full grid (product of the grid lengths)."""
         return math.prod(len(values) for values in self.params.values())
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every point of the grid in search order (`grid_points`)."""
+        return grid_points(self.params)
+
+
+def grid_points(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every point of a grid in search order: the plain product of the value lists, parameters
+    sorted by name, values as listed (the same order for every seed and every rerun)."""
+    names = sorted(params)
+    return [dict(zip(names, values)) for values in itertools.product(*(list(params[n]) for n in names))]
 
 
 def load_search_space(

@@ -70,21 +70,19 @@ def test_without_the_shared_prefix_every_abd_point_trains_its_e2() -> None:
     assert "share_prefix=false" in abd.note
 
 
-def test_abd_budget_matches_the_shared_prefix_the_search_builds(tmp_path: Path) -> None:
-    from doktra_tune.prefix import SharedPrefix
-    from doktra_tune.search import budget as b
-    from doktra_tune.stages.checkpointing import PREFIX_FREE_FIELDS
-    from doktra_tune.stages.step_losses import switch_epoch
+def test_abd_budget_counts_the_trunks_and_branches_of_the_shared_prefix() -> None:
+    """The budget reads the driver's own prefix (`plan.shared_prefix`, `SharedPrefix`, `switch_epoch`):
+    trunks to the grid's latest switch, one branch per point from its own switch."""
+    from doktra_tune.search.plan import shared_prefix
+    from doktra_tune.switch import switch_epoch
 
-    assert b.PREFIX_FREE_FIELDS == PREFIX_FREE_FIELDS
-    assert all(b.switch_epoch(e, g) == switch_epoch(e, g) for e in (3, 4, 10) for g in (0.25, 0.5, 0.6, 0.9, 1.0))
+    assert switch_epoch(5, 0.6) == 3 and switch_epoch(10, 0.9) == 9  # Alg. 1 line 3, int(e2 * gamma)
     for overrides in ([], ["stages.abd.grid.gamma=[0.25,0.5]", "stages.abd.epochs=4"], ["preset=cpu"]):
         plan = _plan("task=chemprot", *overrides)
         space = plan.spaces["abd"]
         e2 = plan.stage_epochs["abd"]
-        base = {"gamma": b.DEFAULT_GAMMA, "epochs": e2}
-        prefix = SharedPrefix.for_grid(space.params, space.fixed, base, tmp_path)
-        assert prefix is not None
+        prefix = shared_prefix(plan)
+        assert prefix is not None and prefix.keys == ("lr",) and prefix.root.endswith("stages/abd/trunks")
         trunks = sum(prefix.trunk_config(p, e2)["stop_after_epoch"] for p in prefix.trunk_points(space.params))
         per_gamma = sum(e2 - switch_epoch(e2, g) for g in space.params["gamma"])
         branches = per_gamma * len(space.params["beta"]) * len(space.params["lr"])
@@ -125,13 +123,6 @@ def test_winners_protocol_scores_the_search_models_and_adds_a_beta0_teacher_when
     assert "beta1=0 run" in no_zero.stage("ctt").note
     chain = plan_budget(_plan("task=chemprot", "stages.ctt.grid.beta=[0.3,0.5]"))
     assert _counts(chain)["ctt"] == (2, 10, 10)  # the chain protocol trains its beta1=0 teachers in the final runs
-
-
-def test_baseline_variants_agree_with_the_driver() -> None:
-    from doktra_tune.search import budget as b
-    from doktra_tune.search.driver import BASELINE_VARIANTS
-
-    assert b.BASELINE_VARIANTS == BASELINE_VARIANTS
 
 
 def test_tpe_and_pruners_give_upper_bounds() -> None:

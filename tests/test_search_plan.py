@@ -43,7 +43,7 @@ def test_cpu_preset_plan_is_typed_and_keeps_its_search_id(tmp_path: Path) -> Non
     assert (c.teacher_model, c.student_model, c.preset) == ("minilm", "random:bert:L4-H192", "cpu")
     # fp32 on AVX2-pinned kernels: the same numbers on any x86-64 CPU
     assert c.stages["ctt"].precision == "auto" and c.stages["student"].precision == "auto"
-    assert c.train.cpu_kernels == "avx2" and _plan("preset=paper").config.train.cpu_kernels == "native"
+    assert c.cpu_kernels == "avx2" and _plan("preset=paper").config.cpu_kernels == "native"
     assert c.stages["abd"].margin == 1.0 and c.stages["abd"].projection == "auto"
     assert plan.stage_epochs == {"ctt": 2, "student": 5, "abd": 4}  # the student's: the longest e1
     assert plan.spaces["student"].params == {"lr": [3e-4, 5e-4], "epochs": [3, 5]}
@@ -112,9 +112,11 @@ def test_search_id_ignores_where_things_run_but_not_what_is_computed() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["data.max_len=4"], "data.max_len=4 must be an integer >= 8; fix the override data.max_len=..."),
+    (["data.max_len=4"], "data.max_len=4 must be an integer >= 8; e.g. data.max_len=128"),
     (["data.train_limit=0"], "data.train_limit=0 must be an integer >= 1"),
-    (["train.batch_size=2.5"], "train.batch_size=2.5 must be an integer >= 1"),
+    (["train.batch_size=2.5"], "train.batch_size=2.5 must be an integer >= 1; e.g. train.batch_size=32"),
+    (["train.warmup_ratio=1"], "train.warmup_ratio=1 must be a number in [0, 1); e.g. train.warmup_ratio=0.0"),
+    (["train.cpu_kernels=sse"], "train.cpu_kernels='sse' is unknown; use one of native, avx2"),
     (["train.precision=fp16"], "train.precision='fp16' is unknown; use one of auto, fp32, tf32, bf16"),
     (["stages.abd.precision=fp8"], "stages.abd.precision='fp8' is unknown"),
     (["stages.abd.projection=diagonal"],

@@ -23,30 +23,18 @@ The counts follow what the driver runs:
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from doktra_tune.config import DistillConfig
-from doktra_tune.search.final import DISTILLATIONS, FinalPlan, alias_words
-from doktra_tune.search.plan import Plan
+from doktra_tune.search.final import BASELINE_VARIANTS, DISTILLATIONS, FinalPlan, alias_words
+from doktra_tune.search.plan import Plan, shared_prefix
 from doktra_tune.search.schema import SEARCH_STAGES
+from doktra_tune.search_space import grid_points
+from doktra_tune.switch import switch_epoch
 
 BUDGET_STAGES: tuple[str, ...] = (*SEARCH_STAGES, "final")
-# Final variants that need the beta1 = 0 teacher (doktra_tune.search.driver.BASELINE_VARIANTS: the
-# driver imports Ray, which a dry run must not; tests/test_dry_run.py checks that they agree).
-BASELINE_VARIANTS: tuple[str, ...] = ("doktra_no_ctt", "kld", "teacher_ft")
-# ABD fields that act only from the switch epoch on (doktra_tune.stages.PREFIX_FREE_FIELDS, which
-# imports torch; the test checks that they agree): trunks differ in every other searched key.
-PREFIX_FREE_FIELDS: tuple[str, ...] = ("beta", "gamma")
-DEFAULT_GAMMA = float(next(f.default for f in dataclasses.fields(DistillConfig) if f.name == "gamma"))
 TRUNK = "trunk"
-
-
-def switch_epoch(epochs: int, gamma: float) -> int:
-    """Alg. 1 line 3 as the authors' code (doktra_tune.stages.switch_epoch): int(epochs * gamma)."""
-    return int(epochs * gamma)
 
 
 @dataclass(frozen=True)
@@ -99,11 +87,6 @@ def planned_stages(plan: Plan) -> tuple[str, ...]:
     return SEARCH_STAGES[: SEARCH_STAGES.index(stop) + 1]
 
 
-def grid_points(params: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every point of a grid (the product of its value lists)."""
-    return [dict(zip(params, values)) for values in itertools.product(*params.values())]
-
-
 def _epochs_of(point: Mapping[str, Any], fixed: Mapping[str, Any], default: int) -> int:
     return int(point.get("epochs", fixed.get("epochs", default)))
 
@@ -146,29 +129,6 @@ def search_jobs(plan: Plan, stage: str) -> list[Job]:
     return jobs
 
 
-@dataclass(frozen=True)
-class Prefix:
-    """An ABD grid's shared prefix as `SharedPrefix.for_grid` derives it (without importing torch)."""
-
-    keys: tuple[str, ...]  # the searched keys trunks differ in
-    gammas: tuple[float, ...]
-
-    def switches(self, epochs: int) -> list[int]:
-        return sorted({switch_epoch(epochs, g) for g in self.gammas} - {0})
-
-
-def shared_prefix(plan: Plan) -> Prefix | None:
-    """The ABD stage's shared prefix (stages.abd.share_prefix), or None when it trains every point alone."""
-    if not plan.config.stages["abd"].share_prefix:
-        return None
-    space = plan.spaces["abd"]
-    gammas = tuple(float(g) for g in (space.params.get("gamma") or [space.fixed.get("gamma", DEFAULT_GAMMA)]))
-    epochs = space.params.get("epochs") or [space.fixed.get("epochs", plan.stage_epochs["abd"])]
-    if not any(switch_epoch(int(e), g) for e in epochs for g in gammas):
-        return None
-    return Prefix(tuple(sorted(k for k in space.params if k not in PREFIX_FREE_FIELDS)), gammas)
-
-
 def abd_jobs(plan: Plan) -> list[Job]:
     """The ABD search: its trials alone, or the trunks and then each point's branch."""
     space, longest, model = plan.spaces["abd"], plan.stage_epochs["abd"], plan.config.student_model
@@ -177,14 +137,14 @@ def abd_jobs(plan: Plan) -> list[Job]:
     if prefix is None:
         return [_trial("abd", model, e, teacher=teacher) for e in _search_epochs(plan, "abd")]
     jobs = []
-    for point in grid_points({k: space.params[k] for k in prefix.keys}):
+    for point in prefix.trunk_points(space.params):
         switches = prefix.switches(_epochs_of(point, space.fixed, longest))
         if switches:  # the trunk stops at the grid's latest switch, on the schedule of all e2 epochs
             jobs.append(Job("abd", TRUNK, model, switches[-1], 0, switches[-1], 0, teacher))
 
     def branch(point: Mapping[str, Any]) -> tuple[int, int]:
         e2 = _epochs_of(point, space.fixed, longest)
-        return e2 - switch_epoch(e2, float(point.get("gamma", space.fixed.get("gamma", DEFAULT_GAMMA)))), e2
+        return e2 - switch_epoch(e2, float(point.get("gamma", space.fixed.get("gamma", DistillConfig.gamma)))), e2
 
     points = grid_points(space.params)
     if plan.config.search.mode == "tpe":  # which points are sampled is not known: the longest branch

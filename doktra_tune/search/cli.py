@@ -1,7 +1,8 @@
 """`python -m doktra_tune.search task=chemprot preset=cpu [key=value ...]`: the Hydra entry point.
 
 `main` composes the overrides once up front (an unknown task, preset or key is a one-line error,
-exit 2, before Ray or torch load), then hands over to Hydra (`--help`, `--cfg job`, the run). With
+exit 2, before Ray or torch load), then hands over to Hydra (`--help`, `--cfg job`, the run), whose
+job builds the search's one plan (a bad value: one line, exit 2) and runs it. With
 `-m` (multirun) every job of the sweep is composed, planned and its data checked before the first
 search starts (`doktra_tune.search.multirun`).
 """
@@ -56,12 +57,13 @@ def hydra_main(cfg: DictConfig) -> None:
         except DoktraError as err:
             _fail(err)
         return
-    # Imported here, not at the top: the driver loads Ray, torch and MLflow (seconds), which
-    # `--help`, `--cfg job` and a mistyped override never need.
-    from doktra_tune.search.driver import run_search
-
     try:
-        run_search(cfg, overrides=list(HydraConfig.get().overrides.task))
+        plan = build_plan(cfg)  # the one plan of this search: a bad value is one line before Ray or torch load
+        # Imported here, not at the top: the driver loads Ray, torch and MLflow (seconds), which
+        # `--help`, `--cfg job` and a bad value never need.
+        from doktra_tune.search.driver import run_search
+
+        run_search(plan, overrides=list(HydraConfig.get().overrides.task))
     except DoktraError as err:
         _fail(err)
     except KeyboardInterrupt:
@@ -119,9 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             swept = sweeps(split_argv(argv))
             if swept:
                 raise ConfigError(f"{swept[0]} sweeps over several values; add -m (--multirun) to run one search per value")
-            cfg = compose_config(split_argv(argv))
-            if runs:
-                build_plan(cfg)
+            compose_config(split_argv(argv))  # an unknown task, preset or key: one line, before Hydra's own message
     except DoktraError as err:
         _fail(err)
     if any(arg in ("--cfg", "-c") for arg in argv) and "--resolve" not in argv:

@@ -30,10 +30,10 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from doktra_tune.search.final import RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
+from doktra_tune.search.final import BASELINE_VARIANTS, RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
 from doktra_tune.device import CPU_KERNEL_ENV
 from doktra_tune.models import copy_checkpoint
-from doktra_tune.search.plan import Plan, build_plan
+from doktra_tune.search.plan import Plan, build_plan, shared_prefix
 from doktra_tune.search.lease import RunDirLease
 from doktra_tune.search.node_check import check_nodes
 from doktra_tune.search.preflight import preflight
@@ -65,7 +65,6 @@ from doktra_tune.tracking import SearchTracker, default_tracking_uri
 from doktra_tune.tracking.client import is_outage
 from trainables import STAGE_TRAINABLES
 
-BASELINE_VARIANTS = ("doktra_no_ctt", "kld", "teacher_ft")  # final variants that need the β₁ = 0 teacher
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray processes of the running driver
 
 
@@ -124,7 +123,7 @@ class SearchDriver:
         self.echo(f"[{stage}] start: {what}")
         t0 = time.monotonic()
         self._say_grace(stage, base)
-        prefix = self.specs.shared_prefix(base) if isinstance(base, DistillConfig) else None
+        prefix = shared_prefix(self.plan) if isinstance(base, DistillConfig) else None
         trunks = self.run_trunks(prefix, base) if prefix is not None else []
         records = self.runner.run(stage, self.specs.search_builder(stage, base, prefix))
         rule = selection_rule(self.config.search.selection, stage)
@@ -309,13 +308,13 @@ def _quiet_libraries() -> None:
 
 
 def run_search(
-    cfg: DictConfig | dict[str, Any], echo: Echo = echo_stdout, overrides: list[str] | None = None,
+    cfg: Plan | DictConfig | dict[str, Any], echo: Echo = echo_stdout, overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Check `cfg` (plan, preflight), take the run directory's lease (`search.lease`: one search per run
-    directory), connect Ray and run the search. `overrides`: the command line's (for the outcome's
-    "reproduce" line)."""
+    """Run the search of `cfg` (a checked `Plan`, or a composed config it is built from): preflight,
+    the run directory's lease (`search.lease`: one search per run directory), Ray, the stages.
+    `overrides`: the command line's (for the outcome's "reproduce" line)."""
     _quiet_libraries()
-    plan = build_plan(cfg)
+    plan = cfg if isinstance(cfg, Plan) else build_plan(cfg)
     if plan.config.search.dry_run:  # the plan, printed: no preflight (downloads), Ray or run directory
         from doktra_tune.search.dry_run import dry_run_lines
 
@@ -330,7 +329,7 @@ def run_search(
             stale = stop_recorded_ray(plan.run_dir / RAY_PROCESSES_FILE)
             if stale:
                 echo(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
-        with RaySession(plan.config.ray, worker_env=CPU_KERNEL_ENV[plan.config.train.cpu_kernels]) as session:
+        with RaySession(plan.config.ray, worker_env=CPU_KERNEL_ENV[plan.config.cpu_kernels]) as session:
             (plan.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.raw)))
             session.record(plan.run_dir / RAY_PROCESSES_FILE)
             check_nodes(plan, echo)  # every node: models, data, runs_root, cache_dir, versions; exit 2 before any trial

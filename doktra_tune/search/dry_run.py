@@ -83,11 +83,11 @@ def _plan_precisions(plan: Plan) -> str:
 
 def _data_line(plan: Plan, gpu: Estimate) -> str:
     c = plan.config
-    head = f"max_len {c.data.max_len}, batch {c.train.batch_size}, batching {c.train.batching}"
+    head = f"max_len {plan.data.max_len}, batch {c.train.batch_size}, batching {c.train.batching}"
     counted = next(iter(gpu.tokens.models.values()), None)
     if counted is None:
         train_n, dev_n, test_n = data_sizes(plan)
-        limits = (c.data.train_limit, c.data.dev_limit, c.data.test_limit)
+        limits = (plan.data.train_limit, plan.data.dev_limit, plan.data.test_limit)
         limited = ", data.*_limit applied" if any(limit is not None for limit in limits) else ""
         return (f"data: {plan.task} train {train_n} / dev {dev_n} / test {test_n} examples ({task_sizes(plan)[1]}"
                 f"{limited}), {head}; {_data_words(plan)} (not read)")
@@ -99,7 +99,7 @@ def _data_line(plan: Plan, gpu: Estimate) -> str:
 def _token_lines(plan: Plan, gpu: Estimate) -> list[str]:
     c = plan.config
     if not gpu.tokens.models:
-        return [f"tokens: data.max_len = {c.data.max_len} per sequence, not counted ({gpu.tokens.reason}): an upper "
+        return [f"tokens: data.max_len = {plan.data.max_len} per sequence, not counted ({gpu.tokens.reason}): an upper "
                 "bound, batches pad to their longest"]
     lines = []
     for role, spec in (("teacher", c.teacher_model), ("student", c.student_model)):
@@ -107,7 +107,7 @@ def _token_lines(plan: Plan, gpu: Estimate) -> list[str]:
         padded, real = t.tokens_per_batch()
         lines.append(f"tokens per batch ({role} {spec}): {padded:,.0f} padded, {real:,.0f} real in a training batch of "
                      f"{t.batch_size} ({c.train.batching}; {padded / t.batch_size:.1f} per sequence, max_len "
-                     f"{c.data.max_len}), tokenised with {t.tokenizer}")
+                     f"{plan.data.max_len}), tokenised with {t.tokenizer}")
     return lines
 
 
@@ -155,7 +155,7 @@ def dry_run_lines(plan: Plan) -> list[str]:
                  f"{_duration(None if None in cpu_seconds else sum(s for s in cpu_seconds if s is not None)):>9s}")
     lines.append(_final_line(plan, jobs))
     tokens = ("the tokens the batches hold (counted above)" if gpu.tokens.models else
-              f"{c.data.max_len} tokens per sequence (an upper bound: batches pad to their longest)")
+              f"{plan.data.max_len} tokens per sequence (an upper bound: batches pad to their longest)")
     lines.append(f"GPU-hours: {_hours(gpu.total())} in all at the plan's precision ({_plan_precisions(plan)}) on one "
                  f"{REFERENCE_GPU}; {SOURCE}; {tokens}; one teacher forward pass per distilled-from teacher (cached "
                  "[CLS] vectors)")
@@ -172,10 +172,10 @@ def dry_run_lines(plan: Plan) -> list[str]:
         if arch is None:
             continue
         precision = gpu_precision(c.stages[stage].precision)
-        train, evaluate = throughput(arch, precision, c.data.max_len)
+        train, evaluate = throughput(arch, precision, plan.data.max_len)
         lines.append(f"throughput ({role}, estimate): {arch.label} {arch.params / 1e6:.1f}M params "
                      f"({arch.compute_params / 1e6:.0f}M non-embedding per token pass), {precision}: train "
-                     f"{train:,.0f} seq/s, eval {evaluate:,.0f} seq/s at {c.data.max_len} tokens; architecture from "
+                     f"{train:,.0f} seq/s, eval {evaluate:,.0f} seq/s at {plan.data.max_len} tokens; architecture from "
                      f"{arch.source}")
     return lines
 

@@ -238,7 +238,7 @@ def task_sizes(plan: Plan) -> tuple[tuple[int, int, int], str]:
 def data_sizes(plan: Plan) -> tuple[int, int, int]:
     """(train, dev, test) examples: the paper's (`DATA_SIZES`), each capped at data.train/dev/test_limit."""
     sizes = task_sizes(plan)[0]
-    limits = (plan.config.data.train_limit, plan.config.data.dev_limit, plan.config.data.test_limit)
+    limits = (plan.data.train_limit, plan.data.dev_limit, plan.data.test_limit)
     return tuple(n if limit is None else min(n, limit) for n, limit in zip(sizes, limits))  # type: ignore[return-value]
 
 
@@ -323,7 +323,7 @@ def estimate(plan: Plan, tokens: TokenCounts | None = None) -> Estimate:
     (`plan_tokens`; None: counted here), from data.max_len otherwise."""
     tokens = plan_tokens(plan) if tokens is None else tokens
     train_n, dev_n, test_n = data_sizes(plan)
-    max_len = plan.config.data.max_len
+    max_len = plan.data.max_len
 
     def split(spec: str, name: str, n: int, kind: str = "evaluation") -> _Split:
         counted: ModelTokens | None = tokens.models.get(spec)

@@ -45,6 +45,7 @@ from doktra_tune.search.trials import TrialRecord
 
 RUN_KEYS = ("variant", "seed", "fold")  # what identifies a final run spec
 TEACHERS = ("teacher_ctt", "teacher_ft")
+BASELINE_VARIANTS = ("doktra_no_ctt", "kld", "teacher_ft")  # the variants that need the β₁ = 0 teacher
 # distillation variant -> (the teacher it distils from, its distillation loss); Table 5 / Table 6
 DISTILLATIONS = {
     "doktra": ("teacher_ctt", "abd"),

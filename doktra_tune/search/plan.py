@@ -9,6 +9,7 @@ written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,8 +20,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from doktra_tune.compose import resolved_dict
-from doktra_tune.config import DataConfig
+from doktra_tune.config import DataConfig, DistillConfig, StageConfig, from_section
 from doktra_tune.data import gad_fold_format
+from doktra_tune.prefix import SharedPrefix
 from doktra_tune.errors import ConfigError
 from doktra_tune.search.paths import absolute, absolute_settings, local_path
 from doktra_tune.search.schema import (
@@ -51,12 +53,42 @@ class Plan:
     data_root: Path  # absolute
     data_root_origin: str  # which setting gave data_root (for error messages)
     data: DataConfig  # the data every stage trains and evaluates on
+    train: StageConfig  # train: every stage's shared fields, on `data` (`stage_base` adds each stage's own)
     spaces: dict[str, SearchSpace]  # stage -> its grid
     stage_epochs: dict[str, int]  # stage -> epochs of its longest trial (e, max e1, e2)
 
     @property
     def task(self) -> str:
         return self.config.task.name
+
+    def keep(self, stage: str) -> str:
+        """Which epoch of a trial of `stage` is its model: "last" (search.handoff=final_epoch, the
+        authors'), or "best" by dev F1 (handoff=best_epoch, and the student's e1_mode=best_epoch)."""
+        if self.config.search.handoff == "best_epoch":
+            return "best"
+        return "best" if stage == "student" and not self.config.stages["student"].searches_epochs else "last"
+
+    @property
+    def resumable(self) -> bool:
+        """Whether trials save their training state with each checkpoint, so a paused (synchronous
+        halving) or retried (search.max_failures: a lost worker) trial goes on where it stopped."""
+        return self.config.search.pauses_trials or self.config.search.max_failures > 0
+
+    def stage_base(self, stage: str, model: str, torch_threads: int | None = None) -> StageConfig:
+        """The StageConfig every trial of `stage` starts from (its `RunSpec` is applied on top): the
+        train: section on the plan's data, with the stage's epochs, precision and handoff."""
+        return dataclasses.replace(
+            self.train, model=model, epochs=self.stage_epochs[stage], precision=self.config.stages[stage].precision,
+            torch_threads=torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
+            save_training_state=self.resumable,
+        )
+
+    def abd_base(self, student_checkpoint: str, teacher_checkpoint: str, torch_threads: int | None = None) -> DistillConfig:
+        """The DistillConfig every ABD trial starts from: the student winner, distilling from the CTT winner."""
+        abd = self.config.stages["abd"]
+        return DistillConfig.of_stage(self.stage_base("abd", student_checkpoint, torch_threads),
+                                      teacher_checkpoint=teacher_checkpoint, margin=abd.margin,
+                                      projection=abd.projection)
 
 
 def search_id_for(raw: dict[str, Any]) -> str:
@@ -137,12 +169,9 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
     raw = absolute_settings(resolved_dict(cfg))
     config = SearchConfig.from_raw(raw)
     root, origin = data_root(config)
-    data = DataConfig(
-        task=config.task.name, data_dir=str(root / config.task.data_subdir), data_format=config.task.data_format,
-        max_len=config.data.max_len, train_limit=config.data.train_limit, dev_limit=config.data.dev_limit,
-        test_limit=config.data.test_limit, subsample_seed=config.data.subsample_seed, cache_dir=config.cache_dir,
-        hoc_head=config.task.hoc_head,
-    )
+    data = from_section(DataConfig, "data", config.data, task=config.task.name,
+                        data_dir=str(root / config.task.data_subdir), data_format=config.task.data_format,
+                        cache_dir=config.cache_dir, hoc_head=config.task.hoc_head)
     if config.final.folds:
         gad_fold_format(data.data_format, config.final.folds[0])  # the final runs' folds need GAD's fold format
     spaces = load_spaces(config)
@@ -152,6 +181,17 @@ def build_plan(cfg: DictConfig | dict[str, Any]) -> Plan:
     return Plan(
         config=config, raw=raw, search_id=search_id,
         run_dir=Path(config.runs_root) / search_id,
-        data_root=root, data_root_origin=origin, data=data, spaces=spaces,
+        data_root=root, data_root_origin=origin, data=data, train=dataclasses.replace(config.train, data=data),
+        spaces=spaces,
         stage_epochs={stage: max_epochs(space) for stage, space in spaces.items()},
     )
+
+
+def shared_prefix(plan: Plan) -> SharedPrefix | None:
+    """The ABD grid's shared activation-boundary prefix (stages.abd.share_prefix; `SharedPrefix`),
+    its trunks under `stages/abd/trunks`, or None when every grid point trains alone."""
+    if not plan.config.stages["abd"].share_prefix:
+        return None
+    space = plan.spaces["abd"]
+    defaults = {"gamma": DistillConfig.gamma, "epochs": plan.stage_epochs["abd"]}
+    return SharedPrefix.for_grid(space.params, space.fixed, defaults, plan.run_dir / "stages" / "abd" / "trunks")

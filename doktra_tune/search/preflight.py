@@ -63,9 +63,9 @@ def fetch_models(plan: Plan) -> None:
         except ConfigError as err:
             raise ConfigError(f"{key}={spec}: {err}") from err
         limit = max_positions(spec)
-        if limit is not None and plan.config.data.max_len > limit:
+        if limit is not None and plan.data.max_len > limit:
             raise ConfigError(
-                f"data.max_len={plan.config.data.max_len} is longer than {key}={spec} can take ({limit} "
+                f"data.max_len={plan.data.max_len} is longer than {key}={spec} can take ({limit} "
                 f"positions); set data.max_len={min(limit, 128)} or less (the paper uses 128)"
             )
 

@@ -20,12 +20,12 @@ from doktra_tune.config import (
     DataConfig,
     POSITIVE,
     DistillConfig,
-    Batching,
     Precision,
     Projection,
     Range,
     StageConfig,
     field_rule,
+    from_section,
 )
 from doktra_tune.errors import ConfigError
 from doktra_tune.tasks import get_task
@@ -158,55 +158,6 @@ class TaskOptions:
 
 
 @dataclass(frozen=True)
-class DataOptions:
-    max_len: int
-    train_limit: int | None  # seeded stratified subsample sizes (None: the whole split)
-    dev_limit: int | None
-    test_limit: int | None
-    subsample_seed: int
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> DataOptions:
-        limits = {k: field_number(raw.get(k), f"data.{k}", DataConfig, k)
-                  for k in ("train_limit", "dev_limit", "test_limit")}
-        return cls(
-            max_len=field_number(raw["max_len"], "data.max_len", DataConfig, "max_len"), **limits,
-            subsample_seed=field_number(raw.get("subsample_seed") or 0, "data.subsample_seed", DataConfig, "subsample_seed"),
-        )
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """StageConfig fields shared by every stage."""
-
-    batch_size: int
-    eval_batch_size: int
-    seed: int
-    weight_decay: float
-    warmup_ratio: float
-    max_grad_norm: float
-    precision: Precision
-    batching: Batching  # random: the authors' RandomSampler | bucketed: length-bucketed (encoding.make_batches)
-    ece_bins: int
-    cpu_kernels: CpuKernels  # native | avx2: the CPU kernels the trials run (doktra_tune.device.CPU_KERNEL_ENV)
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> TrainOptions:
-        return cls(
-            batch_size=field_number(raw["batch_size"], "train.batch_size", StageConfig, "batch_size"),
-            eval_batch_size=field_number(raw["eval_batch_size"], "train.eval_batch_size", StageConfig, "eval_batch_size"),
-            seed=field_number(raw["seed"], "train.seed", StageConfig, "seed"),
-            weight_decay=float(field_number(raw.get("weight_decay", 0.0), "train.weight_decay", StageConfig, "weight_decay")),
-            warmup_ratio=float(field_number(raw.get("warmup_ratio", 0.0), "train.warmup_ratio", StageConfig, "warmup_ratio")),
-            max_grad_norm=float(field_number(raw.get("max_grad_norm", 1.0), "train.max_grad_norm", StageConfig, "max_grad_norm")),
-            precision=field_choice(raw.get("precision") or "auto", "train.precision", StageConfig, "precision"),
-            batching=field_choice(raw.get("batching") or "random", "train.batching", StageConfig, "batching"),
-            ece_bins=field_number(raw.get("ece_bins", 15), "train.ece_bins", StageConfig, "ece_bins"),
-            cpu_kernels=choice(raw.get("cpu_kernels") or "native", "train.cpu_kernels", CPU_KERNELS),
-        )
-
-
-@dataclass(frozen=True)
 class StageOptions:
     """One search stage: its epochs, grid file and overrides, and the precision it trains in."""
 
@@ -221,7 +172,7 @@ class StageOptions:
     share_prefix: bool = True  # ABD only: train the grid's activation-boundary phase once per trunk
 
     @classmethod
-    def from_raw(cls, name: str, raw: Mapping[str, Any], train: TrainOptions) -> StageOptions:
+    def from_raw(cls, name: str, raw: Mapping[str, Any], train_precision: Precision) -> StageOptions:
         key = f"stages.{name}"
         grid: dict[str, Any] = {}
         for param, values in (raw.get("grid") or {}).items():
@@ -234,7 +185,7 @@ class StageOptions:
                 )
             grid[param] = values
         own = raw.get("precision")
-        precision = field_choice(own, f"{key}.precision", StageConfig, "precision") if own else train.precision
+        precision = field_choice(own, f"{key}.precision", StageConfig, "precision") if own else train_precision
         extra: dict[str, Any] = {}
         if name == "abd":
             extra["margin"] = float(field_number(raw.get("margin", 1.0), f"{key}.margin", DistillConfig, "margin"))
@@ -435,8 +386,9 @@ class SearchConfig:
     teacher_model: str
     student_model: str
     task: TaskOptions
-    data: DataOptions
-    train: TrainOptions
+    data: dict[str, Any]  # the data: section (DataConfig fields), checked where the plan builds its DataConfig
+    train: StageConfig  # the train: section: the StageConfig fields every stage shares (model, epochs: the stage's)
+    cpu_kernels: CpuKernels  # train.cpu_kernels: native | avx2, the CPU kernels the trials run (device.CPU_KERNEL_ENV)
     stages: dict[str, StageOptions]  # ctt, student, abd
     search: SearchOptions
     final: FinalOptions
@@ -448,7 +400,10 @@ class SearchConfig:
     def from_raw(cls, raw: Mapping[str, Any]) -> SearchConfig:
         """Build and check the typed configuration; one-line ConfigError on the first bad value."""
         task = TaskOptions.from_raw(raw["task"])
-        train = TrainOptions.from_raw(raw["train"])
+        train_section = dict(raw["train"])
+        cpu_kernels = choice(train_section.pop("cpu_kernels", None) or "native", "train.cpu_kernels", CPU_KERNELS)
+        data = DataConfig(task=task.name, data_dir=task.data_subdir)  # stands in until the plan knows data_root
+        train = from_section(StageConfig, "train", train_section, data=data, model="", output_dir="")
         return cls(
             preset=str(raw.get("preset_name", "custom")),
             runs_root=str(raw.get("runs_root") or "runs"),
@@ -458,9 +413,10 @@ class SearchConfig:
             teacher_model=str(raw["teacher_model"]),
             student_model=str(raw["student_model"]),
             task=task,
-            data=DataOptions.from_raw(raw["data"]),
+            data=dict(raw["data"]),
             train=train,
-            stages={name: StageOptions.from_raw(name, raw["stages"][name], train) for name in SEARCH_STAGES},
+            cpu_kernels=cpu_kernels,
+            stages={name: StageOptions.from_raw(name, raw["stages"][name], train.precision) for name in SEARCH_STAGES},
             search=SearchOptions.from_raw(raw["search"]),
             final=FinalOptions.from_raw(raw["final"], task.name),
             resources=ResourceOptions.from_raw(raw["resources"]),

@@ -10,7 +10,6 @@ and the pruner the config names. `doktra_tune.search.pruning` (and through it
 
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Any
 
@@ -50,7 +49,7 @@ def grid_queue(space: SearchSpace, points: list[dict[str, Any]] | None, num_samp
     if num_samples is not None and num_samples != space.grid_size:
         logger.info("mode=grid runs all %d points of the %s grid; num_samples=%s is ignored (use mode=tpe for a "
                     "budget)", space.grid_size, space.stage, num_samples)
-    return list(points) if points is not None else grid_points(space)
+    return list(points) if points is not None else space.points()
 
 OPTUNA_PRUNERS = ("median", "successive_halving", "hyperband")  # the pruners the Optuna study itself runs
 
@@ -185,13 +184,6 @@ def _check_arguments(mode: str, pruner: str, mode_opt: str, max_t: int, grace_pe
             f"grace_period={grace_period!r} must be an integer in [1, max_t={max_t}]; "
             "use e.g. grace_period=1"
         )
-
-
-def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
-    """Every point of the grid in search order: the plain product of the grids, parameters sorted
-    by name, values as listed (the same order for every seed)."""
-    names = sorted(space.params)
-    return [dict(zip(names, values)) for values in itertools.product(*(list(space.params[n]) for n in names))]
 
 
 def _sampler(

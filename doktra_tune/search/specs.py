@@ -60,35 +60,14 @@ class StageSpecs:
         self.tracker = tracker
 
     def keep(self, stage: str) -> str:
-        """Which epoch of a trial of `stage` is its model: "last" (search.handoff=final_epoch, the
-        authors'), or "best" by dev F1 (handoff=best_epoch, and the student's e1_mode=best_epoch)."""
-        if self.config.search.handoff == "best_epoch":
-            return "best"
-        student = self.config.stages["student"]
-        return "best" if stage == "student" and not student.searches_epochs else "last"
+        return self.plan.keep(stage)
 
     def stage_base(self, stage: str, model: str) -> StageConfig:
-        """The StageConfig every trial of `stage` starts from (its `RunSpec` is applied on top),
-        checked here, when the search is planned."""
-        t = self.config.train
-        return StageConfig(
-            data=self.plan.data, model=model, output_dir="", epochs=self.plan.stage_epochs[stage],
-            batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, seed=t.seed, weight_decay=t.weight_decay,
-            warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm, precision=self.config.stages[stage].precision,
-            batching=t.batching, torch_threads=self.resources.torch_threads, eval_splits=("dev",), keep_checkpoints=self.keep(stage),
-            ece_bins=t.ece_bins, save_training_state=self.resumable,
-        )
-
-    @property
-    def resumable(self) -> bool:
-        """Whether trials save their training state with each checkpoint, so a paused (synchronous
-        halving) or retried (search.max_failures: a lost worker) trial goes on where it stopped."""
-        return self.config.search.pauses_trials or self.config.search.max_failures > 0
+        """The plan's base of `stage` (`Plan.stage_base`), on this cluster's torch threads per trial."""
+        return self.plan.stage_base(stage, model, self.resources.torch_threads)
 
     def abd_base(self, student_checkpoint: str, teacher_checkpoint: str) -> DistillConfig:
-        abd = self.config.stages["abd"]
-        return DistillConfig.of_stage(self.stage_base("abd", student_checkpoint), teacher_checkpoint=teacher_checkpoint,
-                                      margin=abd.margin, projection=abd.projection)
+        return self.plan.abd_base(student_checkpoint, teacher_checkpoint, self.resources.torch_threads)
 
     def tracking(self, stage: str) -> dict:
         tags = {"doktra.teacher_model": self.config.teacher_model, "doktra.student_model": self.config.student_model}
@@ -146,13 +125,6 @@ class StageSpecs:
                 dataclasses.replace(full, num_samples=0)
 
         return build
-
-    def shared_prefix(self, base: DistillConfig) -> SharedPrefix | None:
-        """The ABD grid's shared activation-boundary prefix (stages.abd.share_prefix), or None."""
-        if not self.config.stages["abd"].share_prefix:
-            return None
-        space = self.plan.spaces["abd"]
-        return SharedPrefix.for_grid(space.params, space.fixed, base.to_dict(), self.run_dir / "stages" / "abd" / "trunks")
 
     def trunk_builder(self, prefix: SharedPrefix, base: DistillConfig) -> SpecBuilder:
         """One Tuner over the trunks not published yet (a rerun never recomputes a finished one)."""

@@ -6,7 +6,6 @@ files, so they are unit-tested on fakes; plus what remains to run after an inter
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from doktra_tune.metrics import SEARCH_METRIC, SHARED_METRIC
 from doktra_tune.run_spec import RunSpec, trial_record
+from doktra_tune.search_space import grid_points
 
 # Tune result keys that are bookkeeping, not metrics
 _METRIC_SKIP = ("config", "date", "hostname", "pid", "timestamp", "time_since_restore", "iterations_since_restore",
@@ -175,10 +175,9 @@ def collect_trials(results: Iterable[Any], max_t: int, pruned_ids: set[str], pru
 
 
 def remaining_grid_points(grid: dict[str, list], prior: Sequence[TrialRecord]) -> list[dict[str, Any]]:
-    """The points of the full grid (product of `grid`, in its order) no finished trial covered."""
-    names = list(grid)
-    seen = {tuple(r.params.get(k) for k in names) for r in prior}
-    return [dict(zip(names, values)) for values in itertools.product(*grid.values()) if tuple(values) not in seen]
+    """The points of the full grid (`grid_points`, in search order) no finished trial covered."""
+    seen = {tuple(r.params.get(k) for k in sorted(grid)) for r in prior}
+    return [point for point in grid_points(grid) if tuple(point[k] for k in sorted(grid)) not in seen]
 
 
 def remaining_runs(runs: Sequence[RunSpec], keys: Sequence[str], prior: Sequence[TrialRecord]) -> list[RunSpec]:

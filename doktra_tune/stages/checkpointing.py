@@ -18,7 +18,7 @@ from doktra_tune.config import DistillConfig, StageConfig, StageResult
 from doktra_tune.errors import ConfigError
 from doktra_tune.models import hidden_size, load_checkpoint, read_meta, save_checkpoint
 from doktra_tune.stages.state import StageState
-from doktra_tune.stages.step_losses import switch_epoch
+from doktra_tune.switch import PREFIX_FREE_FIELDS, switch_epoch
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,8 @@ TRAINING_STATE_FILE = "training_state.pt"  # optimizer, LR schedule, RNG, best-s
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
 RESUME_FREE_FIELDS = ("output_dir", "resume_from", "save_training_state", "torch_threads", "device",
                       "stop_after_epoch")
-# ABD fields that act only from the switch epoch int(gamma * epochs) on (Alg. 1 lines 3-10: beta2
-# weighs the refinement's entropy term, gamma places the switch): a run may resume from another's
-# checkpoint of an epoch before both runs' switches -- the shared prefix of an ABD grid.
-PREFIX_FREE_FIELDS = ("beta", "gamma")
+# PREFIX_FREE_FIELDS (doktra_tune.switch): a run may resume from another's checkpoint of an epoch
+# before both runs' switches -- the shared prefix of an ABD grid.
 
 
 def save_epoch(state: StageState, out_dir: Path, epoch: int, metrics: dict[str, float]) -> Path:

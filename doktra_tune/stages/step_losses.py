@@ -16,6 +16,7 @@ import torch
 
 from doktra_tune.encoding import Batch
 from doktra_tune.losses import activation_boundary_loss, activation_transfer_count, confidence_penalty_loss, kd_kl_loss
+from doktra_tune.switch import switch_epoch
 
 # step_loss(batch, student_cls, logits) -> (loss, per-example L_AT counts or None)
 StepLoss = Callable[[Batch, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -54,11 +55,6 @@ def kd_step_loss(teacher_logits: torch.Tensor, temperature: float, multi_label: 
         return kd_kl_loss(logits, teacher_logits[idx], temperature, multi_label), None
 
     return step_loss
-
-
-def switch_epoch(epochs: int, gamma: float) -> int:
-    """Alg. 1 line 3 as the authors' code: epoch_switch = int(epochs * gamma)."""
-    return int(epochs * gamma)
 
 
 def one_phase(step_loss: StepLoss) -> EpochLosses:
