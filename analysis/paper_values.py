@@ -4,7 +4,7 @@ prints none.
 
 `ROW_VARIANTS` says which of our final variants each row of Tables 2 and 7 measures, and Table 6 is
 keyed by variant: one mapping, so a number the paper prints in two tables is one variant of ours
-(`variant_cells`; tests/test_tables.py checks it). The teacher row of Tables 2, 6 and 7 is the
+(`variant_cells`; tests/integration/test_tables.py checks it). The teacher row of Tables 2, 6 and 7 is the
 teacher DoKTra distils from, trained with CTT (its dev-tuned beta1, Table A1; 0 for HoC): §3.2 calls
 calibrated teacher training "a fine-tuning approach", §4.3 measures Retain against "the teacher
 model", and Table 6 prints Table 2's row unchanged (76.20 +/- 0.65) as its reference, one teacher

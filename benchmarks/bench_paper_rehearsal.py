@@ -8,7 +8,7 @@ The paper preset as it is -- its grids (4 beta1; 3 lr1 x 6 e1; lr2 x beta2 x gam
 the per-task epochs, the default `final.protocol` (shared_models) with 3 seeds, GAD's ten folds -- with only the models
 and the data shrunk:
 
-1. Models: tiny random-weight models saved at the preset's own hub ids (`tests.hub_server`), served
+1. Models: tiny random-weight models saved at the preset's own hub ids (`tests.helpers.hub_server`), served
    by a local hub endpoint; the preset's `teacher_model` / `student_model` are not overridden. The
    student is wider than the teacher (64 vs 32), as ALBERT-xlarge is than BioBERT-base, so ABD goes
    through the fixed random projection as it does at paper scale.
@@ -50,8 +50,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from doktra_tune.run_spec import trial_record  # noqa: E402
 from doktra_tune.metrics import SHARED_METRIC  # noqa: E402
+from doktra_tune.run_spec import trial_record  # noqa: E402
 from doktra_tune.search import compose_config  # noqa: E402
 from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget  # noqa: E402
 from doktra_tune.search.disk import dir_bytes, fmt_bytes  # noqa: E402
@@ -569,7 +569,7 @@ def main() -> None:
     if "chemprot" in tasks and not (args.data_root / "chemprot_scibert" / "train.jsonl").is_file():
         raise SystemExit(f"error: no chemprot_scibert/train.jsonl under {args.data_root}; pass --data-root")
 
-    from tests.hub_server import PAPER_MODEL_IDS, LocalHub, build_repos
+    from tests.helpers.hub_server import PAPER_MODEL_IDS, LocalHub, build_repos
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="doktra-rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Imported only where needed, inside functions or by modules that are themselves imported lazily:
 a search with `search.pruner=none` and a local Ray (`ray.address` unset, the default) never loads
-this module (`tests/test_lazy_pruning.py`). Five names are left (ray 2.60), each because no public
+this module (`tests/integration/test_lazy_pruning.py`). Five names are left (ray 2.60), each because no public
 API does the job:
 
 1. `ray._private.services.find_gcs_addresses` (`local_cluster_addresses`): the GCS addresses of
@@ -33,7 +33,7 @@ scheduler interface: `doktra_tune.search.synchronous_halving`); `AsyncHyperBandS
 pruned set after a restore is read from the searcher state Tune saves with the experiment);
 `GridSampler._search_space`, `._all_grids` (grid points are enqueued in order instead).
 
-`missing_internals()` lists what an installed Ray no longer has; `tests/test_ray_compat.py` fails
+`missing_internals()` lists what an installed Ray no longer has; `tests/unit/test_ray_compat.py` fails
 with that list, and `pyproject.toml` pins the range the code is tested with.
 """
 

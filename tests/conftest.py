@@ -1,40 +1,66 @@
-"""Shared pytest fixtures: the real shared data, format fixtures, the MiniLM encoder, the one tiny
-ChemProt search that several test files only read."""
+"""Shared pytest fixtures: the real shared data, format fixtures, the MiniLM encoder, a local Ray per
+module, and the one tiny ChemProt search that several test files only read. What is not a fixture
+(paths, ports, `run_tiny_search`, the hub fake, ...) is in tests/helpers/."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
-# No HF_*_OFFLINE here: the tests run in the environment a user's shell has. A test that needs the hub
-# switched off (a cache-miss error, the trials' offline reads) sets it itself and says why.
+from tests.helpers.netns_hosts import HostCluster
+from tests.helpers.search import (
+    CHEMPROT_TINY_SEARCH,
+    DATA_ROOT,
+    LOCAL_RAY,
+    SHARED_SEARCH_GROUP,
+    run_tiny_search,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DOKTRA_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))  # the real shared data
+# The longest groups, longest first (CI's --durations, 2 cores): they start first, the rest fill in.
+LONGEST_GROUPS = (
+    "tests/integration/test_cluster_hosts.py", SHARED_SEARCH_GROUP, "tests/integration/test_abd_sharing.py",
+    "tests/integration/test_lease.py", "tests/integration/test_resume.py", "tests/integration/test_paths.py",
+    "tests/integration/test_hub.py", "tests/integration/test_multirun.py",
+)
 
 
-def free_port() -> int:
-    """A local TCP port nothing listens on (at the time of asking)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For `-n 2 --dist loadgroup` (pytest-xdist; README "Run the tests"): one worker takes a whole
+    module, so a module's `local_ray` and fixtures start once; the modules reading the session's tiny
+    search share one group (it runs once); the modules with the most slow tests go first, so that the
+    longest groups do not start last (LONGEST_GROUPS, then by their number of slow tests)."""
+    group_of: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        declared = item.get_closest_marker("xdist_group")  # a module that asks for a group by name
+        if declared is not None:
+            group_of[module] = declared.args[0]
+        elif "chemprot_tiny_search" in getattr(item, "fixturenames", ()):
+            group_of[module] = SHARED_SEARCH_GROUP
+        group_of.setdefault(module, module)
+    slow_in: dict[str, int] = {}
+    for item in items:
+        group = group_of[item.nodeid.split("::")[0]]
+        slow_in[group] = slow_in.get(group, 0) + (item.get_closest_marker("slow") is not None)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    order = {id(item): i for i, item in enumerate(items)}
 
+    def rank(item: pytest.Item) -> tuple[int, int, int]:
+        group = group_of[item.nodeid.split("::")[0]]
+        first = LONGEST_GROUPS.index(group) if group in LONGEST_GROUPS else len(LONGEST_GROUPS)
+        return first, -slow_in[group], order[id(item)]
 
-def cli_env() -> dict[str, str]:
-    """This process's environment for a CLI subprocess: DOKTRA_DATA_ROOT set, this checkout first on PYTHONPATH."""
-    env = dict(os.environ)
-    env["DOKTRA_DATA_ROOT"] = str(DATA_ROOT)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small files in each loader's documented format (tests/format_fixtures.py), written once per session."""
-    from tests.format_fixtures import FORMAT_FIXTURES
+    """Small files in each loader's documented format (tests/helpers/format_fixtures.py), written once per session."""
+    from tests.helpers.format_fixtures import FORMAT_FIXTURES
 
     root = tmp_path_factory.mktemp("format_fixtures")
     for rel, (text, encoding) in FORMAT_FIXTURES.items():
@@ -70,32 +96,6 @@ def minilm_tokenizer(minilm_path):
     return AutoTokenizer.from_pretrained(str(minilm_path))
 
 
-def run_tiny_search(runs_root: Path, *overrides: str, task: str = "chemprot",
-                    data_root: Path = DATA_ROOT) -> tuple[Path, dict, list[str]]:
-    """The `tiny` preset on `task` with `overrides`, in a local Ray: (run dir, summary, progress lines).
-    The module's Ray when `local_ray` started one (the search leaves it running), else one of its own."""
-    import ray
-
-    from doktra_tune.search import compose_config, run_search
-
-    cfg = compose_config([
-        f"task={task}", "preset=tiny", f"runs_root={runs_root}", f"data_root={data_root}", *overrides,
-    ])
-    lines: list[str] = []
-    own = not ray.is_initialized()
-    if own:
-        ray.init(**LOCAL_RAY)
-    try:
-        summary = run_search(cfg, echo=lines.append)
-    finally:
-        if own:
-            ray.shutdown()
-    return Path(summary["run_dir"]), summary, lines
-
-
-LOCAL_RAY = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}  # the tests' local Ray
-
-
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the searches of a test module (`run_tiny_search` uses it: its searches connect
@@ -109,15 +109,6 @@ def local_ray():
         ray.shutdown()
 
 
-# The nested search of tests/test_search_e2e.py (whose tests say what it shows), run once per session:
-# those tests and tests/test_mlflow_ui.py (a copy of its mlflow.db behind `mlflow server`) only read it.
-CHEMPROT_TINY_SEARCH = (
-    "stages.student.grid.lr=[1e-3,1e6]",  # lr=1e6: NaN loss at step 3 -> errored trial
-    "search.max_failures=0",  # a NaN loss fails the same way on every retry
-    "search.keep_checkpoints=all",  # the tests read the winners' checkpoints
-)
-
-
 @pytest.fixture(scope="session")
 def chemprot_tiny_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str]]:
     """The whole nested search (CTT -> student, one errored trial -> ABD -> final runs) on the `tiny`
@@ -126,3 +117,22 @@ def chemprot_tiny_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     if not (DATA_ROOT / "chemprot_scibert").is_dir():
         pytest.skip(f"no ChemProt data at {DATA_ROOT}")
     return run_tiny_search(tmp_path_factory.mktemp("chemprot-tiny"), *CHEMPROT_TINY_SEARCH)
+
+
+@pytest.fixture
+def start_hosts(tmp_path: Path) -> Iterator[Callable[..., HostCluster]]:
+    """`start_hosts(**HostCluster options)`: a running cluster of hosts sharing the test's tmp_path;
+    every cluster started is torn down at the test's end, whatever happened. Skips where namespaces
+    cannot be made (`unavailable_reason`)."""
+    made: list[HostCluster] = []
+
+    def start(**options) -> HostCluster:
+        cluster = HostCluster(tmp_path, **options)
+        made.append(cluster)
+        return cluster.__enter__()
+
+    try:
+        yield start
+    finally:
+        for cluster in made:
+            cluster.close()

@@ -22,7 +22,7 @@ to Optuna as COMPLETE. The bridge, loaded only when `search.pruner` is not `none
 
 Private Ray/Optuna names: this module uses none. What the whole bridge still needs (3 internal
 Ray names, all for synchronous halving) is wrapped in `doktra_tune.ray_compat`, whose docstring
-lists them with the reason each stays; `tests/test_ray_compat.py` checks they exist and that no
+lists them with the reason each stays; `tests/unit/test_ray_compat.py` checks they exist and that no
 other module names them.
 """
 

@@ -40,7 +40,7 @@ def build_optimizer(
     """AdamW (eps=adam_eps, weight_decay) + linear decay with ``warmup_ratio`` warm-up (authors: 0).
 
     The schedule is transformers' ``get_linear_schedule_with_warmup``:
-    the same factor, step for step, as the lambda it replaced (tests/test_schedule.py)."""
+    the same factor, step for step, as the lambda it replaced (tests/unit/test_schedule.py)."""
     optimizer = torch.optim.AdamW(list(params), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
