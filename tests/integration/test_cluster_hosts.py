@@ -341,8 +341,12 @@ def test_a_worker_removed_mid_trial_its_trial_resumes_on_the_other(start_hosts, 
     on_lost = [int(r["epoch"]) for r in rows if r["node_ip"] == lost.ip]
     on_other = [int(r["epoch"]) for r in rows if r["node_ip"] == other.ip]
     assert on_lost and on_lost[-1] < epochs, f"the trial ended before its worker was killed: {on_lost}"
-    # resumed after its last checkpointed epoch (every reported epoch has one), not from the start
-    assert on_other == list(range(on_lost[-1] + 1, epochs + 1)), (on_lost, on_other)
+    # resumed after its last checkpointed epoch, not from the start. Every reported epoch has a checkpoint,
+    # but Tune takes a trial's result and its checkpoint as two steps: a host gone between them (a busy
+    # driver) leaves the last reported epoch without a registered checkpoint, and that one epoch runs again
+    resumed_at = on_other[0]
+    assert resumed_at in (on_lost[-1] + 1, on_lost[-1]) and (resumed_at > 1 or on_lost == [1]), (on_lost, on_other)
+    assert on_other == list(range(resumed_at, epochs + 1)), (on_lost, on_other)
     (ctt,) = [trials for stage, trials in winner_trials(run_dir).items() if stage == "ctt"]
     assert [t["status"] for t in ctt] == ["completed", "completed"]
     assert {t["node_ip"] for t in ctt} == {other.ip}  # each trial's last epoch: the worker left
