@@ -4,6 +4,9 @@ module, and the one tiny ChemProt search that several test files only read. What
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import pickle
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,47 +17,41 @@ from tests.helpers.search import (
     CHEMPROT_TINY_SEARCH,
     DATA_ROOT,
     LOCAL_RAY,
-    SHARED_SEARCH_GROUP,
     run_tiny_search,
 )
 
-# The longest groups, longest first (CI's --durations, 2 cores): they start first, the rest fill in.
-LONGEST_GROUPS = (
-    "tests/integration/test_cluster_hosts.py", SHARED_SEARCH_GROUP, "tests/integration/test_abd_sharing.py",
-    "tests/integration/test_lease.py", "tests/integration/test_resume.py", "tests/integration/test_paths.py",
-    "tests/integration/test_hub.py", "tests/integration/test_multirun.py",
-)
+# The longest modules, longest first (CI's --durations, 2 cores): with `-n 2` (pytest-xdist, `--dist
+# loadscope`: one worker takes a whole module, so its module fixtures start once) they start first and
+# the rest fill in. test_mlflow_ui reads the session search test_search_e2e makes: it comes later.
+LONGEST_MODULES = tuple(f"tests/integration/test_{name}.py" for name in (
+    "cluster_hosts", "search_e2e", "abd_sharing", "resume", "paths", "multirun", "hub", "lease", "mlflow_ui",
+))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For `-n 2 --dist loadgroup` (pytest-xdist; README "Run the tests"): one worker takes a whole
-    module, so a module's `local_ray` and fixtures start once; the modules reading the session's tiny
-    search share one group (it runs once); the modules with the most slow tests go first, so that the
-    longest groups do not start last (LONGEST_GROUPS, then by their number of slow tests)."""
-    group_of: dict[str, str] = {}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        declared = item.get_closest_marker("xdist_group")  # a module that asks for a group by name
-        if declared is not None:
-            group_of[module] = declared.args[0]
-        elif "chemprot_tiny_search" in getattr(item, "fixturenames", ()):
-            group_of[module] = SHARED_SEARCH_GROUP
-        group_of.setdefault(module, module)
+    """The longest modules first (LONGEST_MODULES), then the others by their number of slow tests;
+    a module's tests stay together and in their order."""
     slow_in: dict[str, int] = {}
     for item in items:
-        group = group_of[item.nodeid.split("::")[0]]
-        slow_in[group] = slow_in.get(group, 0) + (item.get_closest_marker("slow") is not None)
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        module = item.nodeid.split("::")[0]
+        slow_in[module] = slow_in.get(module, 0) + (item.get_closest_marker("slow") is not None)
     order = {id(item): i for i, item in enumerate(items)}
 
     def rank(item: pytest.Item) -> tuple[int, int, int]:
-        group = group_of[item.nodeid.split("::")[0]]
-        first = LONGEST_GROUPS.index(group) if group in LONGEST_GROUPS else len(LONGEST_GROUPS)
-        return first, -slow_in[group], order[id(item)]
+        module = item.nodeid.split("::")[0]
+        first = LONGEST_MODULES.index(module) if module in LONGEST_MODULES else len(LONGEST_MODULES)
+        return first, -slow_in[module], order[id(item)]
 
     items.sort(key=rank)
+
+
+@pytest.fixture
+def doktra_lines(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """`doktra_lines()`: the lines the `doktra_tune` loggers logged so far in this test (INFO and up,
+    read through pytest's caplog) — what the console shows a user."""
+    caplog.set_level(logging.INFO, logger="doktra_tune")
+    return lambda: [record.getMessage() for record in caplog.records if record.name.startswith("doktra_tune")]
 
 
 @pytest.fixture(scope="session")
@@ -110,13 +107,23 @@ def local_ray():
 
 
 @pytest.fixture(scope="session")
-def chemprot_tiny_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str]]:
+def chemprot_tiny_search(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, dict, list[str]]:
     """The whole nested search (CTT -> student, one errored trial -> ABD -> final runs) on the `tiny`
-    preset with real ChemProt examples, once per session: (run dir, summary, progress lines). Read it,
-    never write into it."""
+    preset with real ChemProt examples, once per test run — under `-n 2` once for both workers (the first
+    to ask runs it under a file lock, the other reads what it left): (run dir, summary, progress lines).
+    Read it, never write into it."""
     if not (DATA_ROOT / "chemprot_scibert").is_dir():
         pytest.skip(f"no ChemProt data at {DATA_ROOT}")
-    return run_tiny_search(tmp_path_factory.mktemp("chemprot-tiny"), *CHEMPROT_TINY_SEARCH)
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "chemprot-tiny"  # xdist: the workers' common parent
+    shared.mkdir(exist_ok=True)
+    with (shared / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = shared / "search.pickle"
+        if not made.is_file():
+            run_dir, summary, lines = run_tiny_search(shared / "runs", *CHEMPROT_TINY_SEARCH)
+            made.write_bytes(pickle.dumps((run_dir, summary, lines)))
+        return pickle.loads(made.read_bytes())
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ Data flow (docs/DESIGN.md has the picture):
 | `pruning`, `synchronous_halving` | the pruners inside Tune (imported only when `search.pruner` is not `none`) |
 | `stage_runner`, `trials` | one stage = one Tuner: fit, resume, collect `TrialRecord`s |
 | `winners`, `final` | winner selection and files; the final runs' specs and summary |
-| `progress` | what is printed while it runs |
+| `progress` | the progress lines (logged to `doktra_tune.*`; doktra_tune.console prints them) |
 | `driver` | `SearchDriver` and `run_search` |
 """
 

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from doktra_tune.compose import CONF_DIR, compose_config
+from doktra_tune.console import console_logging
 from doktra_tune.errors import ConfigError, DoktraError
 from doktra_tune.search.multirun import is_multirun, job_context, jobs, label, sweeps
 from doktra_tune.search.plan import build_plan
@@ -106,6 +107,7 @@ def check_multirun(todo: list[list[str]], runs: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m doktra_tune.search [overrides]`: check the overrides, then hand over to Hydra."""
+    console_logging()  # the search's lines (doktra_tune.*, INFO and up) to stdout, as they are
     argv = list(sys.argv[1:] if argv is None else argv)
     runs = not any(arg in _HYDRA_SHOW_FLAGS for arg in argv)
     if any(arg in ("--help", "-h", "--hydra-help") for arg in argv):  # help shows one config: no sweeps

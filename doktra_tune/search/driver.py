@@ -30,20 +30,34 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from doktra_tune.search.final import BASELINE_VARIANTS, RUN_KEYS, FinalPlan, final_runs, missing_runs, summarize
-from doktra_tune.device import CPU_KERNEL_ENV
-from doktra_tune.models import copy_checkpoint
-from doktra_tune.search.plan import Plan, build_plan, shared_prefix
-from doktra_tune.search.lease import RunDirLease
-from doktra_tune.search.node_check import check_nodes
-from doktra_tune.search.preflight import preflight
-from doktra_tune.errors import DoktraError, first_line
 from doktra_tune.config import DistillConfig, StageConfig
+from doktra_tune.console import console_logging, lines_are_handled
+from doktra_tune.device import CPU_KERNEL_ENV
+from doktra_tune.errors import DoktraError, first_line
+from doktra_tune.models import copy_checkpoint
 from doktra_tune.prefix import SharedPrefix
 from doktra_tune.run_spec import RunSpec
-from doktra_tune.search.disk import disk_line, fmt_bytes, free_final, free_stage, free_winners
+from doktra_tune.search.disk import (
+    disk_line,
+    fmt_bytes,
+    free_final,
+    free_stage,
+    free_winners,
+)
+from doktra_tune.search.final import (
+    BASELINE_VARIANTS,
+    RUN_KEYS,
+    FinalPlan,
+    final_runs,
+    missing_runs,
+    summarize,
+)
+from doktra_tune.search.lease import RunDirLease
+from doktra_tune.search.node_check import check_nodes
 from doktra_tune.search.outcome import outcome_done, publish_outcome
-from doktra_tune.search.progress import Echo, echo_stdout, fmt_mean_std, stage_end_line
+from doktra_tune.search.plan import Plan, build_plan, shared_prefix
+from doktra_tune.search.preflight import preflight
+from doktra_tune.search.progress import fmt_mean_std, stage_end_line
 from doktra_tune.search.ray_session import RaySession, Resources, stop_recorded_ray
 from doktra_tune.search.schema import SEARCH_STAGES
 from doktra_tune.search.search_algorithms import pruning_grace_period
@@ -66,24 +80,24 @@ from doktra_tune.tracking.client import is_outage
 from trainables import STAGE_TRAINABLES
 
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray processes of the running driver
+log = logging.getLogger(__name__)
 
 
 class SearchDriver:
     """Runs the stages of one checked `Plan` inside its run directory, on a connected Ray."""
 
     def __init__(
-        self, plan: Plan, session: RaySession, echo: Echo = echo_stdout, overrides: list[str] | None = None,
+        self, plan: Plan, session: RaySession, overrides: list[str] | None = None,
     ) -> None:
         self.plan = plan
         self.config = plan.config
         self.run_dir = plan.run_dir
-        self.echo = echo
         self.session = session
         self.overrides = overrides  # the command line's, for the outcome's "reproduce" line
         self.resources: Resources = session.resources(plan.config.resources)
         uri = self.config.tracking_uri or default_tracking_uri(self.run_dir)
-        self.tracker = SearchTracker(uri, plan.task, plan.search_id, plan.raw, self.run_dir, echo=echo)
-        self.runner = StageRunner(self.run_dir, self.resources, self.tracker, echo,
+        self.tracker = SearchTracker(uri, plan.task, plan.search_id, plan.raw, self.run_dir)
+        self.runner = StageRunner(self.run_dir, self.resources, self.tracker,
                                   max_failures=self.config.search.max_failures)
         self.specs = StageSpecs(plan, self.resources, self.tracker)
 
@@ -92,7 +106,7 @@ class SearchDriver:
         max_t = self.plan.stage_epochs[stage]
         grace = pruning_grace_period(stage, s.grace_period, max_t, self.plan.spaces[stage], base.to_dict())
         if grace > min(s.grace_period, max_t) and s.pruner != "none":
-            self.echo(
+            log.info(
                 f"[{stage}] pruning starts at epoch {grace}, not search.grace_period={s.grace_period}: until then "
                 "some trials are still in the activation-boundary phase (epochs < int(gamma * epochs)), where "
                 "dev F1 would rank them below trials that already refine"
@@ -117,10 +131,10 @@ class SearchDriver:
         stage_dir = self.run_dir / "stages" / stage
         done = read_winner(stage_dir)
         if done:
-            self.echo(f"[{stage}] finished earlier: winner {done['trial_id']} {done['params']} (skipped)")
+            log.info(f"[{stage}] finished earlier: winner {done['trial_id']} {done['params']} (skipped)")
             return done
         what, base = self._stage_plan(stage, winners)
-        self.echo(f"[{stage}] start: {what}")
+        log.info(f"[{stage}] start: {what}")
         t0 = time.monotonic()
         self._say_grace(stage, base)
         prefix = shared_prefix(self.plan) if isinstance(base, DistillConfig) else None
@@ -146,16 +160,16 @@ class SearchDriver:
             [stage_dir / "winner.json"],
         )
         self._end_stage(stage, records, free_stage)
-        self.echo(stage_end_line(stage, time.monotonic() - t0, info, self.run_dir))
+        log.info(stage_end_line(stage, time.monotonic() - t0, info, self.run_dir))
         return info
 
     def run_trunks(self, prefix: SharedPrefix, base: DistillConfig) -> list[TrialRecord]:
         """The ABD grid's shared activation-boundary phase, once per trunk (issue 10)."""
         builder = self.specs.trunk_builder(prefix, base)
         todo = builder([]).num_samples
-        self.echo(f"[abd] shared prefix: {'trunks of ' + ', '.join(prefix.keys) if prefix.keys else 'one trunk'} "
-                  f"{'to train' if todo else 'published earlier'}; switches at epochs "
-                  f"{prefix.switches(base.epochs)} ({prefix.root})")
+        log.info(f"[abd] shared prefix: {'trunks of ' + ', '.join(prefix.keys) if prefix.keys else 'one trunk'} "
+                 f"{'to train' if todo else 'published earlier'}; switches at epochs "
+                 f"{prefix.switches(base.epochs)} ({prefix.root})")
         records = self.runner.run("abd_trunk", builder) if todo else []
         failed = [r for r in records if r.status == "errored"]
         if failed:
@@ -166,11 +180,11 @@ class SearchDriver:
     def _end_stage(self, stage: str, records: list[TrialRecord], free: Callable[[Path, str], int]) -> None:
         """Name the stage's holes, free what it no longer needs, send queued tracking writes."""
         for hole in holes(records):
-            self.echo(f"[{stage}] hole: trial {hole} (failed after {self.config.search.max_failures} retries)")
+            log.warning(f"[{stage}] hole: trial {hole} (failed after {self.config.search.max_failures} retries)")
         if self.config.search.keep_checkpoints == "needed":
             freed = free(self.run_dir, stage)
             if freed:
-                self.echo(f"[{stage}] freed {fmt_bytes(freed)} of checkpoints no later stage needs")
+                log.info(f"[{stage}] freed {fmt_bytes(freed)} of checkpoints no later stage needs")
         self.tracker.client.flush(own_only=False)
         self.session.record(self.run_dir / RAY_PROCESSES_FILE)  # the workers started since
 
@@ -186,7 +200,7 @@ class SearchDriver:
         if any(beta_zero(r) and r.checkpoint for r in records):
             best = pick_winner("ctt", records, rule, where, only=beta_zero)
         else:
-            self.echo("[ctt] no beta=0 trial in the grid: one extra beta=0 run for the uncalibrated teacher")
+            log.info("[ctt] no beta=0 trial in the grid: one extra beta=0 run for the uncalibrated teacher")
             spec = StageSpec(
                 name="ctt_ft", trainable=STAGE_TRAINABLES["ctt"],
                 trainable_kwargs={"base": base, "tracking": self.specs.tracking("ctt")},
@@ -214,14 +228,14 @@ class SearchDriver:
         test; `final/results.json`."""
         out = self.run_dir / "final" / "results.json"
         if out.is_file():
-            self.echo(f"[final] finished earlier: {out} (skipped)")
+            log.info(f"[final] finished earlier: {out} (skipped)")
             return read_run_json(out, self.run_dir)
         plan = self.final_plan(winners)
         f = self.config.final
         folds = f" x folds {list(plan.folds)}" if plan.folds else ""
-        self.echo(f"[final] start ({plan.protocol} protocol): {list(f.variants)} x seeds {list(f.seeds)}{folds}; "
-                  f"{len(plan.wave1())} teacher/student runs and the distillations from them; eval on "
-                  f"{list(f.eval_splits)}{plan.same_note()}")
+        log.info(f"[final] start ({plan.protocol} protocol): {list(f.variants)} x seeds {list(f.seeds)}{folds}; "
+                 f"{len(plan.wave1())} teacher/student runs and the distillations from them; eval on "
+                 f"{list(f.eval_splits)}{plan.same_note()}")
         t0 = time.monotonic()
         bases = {
             "ctt": self.specs.stage_base("ctt", self.config.teacher_model),
@@ -234,7 +248,7 @@ class SearchDriver:
         done = {tuple(r.params.get(k) for k in RUN_KEYS) for r in records}
         missing = [spec for spec in specs if spec.key(RUN_KEYS) not in done]
         if missing:
-            self.echo(f"[final] {len(missing)} distillation(s) could not run: their teacher or student failed")
+            log.warning(f"[final] {len(missing)} distillation(s) could not run: their teacher or student failed")
         runs = final_runs(records) + missing_runs(missing)
         summary = summarize(runs, f.gad_std)
         results = {"search_id": self.plan.search_id, "task": self.plan.task, "protocol": plan.protocol,
@@ -246,12 +260,12 @@ class SearchDriver:
         self._end_stage("final", records, lambda run_dir, _stage: free_final(run_dir))
         for variant, s in summary.items():
             same = f", = {s['same_as']}'s runs" if s.get("same_as") else ""
-            self.echo(
+            log.info(
                 f"[final] {variant:15s} test_f1 {fmt_mean_std(s.get('test_f1'))}  test_ece {fmt_mean_std(s.get('test_ece'))}  "
                 f"(n={s['n']}, {s['origin']}{', errored ' + str(s['errored']) if s['errored'] else ''}"
                 f"{', ± over ' + s['std_over'] if s.get('std_over', 'runs') != 'runs' else ''}{same})"
             )
-        self.echo(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
+        log.info(f"[final] end in {time.monotonic() - t0:.0f}s | results {out} | {disk_line(self.run_dir)}")
         return read_run_json(out, self.run_dir)
 
     def outcome_stage(self, winners: dict[str, dict[str, Any]], results: dict[str, Any]) -> None:
@@ -264,25 +278,25 @@ class SearchDriver:
         except Exception as err:  # noqa: BLE001 - an outage: the next run of the command publishes it
             if not is_outage(err, self.tracker.tracking_uri):
                 raise
-            self.echo(f"[outcome] the tracking server is away ({first_line(err, 120)}); the tables are "
-                      "in the run directory and the outcome is published by the next run of this command")
+            log.warning(f"[outcome] the tracking server is away ({first_line(err, 120)}); the tables are "
+                        "in the run directory and the outcome is published by the next run of this command")
             return
         names = ", ".join(f"{name} v{version}" for name, version in outcome["registered"].items())
-        self.echo(f"[outcome] tables and plots in {self.run_dir} and on the search run; registered {names}")
-        self.echo(f"[outcome] every variant's test F1/ECE side by side in the MLflow UI: <UI address>/{outcome['view']}")
+        log.info(f"[outcome] tables and plots in {self.run_dir} and on the search run; registered {names}")
+        log.info(f"[outcome] every variant's test F1/ECE side by side in the MLflow UI: <UI address>/{outcome['view']}")
         if self.config.search.keep_checkpoints == "needed":
             freed = free_winners(self.run_dir)
-            self.echo(f"[outcome] freed {fmt_bytes(freed)}: the winners live in the Model Registry | "
-                      f"{disk_line(self.run_dir)}")
+            log.info(f"[outcome] freed {fmt_bytes(freed)}: the winners live in the Model Registry | "
+                     f"{disk_line(self.run_dir)}")
 
     # ---------------------------------------------------------------- all
     def run(self) -> dict[str, Any]:
         """The three searches in order (stopping after `search.stop_after`), then the final runs."""
-        self.echo(
+        log.info(
             f"search {self.plan.search_id}: task {self.plan.task}, preset {self.config.preset}, "
             f"run dir {self.run_dir}, mlflow {self.tracker.tracking_uri}"
         )
-        self.echo(f"ray: {self.resources.describe()} {self.session.where}")
+        log.info(f"ray: {self.resources.describe()} {self.session.where}")
         status = "FAILED"
         summary: dict[str, Any] = {"run_dir": str(self.run_dir)}
         try:
@@ -299,8 +313,8 @@ class SearchDriver:
         finally:
             waiting = self.tracker.finish(status)
             if waiting:
-                self.echo(f"[mlflow] {waiting} tracking write(s) wait in {self.tracker.outbox_dir}; the next "
-                          "run of this command sends them once the server answers")
+                log.warning(f"[mlflow] {waiting} tracking write(s) wait in {self.tracker.outbox_dir}; the next "
+                            "run of this command sends them once the server answers")
 
 
 def _quiet_libraries() -> None:
@@ -308,29 +322,32 @@ def _quiet_libraries() -> None:
 
 
 def run_search(
-    cfg: Plan | DictConfig | dict[str, Any], echo: Echo = echo_stdout, overrides: list[str] | None = None,
+    cfg: Plan | DictConfig | dict[str, Any], overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the search of `cfg` (a checked `Plan`, or a composed config it is built from): preflight,
     the run directory's lease (`search.lease`: one search per run directory), Ray, the stages.
-    `overrides`: the command line's (for the outcome's "reproduce" line)."""
+    `overrides`: the command line's (for the outcome's "reproduce" line). Its lines go to the
+    `doktra_tune` logger (doktra_tune.console: to stdout unless something handles them already)."""
+    if not lines_are_handled():
+        console_logging()
     _quiet_libraries()
     plan = cfg if isinstance(cfg, Plan) else build_plan(cfg)
     if plan.config.search.dry_run:  # the plan, printed: no preflight (downloads), Ray or run directory
         from doktra_tune.search.dry_run import dry_run_lines
 
         for line in dry_run_lines(plan):
-            echo(line)
+            log.info(line)
         return {"dry_run": True, "search_id": plan.search_id, "run_dir": str(plan.run_dir)}
     preflight(plan)
     # One search per run directory: a live copy is one line (exit 2); a dead or silent one's lease is taken
     # over. Only then the Ray processes a killed earlier driver on this machine left behind are stopped.
-    with RunDirLease(plan.run_dir, plan.search_id, echo=echo) as lease:
+    with RunDirLease(plan.run_dir, plan.search_id) as lease:
         if lease.previous is None or lease.previous.on_this_machine():
             stale = stop_recorded_ray(plan.run_dir / RAY_PROCESSES_FILE)
             if stale:
-                echo(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
+                log.info(f"[ray] stopped {stale} process(es) the killed earlier run of this search had left running")
         with RaySession(plan.config.ray, worker_env=CPU_KERNEL_ENV[plan.config.cpu_kernels]) as session:
             (plan.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plan.raw)))
             session.record(plan.run_dir / RAY_PROCESSES_FILE)
-            check_nodes(plan, echo)  # every node: models, data, runs_root, cache_dir, versions; exit 2 before any trial
-            return SearchDriver(plan, session, echo, overrides).run()
+            check_nodes(plan)  # every node: models, data, runs_root, cache_dir, versions; exit 2 before any trial
+            return SearchDriver(plan, session, overrides).run()

@@ -9,7 +9,7 @@ tokens each batch holds; elsewhere the estimate counts data.max_len per sequence
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -180,9 +180,10 @@ def dry_run_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def print_dry_run(cfg: DictConfig | dict[str, Any], echo: Callable[[str], None] = print) -> Plan:
-    """Check `cfg` (`build_plan`: a bad value is a one-line ConfigError) and print its plan."""
+def print_dry_run(cfg: DictConfig | dict[str, Any]) -> Plan:
+    """Check `cfg` (`build_plan`: a bad value is a one-line ConfigError) and print its plan (the
+    command's output, to stdout)."""
     plan = build_plan(cfg)
     for line in dry_run_lines(plan):
-        echo(line)
+        print(line)
     return plan

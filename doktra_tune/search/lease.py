@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 import psutil
 
@@ -150,19 +149,18 @@ class RunDirLease:
     """`with RunDirLease(run_dir, search_id):` holds `<run_dir>/lease.json` for the block.
 
     Entering creates the run directory (and its missing parents) and takes the lease: a live owner is
-    a `ConfigError`, a stale one is taken over (`previous` is then its owner, and `echo` gets one line
-    saying so). Leaving stops the heartbeat and removes the lease if it is still this one's, then the
+    a `ConfigError`, a stale one is taken over (`previous` is then its owner, and one `[lease]` line is
+    logged). Leaving stops the heartbeat and removes the lease if it is still this one's, then the
     directories entering created if they are still empty. `lost` is True once another process took
     the lease over (the heartbeat then stops, and says so)."""
 
     def __init__(self, run_dir: Path, search_id: str, *, heartbeat_s: float = HEARTBEAT_S,
-                 stale_after_s: float = STALE_AFTER_S, echo: Callable[[str], None] | None = None) -> None:
+                 stale_after_s: float = STALE_AFTER_S) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LEASE_FILE
         self.search_id = search_id
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
-        self.echo = echo
         self.owner: LeaseOwner | None = None  # this process's lease while held
         self.previous: LeaseOwner | None = None  # the stale owner taken over, if any
         self.lost = False
@@ -189,7 +187,7 @@ class RunDirLease:
                 if self._create():
                     if taken_over is not None:
                         self.previous = taken_over[0].owner
-                        self._say(self._takeover_line(*taken_over))
+                        log.info(self._takeover_line(*taken_over))
                     self._start_heartbeat()
                     return
                 seen = self._look(self.path)
@@ -390,7 +388,7 @@ class RunDirLease:
         assert self.owner is not None
         if not self._still_ours():
             self.lost = True
-            self._say(f"[lease] {self.path} is no longer this search's (another copy took it over); "
+            log.warning(f"[lease] {self.path} is no longer this search's (another copy took it over); "
                       "the heartbeat stopped")
             return False
         owner = LeaseOwner(**{**asdict(self.owner), "heartbeat": _utc_iso(time.time())})
@@ -402,14 +400,6 @@ class RunDirLease:
             tmp.unlink(missing_ok=True)
         self.owner = owner
         return True
-
-    # -- messages ---------------------------------------------------------------------------------
-
-    def _say(self, line: str) -> None:
-        if self.echo is not None:
-            self.echo(line)
-        else:
-            log.warning(line)
 
     def _live_message(self, seen: _Seen) -> str:
         owner = seen.owner

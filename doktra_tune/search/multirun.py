@@ -12,6 +12,7 @@ each one is and the `python -m analysis` command that builds one Table 2 across 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shlex
 from pathlib import Path
@@ -30,6 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.search.plan import build_plan
+
+log = logging.getLogger(__name__)
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 SWEEP_SYNTAX = "a,b (choice), range(start,stop[,step]) or glob(pattern)"
@@ -122,12 +125,12 @@ class MultirunReport(Callback):
         todo = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
         self.total = len(todo)
         listing = "; ".join(f"{i} {label(job)}" for i, job in enumerate(todo, 1))
-        print(f"[multirun] {self.total} search(es), one after another: {listing}", flush=True)
+        log.info(f"[multirun] {self.total} search(es), one after another: {listing}")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            print(f"[multirun] search {config.hydra.job.num + 1} of {self.total}: "
-                  f"{label(list(config.hydra.overrides.task))}", flush=True)
+            log.info(f"[multirun] search {config.hydra.job.num + 1} of {self.total}: "
+                     f"{label(list(config.hydra.overrides.task))}")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.COMPLETED:
@@ -138,10 +141,9 @@ class MultirunReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         for task, run_dir in self.searches:
-            print(f"[multirun] {task}: {shown(run_dir)}", flush=True)
+            log.info(f"[multirun] {task}: {shown(run_dir)}")
         if len(self.searches) > 1:
             tasks = "-".join(dict.fromkeys(task for task, _ in self.searches))
             run_dirs = [run_dir for _, run_dir in self.searches]
             out = run_dirs[0].parent / f"analysis-{tasks}"
-            print(f"[multirun] one Table 2 across them (FPB/FTS: Table 7): {analysis_command(run_dirs, out)}",
-                  flush=True)
+            log.info(f"[multirun] one Table 2 across them (FPB/FTS: Table 7): {analysis_command(run_dirs, out)}")

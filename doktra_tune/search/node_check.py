@@ -12,6 +12,7 @@ search).
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -24,7 +25,8 @@ from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.models import MINILM_SPEC, parse_random_spec, split_truncation
 from doktra_tune.node_probe import NodeNeeds, NodeReport, probe, versions
 from doktra_tune.search.plan import Plan
-from doktra_tune.search.progress import Echo
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = ".doktra-node-check-"
 TIMEOUT_S = 60.0  # a node's worker start (and its runtime environment) included
@@ -143,8 +145,8 @@ class NodeCheck:
             self.token_path.unlink(missing_ok=True)
             raise
 
-    def finish(self, echo: Echo, *, timeout_s: float = TIMEOUT_S) -> None:
-        """Wait up to `timeout_s` for every node's answer. On success `echo`es one "[nodes] ..." line;
+    def finish(self, *, timeout_s: float = TIMEOUT_S) -> None:
+        """Wait up to `timeout_s` for every node's answer. On success logs one "[nodes] ..." line;
         otherwise raises NodeCheckError, one line per failing node (a node that did not answer is one)."""
         try:
             refs = list(self.refs)
@@ -181,7 +183,7 @@ class NodeCheck:
         if self.skipped:
             line += (f"; left out (fewer than resources.cpus_per_trial={self.cpus:g} CPUs): "
                      + ", ".join(sorted(_address(node) for node in self.skipped)))
-        echo(line)
+        log.info(line)
 
 
 def start_node_check(plan: Plan) -> NodeCheck:
@@ -190,7 +192,7 @@ def start_node_check(plan: Plan) -> NodeCheck:
     return NodeCheck(plan)
 
 
-def check_nodes(plan: Plan, echo: Echo, *, timeout_s: float = TIMEOUT_S) -> None:
+def check_nodes(plan: Plan, *, timeout_s: float = TIMEOUT_S) -> None:
     """Check every alive node that can take a trial of `plan` (Ray connected) and wait for the answers:
     one "[nodes] ..." line on success, else NodeCheckError (one line per failing node)."""
-    start_node_check(plan).finish(echo, timeout_s=timeout_s)
+    start_node_check(plan).finish(timeout_s=timeout_s)

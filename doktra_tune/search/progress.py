@@ -1,37 +1,28 @@
 """What the search prints while it runs: one line per trial result and trial end, stage summaries,
-disk usage. `Echo` is where lines go (print by default; the tests collect them)."""
+disk usage; logged to the `doktra_tune` logger (doktra_tune.console)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 
 from doktra_tune.search.disk import disk_line
 
-Echo = Callable[[str], None]
-
-
-def echo_stdout(line: str) -> None:
-    print(line, flush=True)
+log = logging.getLogger(__name__)
 
 
 class StageProgress(Callback):
     """One concise line per trial result/end: stage, trial counts, best dev F1 so far."""
 
-    def __init__(self, stage: str, echo: Echo, scheduler: TrialScheduler | None = None) -> None:
+    def __init__(self, stage: str, scheduler: TrialScheduler | None = None) -> None:
         self.stage = stage
-        self.echo = echo
         self.scheduler = scheduler
         self.best: tuple[float, str] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks into the experiment's state file; echo is the driver's live
-        # handle (a caller's closure) and stays out of it.
-        return {**self.__dict__, "echo": print}
 
     def _counts(self, trials: list, ending: Any = None, ending_status: str = "TERMINATED") -> str:
         # Tune calls on_trial_complete/on_trial_error before it updates the ending trial's status.
@@ -53,16 +44,16 @@ class StageProgress(Callback):
             self.best = (float(f1), trial.trial_id)
         ece = result.get("dev_ece", float("nan"))
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.echo(
+        log.info(
             f"[{self.stage}] trial {trial.trial_id} epoch {epoch}: dev_f1={f1 if f1 is None else round(f1, 4)} "
             f"dev_ece={ece:.4f} | {self._counts(trials)}"
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.echo(f"[{self.stage}] trial {trial.trial_id} ended | {self._counts(trials, trial)}")
+        log.info(f"[{self.stage}] trial {trial.trial_id} ended | {self._counts(trials, trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.echo(f"[{self.stage}] trial {trial.trial_id} ERRORED | {self._counts(trials, trial, 'ERROR')}")
+        log.info(f"[{self.stage}] trial {trial.trial_id} ERRORED | {self._counts(trials, trial, 'ERROR')}")
 
 
 def fmt_mean_std(stat: dict[str, float] | None) -> str:

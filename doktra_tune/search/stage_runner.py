@@ -9,18 +9,25 @@ what is left to run (the missing grid points, the rest of a TPE budget, the miss
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
 
-from doktra_tune.search.progress import Echo, StageProgress
-from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
+from doktra_tune.search.progress import StageProgress
 from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.trial_tracking import TrialTracking
-from doktra_tune.search.trials import TrialRecord, collect_trials, experiment_trial_states
+from doktra_tune.search.trials import (
+    TrialRecord,
+    collect_trials,
+    experiment_trial_states,
+)
+from doktra_tune.stages.checkpointing import TRAINING_STATE_FILE
 from doktra_tune.tracking import SearchTracker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,12 +69,11 @@ class StageRunner:
     """Runs stage Tuners under `<run_dir>/ray/` with the session's resources and settings."""
 
     def __init__(
-        self, run_dir: Path, resources: Resources, tracker: SearchTracker, echo: Echo, *, max_failures: int,
+        self, run_dir: Path, resources: Resources, tracker: SearchTracker, *, max_failures: int,
     ) -> None:
         self.storage = run_dir / "ray"
         self.resources = resources
         self.tracker = tracker
-        self.echo = echo
         self.max_failures = max_failures
 
     def _trainable(self, spec: StageSpec) -> Any:
@@ -93,7 +99,7 @@ class StageRunner:
             attempt += 1
             name = f"{spec.name}-resume{attempt}"
         if attempt:
-            self.echo(
+            log.info(
                 f"[{label}] resuming the interrupted stage from {self.storage / spec.name}: "
                 f"{len(prior)} finished trial(s) kept"
             )
@@ -122,7 +128,7 @@ class StageRunner:
                 checkpoint_config=checkpoint_config(spec.keep),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
                 **RAY_SETTINGS.run_config_kwargs([
-                    *self._tracking(spec), StageProgress(label, self.echo, spec.scheduler), DropTrainingState()]),
+                    *self._tracking(spec), StageProgress(label, spec.scheduler), DropTrainingState()]),
             ),
         )
         results = tuner.fit()

@@ -85,17 +85,11 @@ def error_line(err: BaseException) -> str:
 
 
 def experiment_trial_states(exp_path: Path) -> dict[str, str]:
-    """Tune's last recorded status (TERMINATED, ERROR, RUNNING, ...) of every trial of an experiment."""
-    states: dict[str, str] = {}
-    for path in sorted(exp_path.glob("experiment_state-*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        for trial_json, _meta in data.get("trial_data", []):
-            trial = json.loads(trial_json)
-            states[str(trial.get("trial_id"))] = str(trial.get("status"))
-    return states
+    """Tune's last recorded status (TERMINATED, ERROR, RUNNING, ...) of every trial of an experiment,
+    read through Tune's public `ExperimentAnalysis` (its `trials`)."""
+    from ray.tune import ExperimentAnalysis
+
+    return {str(trial.trial_id): str(trial.status) for trial in ExperimentAnalysis(str(exp_path)).trials}
 
 
 def trial_index(trial_id: str, path: str) -> int:

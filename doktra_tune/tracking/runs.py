@@ -22,18 +22,31 @@ Default store: `sqlite:///<run_dir>/mlflow.db` with artifacts in `<run_dir>/mlar
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.jsonable import jsonable
-from doktra_tune.tracking.client import TrackingClient, dataset_input, is_remote, retry_locked
+from doktra_tune.tracking.client import (
+    TrackingClient,
+    dataset_input,
+    is_remote,
+    retry_locked,
+)
 from doktra_tune.tracking.outbox import OUTBOX_DIR, Outbox, RunKey
 from doktra_tune.tracking.relocate import relocate_artifacts
-from doktra_tune.tracking.uris import SERVER_FIX, default_tracking_uri, is_local, sqlite_path
+from doktra_tune.tracking.uris import (
+    SERVER_FIX,
+    default_tracking_uri,
+    is_local,
+    sqlite_path,
+)
 from search_spaces import STAGES
+
+log = logging.getLogger(__name__)
 
 LEVEL = "doktra.level"
 STAGE = "doktra.stage"
@@ -68,14 +81,12 @@ class SearchTracker:
 
     def __init__(
         self, tracking_uri: str, task: str, search_id: str, resolved_config: dict, run_dir: Path,
-        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.task = task
         self.search_id = search_id
         self.run_dir = Path(run_dir)
         self.experiment_name = f"doktra-{task}"
-        self.echo = echo
         self._degraded_said = False
         # Writes wait on disk only while an http(s) server is away; a local store cannot go away.
         self.outbox: Outbox | None = Outbox(self.run_dir / OUTBOX_DIR) if is_remote(tracking_uri) else None
@@ -98,8 +109,8 @@ class SearchTracker:
                 f"MLflow tracking store mlflow.tracking_uri={tracking_uri} failed ({first_line(err, 200)}); "
                 f"{SERVER_FIX}"
             ) from err
-        if sent and echo is not None:
-            echo(f"[mlflow] sent {sent} tracking write(s) an earlier run of this search had queued")
+        if sent:
+            log.info(f"[mlflow] sent {sent} tracking write(s) an earlier run of this search had queued")
         self.closed_stale = self._close_stale_runs()
         self.client.log_params(self.search_key, flatten(resolved_config))
         self.client.log_dict(self.search_key, jsonable(resolved_config), "config.yaml")
@@ -139,20 +150,19 @@ class SearchTracker:
                 retry_locked(self.client.mlflow.set_tag, run.info.run_id, STATUS, "interrupted")
             retry_locked(self.client.mlflow.set_terminated, run.info.run_id, "KILLED")
             closed += 1
-        if closed and self.echo is not None:
-            self.echo(f"[mlflow] {closed} run(s) left RUNNING by an interrupted run of this search marked KILLED")
+        if closed:
+            log.info(f"[mlflow] {closed} run(s) left RUNNING by an interrupted run of this search marked KILLED")
         return closed
 
     def _say_degraded(self, reason: str) -> None:
         if self._degraded_said:
             return
         self._degraded_said = True
-        if self.echo is not None:
-            self.echo(
-                f"[mlflow] tracking server {self.tracking_uri} is not answering ({reason}); training goes on, "
-                f"its results are kept in {self.outbox_dir} and sent when the server answers again "
-                "(at the latest by the next run of this command)"
-            )
+        log.warning(
+            f"[mlflow] tracking server {self.tracking_uri} is not answering ({reason}); training goes on, "
+            f"its results are kept in {self.outbox_dir} and sent when the server answers again "
+            "(at the latest by the next run of this command)"
+        )
 
     @property
     def outbox_dir(self) -> Path:

@@ -60,7 +60,7 @@ from doktra_tune.search import compose_config, run_search
 runs = tempfile.mkdtemp()
 cfg = compose_config(["task=chemprot", "preset=tiny", f"runs_root={runs}", "search.stop_after=ctt",
                       "ray.num_cpus=2", f"data_root={sys.argv[1]}"])
-summary = run_search(cfg, echo=lambda line: None)
+summary = run_search(cfg)
 print(json.dumps({"optuna": sorted(m for m in sys.modules if m.split(".")[0] == "optuna"),
                   "ctt": summary["ctt"]["params"]}))
 """

@@ -98,15 +98,14 @@ def test_a_live_owner_is_one_line_naming_its_host_pid_and_start(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == [LEASE_FILE]  # nothing moved aside, nothing left
 
 
-def test_a_dead_owner_on_this_machine_is_taken_over_at_once(tmp_path: Path) -> None:
+def test_a_dead_owner_on_this_machine_is_taken_over_at_once(tmp_path: Path, doktra_lines) -> None:
     pid, created = _dead_pid()
     _write_lease(tmp_path, _owner(pid=pid, create_time=created, token="dead" * 8))
-    lines: list[str] = []
-    with RunDirLease(tmp_path, "s1", stale_after_s=3600, echo=lines.append) as lease:
+    with RunDirLease(tmp_path, "s1", stale_after_s=3600) as lease:
         assert lease.previous is not None and lease.previous.pid == pid
         assert read_owner(tmp_path).pid == os.getpid() and read_owner(tmp_path).token != "dead" * 8
-    assert lines == [f"[lease] took over a stale lease from pid {pid} on `{HOST}` (search `s1` since "
-                     "2026-12-06 19:04:12 UTC: its process is no longer running)"]
+    assert doktra_lines() == [f"[lease] took over a stale lease from pid {pid} on `{HOST}` (search `s1` since "
+                              "2026-12-06 19:04:12 UTC: its process is no longer running)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # released; no moved-aside file left
 
 
@@ -117,13 +116,13 @@ def test_a_pid_now_used_by_another_program_is_a_dead_owner(tmp_path: Path) -> No
         assert lease.previous is not None and lease.previous.pid == os.getpid()
 
 
-def test_a_silent_owner_elsewhere_is_taken_over_after_stale_after_s(tmp_path: Path) -> None:
+def test_a_silent_owner_elsewhere_is_taken_over_after_stale_after_s(tmp_path: Path, doktra_lines) -> None:
     elsewhere = dict(host="gpu-node-7", pid=4242, boot_id="b", pid_ns="p")
     # heartbeat and file both 3 s old, stale after 2 s: taken over
     _write_lease(tmp_path, _owner(heartbeat=_iso(time.time() - 3), **elsewhere), age_s=3)
-    lines: list[str] = []
-    with RunDirLease(tmp_path, "s1", stale_after_s=2, echo=lines.append) as lease:
+    with RunDirLease(tmp_path, "s1", stale_after_s=2) as lease:
         assert lease.previous.host == "gpu-node-7"
+    lines = doktra_lines()
     assert re.fullmatch(r"\[lease\] took over a stale lease from pid 4242 on `gpu-node-7` \(search `s1` since "
                         r"2026-12-06 19:04:12 UTC: no heartbeat for 3 s\)", lines[0]), lines
     # the owner's clock 10 s behind, the file just refreshed: alive (either clock fresh is enough)
@@ -136,7 +135,7 @@ def test_a_silent_owner_elsewhere_is_taken_over_after_stale_after_s(tmp_path: Pa
         assert lease.previous.pid == 4242
 
 
-def test_an_unreadable_lease_is_judged_by_its_modification_time(tmp_path: Path) -> None:
+def test_an_unreadable_lease_is_judged_by_its_modification_time(tmp_path: Path, doktra_lines) -> None:
     _write_lease(tmp_path, raw=b'{"search_id": "s1", "ho', age_s=0)  # half written, just now
     with pytest.raises(ConfigError) as err:
         RunDirLease(tmp_path, "s1", stale_after_s=5).acquire()
@@ -145,9 +144,9 @@ def test_an_unreadable_lease_is_judged_by_its_modification_time(tmp_path: Path) 
                         r"\(another copy of this search may be starting\); wait 5 s and rerun, or give this one "
                         r"another `search_id=`", message), message  # read again for 1 s first
     _write_lease(tmp_path, raw=b"", age_s=30)  # empty, untouched for 30 s
-    lines: list[str] = []
-    with RunDirLease(tmp_path, "s1", stale_after_s=5, echo=lines.append) as lease:
+    with RunDirLease(tmp_path, "s1", stale_after_s=5) as lease:
         assert lease.previous is None and read_owner(tmp_path) == lease.owner
+    lines = doktra_lines()
     assert re.fullmatch(re.escape(f"[lease] took over the stale lease {tmp_path / LEASE_FILE} (unreadable, unchanged for ")
                         + r"3[01] s\)", lines[0]), lines  # 30 s, and the 1 s it was read again
 
@@ -225,9 +224,8 @@ def test_the_heartbeat_refreshes_the_lease_and_release_removes_it(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
 
-def test_a_lease_taken_over_stops_the_heartbeat_and_is_not_removed(tmp_path: Path) -> None:
-    lines: list[str] = []
-    with RunDirLease(tmp_path, "s1", heartbeat_s=0.05, echo=lines.append) as lease:
+def test_a_lease_taken_over_stops_the_heartbeat_and_is_not_removed(tmp_path: Path, doktra_lines) -> None:
+    with RunDirLease(tmp_path, "s1", heartbeat_s=0.05) as lease:
         other = _owner(token="o" * 32, pid=4242, host="gpu-node-7")
         _write_lease(tmp_path, other)
         deadline = time.monotonic() + 5
@@ -237,7 +235,7 @@ def test_a_lease_taken_over_stops_the_heartbeat_and_is_not_removed(tmp_path: Pat
         time.sleep(0.2)
         assert read_owner(tmp_path) == other  # never written over after that
     assert read_owner(tmp_path) == other  # and not removed at release
-    assert lines == [f"[lease] {tmp_path / LEASE_FILE} is no longer this search's (another copy took it over); "
+    assert doktra_lines() == [f"[lease] {tmp_path / LEASE_FILE} is no longer this search's (another copy took it over); "
                      "the heartbeat stopped"]
 
 

@@ -31,7 +31,7 @@ from doktra_tune.tracking import (
     default_tracking_uri,
     trial_run,
 )
-from tests.helpers.search import DATA_ROOT, SHARED_SEARCH_GROUP, free_port
+from tests.helpers.search import DATA_ROOT, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -44,7 +44,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir() and "DOKTRA_UI_RUN_DIR" not in os.environ,
                        reason=f"no ChemProt data at {DATA_ROOT}"),
-    pytest.mark.xdist_group(SHARED_SEARCH_GROUP),  # with the other readers of the session's tiny search
 ]
 
 

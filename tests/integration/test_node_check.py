@@ -88,31 +88,31 @@ def node_ip(ray) -> str:
 
 def failure(plan, **kwargs) -> str:
     with pytest.raises(NodeCheckError) as err:
-        check_nodes(plan, print, **kwargs)
+        check_nodes(plan, **kwargs)
     return str(err.value)
 
 
-def test_a_good_plan_passes_in_one_line_and_leaves_nothing_behind(node_ray, tmp_path: Path) -> None:
+def test_a_good_plan_passes_in_one_line_and_leaves_nothing_behind(node_ray, tmp_path: Path, doktra_lines) -> None:
     model_dir = tmp_path / "local_model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
     plan = make_plan(tmp_path, "teacher_model=doktra-test/cached@L1", f"student_model={model_dir}")
     assert model_needs(plan) == ((("teacher_model", "doktra-test/cached"),), (("student_model", str(model_dir)),))
-    lines: list[str] = []
-    check_nodes(plan, lines.append)  # the first check waits for a worker to start
+    check_nodes(plan)  # the first check waits for a worker to start
     for other in ("doktra-test/sharded", "minilm@L2", "random:bert:L1-H32"):  # all there / nothing to look up
         start = time.monotonic()
-        check_nodes(make_plan(tmp_path, f"teacher_model={other}"), lines.append)
+        check_nodes(make_plan(tmp_path, f"teacher_model={other}"))
         assert time.monotonic() - start < 2.0
+    lines = doktra_lines()
     assert len(lines) == 4
     assert re.fullmatch(rf"\[nodes\] 1 node\(s\) checked: {re.escape(node_ip(node_ray))} 1 CPU", lines[0])
     assert [p.name for p in plan.run_dir.iterdir()] == []  # the driver's token file is gone again
     assert (tmp_path / "cache").is_dir() and not list((tmp_path / "cache").iterdir())  # probed, probe removed
 
 
-def test_nodes_without_cpus_for_a_trial_are_left_out(node_ray, tmp_path: Path) -> None:
-    lines: list[str] = []
-    check_nodes(make_plan(tmp_path, "resources.cpus_per_trial=2", "teacher_model=doktra-test/absent"), lines.append)
+def test_nodes_without_cpus_for_a_trial_are_left_out(node_ray, tmp_path: Path, doktra_lines) -> None:
+    check_nodes(make_plan(tmp_path, "resources.cpus_per_trial=2", "teacher_model=doktra-test/absent"))
+    lines = doktra_lines()
     assert len(lines) == 1 and re.fullmatch(
         rf"\[nodes\] 0 node\(s\) checked; left out \(fewer than resources.cpus_per_trial=2 CPUs\): "
         rf"{re.escape(node_ip(node_ray))}", lines[0])

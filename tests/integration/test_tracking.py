@@ -211,7 +211,7 @@ def test_the_driver_writes_trial_runs_from_tune_events(tmp_path: Path) -> None:
     assert (trials["t1"].data.tags["doktra.status"], trials["t1"].info.status) == ("errored", "FAILED")
 
 
-def test_a_rerun_closes_the_runs_a_killed_driver_left_running(tmp_path: Path) -> None:
+def test_a_rerun_closes_the_runs_a_killed_driver_left_running(tmp_path: Path, doktra_lines) -> None:
     """kill -9 of the driver mid-trial leaves the trial's and the stage's runs RUNNING for ever;
     the rerun marks them KILLED (trials: doktra.status=interrupted) before it starts."""
     first = SearchTracker(new_store(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
@@ -219,10 +219,9 @@ def test_a_rerun_closes_the_runs_a_killed_driver_left_running(tmp_path: Path) ->
     context = trial_run(first, tracking, {"beta": 0.0}, {"ray.trial_id": "t9"})
     log = context.__enter__()  # the trial is running when its driver dies: no exit, no complete()
     log.log_epoch({"dev_f1": 0.5}, step=1)
-    lines: list[str] = []
-    again = SearchTracker(default_tracking_uri(tmp_path), "chemprot", "s1", CONFIG, tmp_path, echo=lines.append)
+    again = SearchTracker(default_tracking_uri(tmp_path), "chemprot", "s1", CONFIG, tmp_path)
     assert again.closed_stale == 2  # the trial's and the stage's
     client, runs = _runs(default_tracking_uri(tmp_path))
     status = {r.data.tags["doktra.level"]: (r.info.status, r.data.tags.get("doktra.status")) for r in runs}
     assert status == {"search": ("RUNNING", None), "stage": ("KILLED", None), "trial": ("KILLED", "interrupted")}
-    assert any("marked KILLED" in line for line in lines)
+    assert any("marked KILLED" in line for line in doktra_lines())

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from doktra_tune.tracking import Outbox, RunKey, TrackingClient
 from doktra_tune.tracking import client as tracking_client
-from tests.helpers.search import DATA_ROOT, free_port
+from tests.helpers.search import DATA_ROOT, free_port, search_lines
 
 pytestmark = pytest.mark.slow
 
@@ -119,17 +119,15 @@ def test_a_search_trains_through_an_outage_and_the_next_run_sends_what_waited(se
     overrides = ["task=chemprot", "preset=tiny", f"runs_root={tmp_path / 'runs'}", f"data_root={DATA_ROOT}",
                  f"mlflow.tracking_uri={server.uri}", "search.stop_after=ctt", "stages.ctt.epochs=2",
                  "search_id=outage"]
-    lines: list[str] = []
-
-    def echo(line: str) -> None:
-        lines.append(line)
+    def on_line(line: str) -> None:
         if line.startswith("[ctt] start"):
             server.stop()  # the tracking server goes away mid-search (its search run and config already sent)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.monotonic()
-        summary = run_search(compose_config(overrides), echo=echo)
+        with search_lines(on_line) as lines:
+            summary = run_search(compose_config(overrides))
         assert time.monotonic() - t0 < 240  # no minutes-long stalls in MLflow's retries
         info = summary["ctt"]
         assert [t["status"] for t in info["trials"]] == ["completed", "completed"]  # training went on
@@ -140,8 +138,8 @@ def test_a_search_trains_through_an_outage_and_the_next_run_sends_what_waited(se
         assert list((run_dir / "tracking_outbox").glob("*.jsonl"))
 
         server.start()
-        again: list[str] = []
-        run_search(compose_config(overrides), echo=again.append)
+        with search_lines() as again:
+            run_search(compose_config(overrides))
         assert any(line.startswith("[mlflow] sent") for line in again)
         assert any(line.startswith("[ctt] finished earlier") for line in again)
     finally:

@@ -54,7 +54,7 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint(tmp_path: Pa
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         watcher.start()
-        summary = run_search(cfg, echo=lambda line: None)
+        summary = run_search(cfg)
     finally:
         stop.set()
         ray.shutdown()

@@ -314,12 +314,11 @@ def test_cli_module_dry_run_exits_0(tmp_path: Path) -> None:
     assert "abd          48   147 of 480" in done.stdout and not runs.exists()
 
 
-def test_run_search_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
+def test_run_search_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path, doktra_lines) -> None:
     """The Python API honours search.dry_run as the CLI does: the plan's lines, no run directory."""
     from doktra_tune.search import run_search
 
-    lines: list[str] = []
-    summary = run_search(compose_config(["task=chemprot", "search.dry_run=true", f"runs_root={tmp_path / 'runs'}"]),
-                         echo=lines.append)
+    summary = run_search(compose_config(["task=chemprot", "search.dry_run=true", f"runs_root={tmp_path / 'runs'}"]))
+    lines = doktra_lines()
     assert summary["dry_run"] is True and not (tmp_path / "runs").exists()
     assert any("147 of 480" in line for line in lines) and any("GPU-hours" in line for line in lines)
