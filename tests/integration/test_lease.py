@@ -273,7 +273,7 @@ def test_the_same_search_started_twice_the_second_exits_2_in_one_line(tmp_path: 
     """The issue's command, started again once the first printed its first epoch: the second exits 2
     within seconds naming the first's host and pid; the first finishes as if alone."""
     runs, log_path = tmp_path / "runs", tmp_path / "first.log"
-    cmd = _cmd(runs, "stages.ctt.epochs=20")
+    cmd = _cmd(runs, "stages.ctt.epochs=40")
     with log_path.open("w") as log:
         first = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
@@ -288,7 +288,7 @@ def test_the_same_search_started_twice_the_second_exits_2_in_one_line(tmp_path: 
             f"error: search `twice` is already running on `{HOST}` (pid {first.pid}, since {since}); wait for it, "
             "or give this one another `search_id=`"
         ], second.stderr
-        # refused before Ray or any trial: the first still runs its first trials (its 20 epochs take longer),
+        # refused before Ray or any trial: the first still runs its first trials (its 40 epochs take longer),
         # and the time is the second's start-up (imports, preflight); on a 2-core box busy with the first: < 60 s
         assert second.stdout == "" and first.poll() is None and took < 60, took
         assert first.wait(timeout=600) == 0, log_path.read_text()[-3000:]
