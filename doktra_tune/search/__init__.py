@@ -8,8 +8,8 @@ Data flow (docs/DESIGN.md has the picture):
 
 | module | job |
 |---|---|
-| `cli` | Hydra entry point, `compose_config`, argv handling |
-| `multirun` | Hydra sweeps (`-m`): jobs expanded and checked up front, the per-search report |
+| `cli` | the `@hydra.main` entry point; Hydra's and the search's errors as one line, exit 2 |
+| `multirun` | Hydra sweeps (`-m`): a Hydra callback that checks every job up front and reports each search |
 | `schema` | the typed configuration (`SearchConfig`) and its value checks |
 | `plan` | `build_plan`: grids, data config, search id, run directory |
 | `budget`, `estimate`, `dry_run` | what a plan trains (trials, epoch-units), its GPU-hours, `search.dry_run` |

@@ -8,8 +8,8 @@ no core idling at its end. A spec whose input failed is never started (`blocked`
 "Published" is Tune's word, not a `stat` on the driver: a run whose trial completed without error
 has published its model (it copies it before its trainable returns), so a model written on another
 node is never taken for missing because the driver's network file system cached an earlier look-up.
-Only models an earlier run of the stage published (no spec of this Tuner makes them) are looked for
-on disk, once, when the searcher is made. The trial that reads a model waits a bounded time for it
+Models an earlier Tuner of the stage published (no spec of this Tuner makes them) are those its
+finished trials name (`published`), else looked for on disk, once, when the searcher is made. The trial that reads a model waits a bounded time for it
 to appear on its node (`trainables.inputs.wait_for_models`).
 
 What it reads of a `RunSpec`: `publish` — the model name the run writes under the models
@@ -29,7 +29,7 @@ from doktra_tune.run_spec import RUN_FIELD, RunSpec
 class DependentRuns(Searcher):
     """Suggests `{"run": spec.to_json()}` for each spec once every model in its `needs` is published."""
 
-    def __init__(self, specs: list[RunSpec], models_dir: Path) -> None:
+    def __init__(self, specs: list[RunSpec], models_dir: Path, published: set[str] | frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.specs = list(specs)
         self.models_dir = Path(models_dir)
@@ -37,8 +37,9 @@ class DependentRuns(Searcher):
         self._running: dict[str, int] = {}  # trial id -> spec index
         produced = {spec.publish for spec in self.specs}
         earlier = {name for spec in self.specs for name in spec.needs if name not in produced}
-        # published: by an earlier run of the stage (on disk now), or by a trial of this Tuner that completed
-        self._published: set[str] = {name for name in earlier if (self.models_dir / name / "config.json").is_file()}
+        # published: by an earlier Tuner of the stage (its trial completed, or on disk now), or by a trial of this one
+        self._published: set[str] = {name for name in earlier
+                                     if name in published or (self.models_dir / name / "config.json").is_file()}
         # model names that will never exist: their run failed, or no spec makes them and they are not there
         self._failed: set[str] = earlier - self._published
 

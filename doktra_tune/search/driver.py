@@ -52,6 +52,7 @@ from doktra_tune.search.final import (
     missing_runs,
     summarize,
 )
+from doktra_tune.search.beside import BesideStage
 from doktra_tune.search.lease import RunDirLease
 from doktra_tune.search.node_check import check_nodes
 from doktra_tune.search.outcome import outcome_done, publish_outcome
@@ -222,14 +223,41 @@ class SearchDriver:
             search_seed=self.config.train.seed, data_format=self.plan.data.data_format,
         )
 
-    def final_stage(self, winners: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def final_bases(self, winners: dict[str, dict[str, Any]]) -> dict[str, StageConfig]:
+        """The base config of each kind of final run (the student and CTT winners' checkpoints known)."""
+        return {
+            "ctt": self.specs.stage_base("ctt", self.config.teacher_model),
+            "student": self.specs.stage_base("student", self.config.student_model),
+            "abd": self.specs.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]),
+            "evaluate": self.specs.stage_base("ctt", self.config.teacher_model),
+        }
+
+    def start_final_beside_abd(self, winners: dict[str, dict[str, Any]]) -> BesideStage | None:
+        """`final.beside_abd`: the final teacher and student runs (which need only the CTT and student
+        winners) start now, in a thread, beside the ABD search; the final stage later runs the
+        distillations from them. None when the final runs wait for ABD (the option is off, a cap on
+        concurrent trials is set, or ABD or the final stage finished earlier)."""
+        if (not self.config.final.beside_abd or self.resources.max_concurrent is not None
+                or read_winner(self.run_dir / "stages" / "abd") or (self.run_dir / "final" / "results.json").is_file()):
+            return None
+        specs = self.final_plan(winners).wave1()
+        log.info(f"[final] {len(specs)} teacher/student runs start beside the ABD search (final.beside_abd=true)")
+        build = self.specs.final_builder(specs, self.final_bases(winners))
+        return BesideStage("final-beside-abd", lambda cancel: self.runner.run("final", build, cancel=cancel))
+
+    def final_stage(self, winners: dict[str, dict[str, Any]], beside: BesideStage | None = None) -> dict[str, Any]:
         """The final runs (`final.protocol`): the teachers and students are trained (or scored), each
         distillation starts as soon as its teacher and student exist; every run is scored on dev and
-        test; `final/results.json`."""
+        test; `final/results.json`. `beside`: the teacher and student runs started beside ABD, whose
+        trials this stage keeps (waiting for them first)."""
         out = self.run_dir / "final" / "results.json"
         if out.is_file():
             log.info(f"[final] finished earlier: {out} (skipped)")
             return read_run_json(out, self.run_dir)
+        if beside is not None:
+            if beside.thread.is_alive():
+                log.info("[final] waiting for the teacher/student runs beside ABD to end")
+            beside.join()
         plan = self.final_plan(winners)
         f = self.config.final
         folds = f" x folds {list(plan.folds)}" if plan.folds else ""
@@ -237,14 +265,9 @@ class SearchDriver:
                  f"{len(plan.wave1())} teacher/student runs and the distillations from them; eval on "
                  f"{list(f.eval_splits)}{plan.same_note()}")
         t0 = time.monotonic()
-        bases = {
-            "ctt": self.specs.stage_base("ctt", self.config.teacher_model),
-            "student": self.specs.stage_base("student", self.config.student_model),
-            "abd": self.specs.abd_base(winners["student"]["checkpoint"], winners["ctt"]["checkpoint"]),
-            "evaluate": self.specs.stage_base("ctt", self.config.teacher_model),
-        }
         specs = plan.runs(str(self.run_dir / "final" / "models"))
-        records = self.runner.run("final", self.specs.final_builder(specs, bases))
+        records = self.runner.run("final", self.specs.final_builder(specs, self.final_bases(winners)),
+                                  continues="the teacher/student runs beside ABD" if beside is not None else None)
         done = {tuple(r.params.get(k) for k in RUN_KEYS) for r in records}
         missing = [spec for spec in specs if spec.key(RUN_KEYS) not in done]
         if missing:
@@ -299,18 +322,23 @@ class SearchDriver:
         log.info(f"ray: {self.resources.describe()} {self.session.where}")
         status = "FAILED"
         summary: dict[str, Any] = {"run_dir": str(self.run_dir)}
+        beside: BesideStage | None = None
         try:
             winners: dict[str, dict[str, Any]] = {}
             for stage in SEARCH_STAGES:
                 winners[stage] = summary[stage] = self.search_stage(stage, winners)
                 if self.config.search.stop_after == stage:
                     break
+                if stage == "student" and self.config.search.stop_after is None:  # the final runs will run
+                    beside = self.start_final_beside_abd(winners)
             else:
-                summary["final"] = self.final_stage(winners)
+                summary["final"] = self.final_stage(winners, beside)
                 self.outcome_stage(winners, summary["final"])
             status = "FINISHED"
             return summary
         finally:
+            if beside is not None:
+                beside.cancel()  # the search failed or was interrupted while they ran: stopped, resumable
             waiting = self.tracker.finish(status)
             if waiting:
                 log.warning(f"[mlflow] {waiting} tracking write(s) wait in {self.tracker.outbox_dir}; the next "

@@ -62,8 +62,10 @@ def _final_line(plan: Plan, jobs: dict) -> str:
     spread = (f"; GAD ± final.gad_std={f.gad_std}: "
               + ("std over seeds of each seed's fold mean" if f.gad_std == "over_seeds" else "std over every run")
               if f.folds else "")
+    beside = ("; the teacher/student runs start beside the ABD search (final.beside_abd)"
+              if f.beside_abd and plan.config.resources.max_concurrent_trials is None else "")
     return (f"final runs: {len(jobs['final'])} = variants {list(f.variants)} x seeds {list(f.seeds)}{folds} "
-            f"({f.protocol} protocol, scored on {list(f.eval_splits)}{spread})")
+            f"({f.protocol} protocol, scored on {list(f.eval_splits)}{spread}){beside}")
 
 
 def _duration(seconds: float | None) -> str:

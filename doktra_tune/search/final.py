@@ -7,7 +7,7 @@ its teacher and student exist (`dependent_runs.DependentRuns`).
   are seed re-runs, one per (fold, seed), as in chain; every distillation seed of a fold distils
   (lr₂, β₂, γ winner) from the teacher and starts from the student of the FIRST seed of
   `final.seeds` (same fold), read by name. Table 2's DoKTra ± is smaller than its teacher's and
-  student's in 8 of 10 cells, as when only the distillation's seed varies; the authors' README
+  student's in 9 of 10 cells, as when only the distillation's seed varies; the authors' README
   commands pass one fixed --init_checkpoint_teacher / --init_checkpoint with a --random_seed. With
   one seed it is chain.
 * `chain`: every (fold, seed) re-trains the teacher and the student and then distils from *that*

@@ -3,10 +3,11 @@ combination of the swept values, one after another in this process (Hydra's Basi
 search starts and shuts down its own local Ray, or connects to `ray.address` and leaves it running
 for the next.
 
-`expand` turns a command line's overrides into its jobs as Hydra's BasicSweeper does (choice `a,b`,
-`range()`, `glob()`; on Hydra's public override parser), so the CLI checks every job before the first one starts. `MultirunReport` (a
-Hydra callback, config.yaml `hydra.callbacks`) says which search is running and, at the end, where
-each one is and the `python -m analysis` command that builds one Table 2 across them.
+`MultirunReport` (a Hydra callback, config.yaml `hydra.callbacks`) checks every job before the first
+one starts (`check_jobs`: each composed and planned, its run directory its own, its data there),
+says which search is running and, at the end, where each one is and the `python -m analysis` command
+that builds one Table 2 across them. `expand` turns the overrides into the jobs as Hydra's
+BasicSweeper does (choice `a,b`, `range()`, `glob()`; on Hydra's public override parser).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import itertools
 import logging
 import os
 import shlex
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from hydra import initialize_config_dir
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -29,18 +30,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from doktra_tune.errors import ConfigError, first_line
-from doktra_tune.search.plan import build_plan
+from doktra_tune.compose import compose_config
+from doktra_tune.errors import ConfigError, DoktraError, first_line
+from doktra_tune.search.plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
 
-MULTIRUN_FLAGS = ("-m", "--multirun")
 SWEEP_SYNTAX = "a,b (choice), range(start,stop[,step]) or glob(pattern)"
-
-
-def is_multirun(argv: list[str]) -> bool:
-    """Whether the command line asks for a multirun (`-m` / `--multirun`)."""
-    return any(arg in MULTIRUN_FLAGS for arg in argv)
 
 
 def expand(overrides: list[str], loader: ConfigLoader | None) -> list[list[str]]:
@@ -65,26 +61,6 @@ def expand(overrides: list[str], loader: ConfigLoader | None) -> list[list[str]]
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def jobs(overrides: list[str], conf_dir: Path) -> list[list[str]]:
-    """`expand` against the config directory `conf_dir` (its groups answer `glob()`)."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return expand(overrides, GlobalHydra.instance().config_loader())
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def sweeps(overrides: list[str]) -> list[str]:
-    """The overrides that sweep over several values (empty when none, or when one does not parse:
-    composing the config names that one)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException:
-        return []
-    return [str(o.input_line) for o in parsed if o.is_sweep_override()]
-
-
 def label(job: list[str]) -> str:
     return " ".join(job)
 
@@ -101,6 +77,12 @@ def job_context() -> str:
     return f"multirun search {num + 1} ({label(list(hydra_cfg.overrides.task))}; the later ones did not start): "
 
 
+def fail(err: DoktraError) -> NoReturn:
+    """`err` as one line on stderr (naming the multirun search it stopped) and its exit code."""
+    print(f"error: {job_context()}{err}", file=sys.stderr, flush=True)
+    sys.exit(err.exit_code)
+
+
 def shown(path: Path) -> str:
     """`path` relative to the working directory when it lies below it, else absolute; shell-quoted."""
     rel = os.path.relpath(path)
@@ -112,30 +94,64 @@ def analysis_command(run_dirs: list[Path], out: Path) -> str:
     return " ".join(["python -m analysis", *(shown(d) for d in run_dirs), "--out", shown(out)])
 
 
+def check_jobs(todo: list[list[str]]) -> dict[int, Plan]:
+    """Every job of a multirun composed and planned, its run directory its own and (when more than one
+    search runs) its data there, before the first search starts: the first problem is one line naming
+    the job. The plans by job number (from 1)."""
+    plans: dict[int, Plan] = {}
+    for num, job in enumerate(todo, 1):
+        try:
+            plans[num] = build_plan(compose_config(job))
+        except DoktraError as err:
+            raise type(err)(f"multirun search {num} ({label(job)}): {err}") from err
+    seen: dict[Path, int] = {}
+    for num, plan in plans.items():
+        if plan.run_dir in seen:
+            raise ConfigError(
+                f"multirun searches {seen[plan.run_dir]} and {num} would share the run directory {plan.run_dir} "
+                "(search_id is fixed, or they differ only in keys that do not change the search); sweep keys "
+                "that change the search, or drop search_id"
+            )
+        seen[plan.run_dir] = num
+    running = {num: plan for num, plan in plans.items() if not plan.raw["search"].get("dry_run")}
+    if len(running) > 1:  # a task without data fails here, not after the searches before it (hours)
+        from doktra_tune.search.preflight import check_data  # loads torch and Ray, which the searches need next
+
+        for num, plan in running.items():
+            try:
+                check_data(plan)
+            except DoktraError as err:
+                raise type(err)(f"multirun search {num} ({label(todo[num - 1])}): {err}") from err
+    return plans
+
+
 class MultirunReport(Callback):
-    """In a multirun: a line as each search starts and, at the end, one line per finished search
-    (task, run directory) and the `python -m analysis` command for one Table 2 across them.
-    Single runs print nothing here."""
+    """In a multirun: every job checked up front (`check_jobs`), a line as each search starts and, at
+    the end, one line per finished search (task, run directory) and the `python -m analysis` command
+    for one Table 2 across them. Single runs print nothing here."""
 
     def __init__(self) -> None:
-        self.total = 0
+        self.plans: dict[int, Plan] = {}
         self.searches: list[tuple[str, Path]] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        todo = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
-        self.total = len(todo)
+        try:  # Hydra turns a callback's exception into a warning and goes on: the check exits itself
+            todo = expand(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
+            self.plans = check_jobs(todo)
+        except DoktraError as err:
+            fail(err)
         listing = "; ".join(f"{i} {label(job)}" for i, job in enumerate(todo, 1))
-        log.info(f"[multirun] {self.total} search(es), one after another: {listing}")
+        log.info(f"[multirun] {len(todo)} search(es), one after another: {listing}")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            log.info(f"[multirun] search {config.hydra.job.num + 1} of {self.total}: "
+            log.info(f"[multirun] search {config.hydra.job.num + 1} of {len(self.plans)}: "
                      f"{label(list(config.hydra.overrides.task))}")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.COMPLETED:
             return
-        plan = build_plan(job_return.cfg)
+        plan = self.plans[config.hydra.job.num + 1]
         if plan.run_dir.is_dir():  # a search that ran (a dry run writes nothing)
             self.searches.append((plan.task, plan.run_dir))
 

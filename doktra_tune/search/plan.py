@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # config keys that do not change what a search computes (left out of the default search id)
 _ID_EXCLUDED = ("runs_root", "search_id", "data_root", "cache_dir", "ray", "mlflow", "resources", "hydra")
 _ID_EXCLUDED_SEARCH = ("max_failures", "stop_after", "keep_checkpoints", "dry_run")
-_ID_EXCLUDED_FINAL = ("gad_std",)  # how GAD's ± is summarised, not what is trained
+_ID_EXCLUDED_FINAL = ("gad_std", "beside_abd")  # how GAD's ± is summarised, when runs start: not what is trained
 # the paper's models for the task: what a search trains is teacher_model / student_model, hashed as such;
 # the names of the task's data copies: what the search reads is data_subdir / data_format, hashed as such
 _ID_EXCLUDED_TASK = ("paper_teacher", "paper_students", "data_copy", "copies", "cpu_copy")

@@ -278,6 +278,7 @@ class FinalOptions:
     protocol: FinalProtocol  # shared_models: seed re-runs, each DoKTra seed from the first seed's models | chain | winners
     folds: tuple[int, ...] | None  # GAD folds of the final runs (None: the task has no folds)
     gad_std: GadStd = "over_seeds"  # GAD's ±: over seeds of each seed's fold mean (the paper's) | over_runs
+    beside_abd: bool = True  # the teacher and student runs start once CTT's and the student's winners exist
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], task: str) -> FinalOptions:
@@ -294,7 +295,8 @@ class FinalOptions:
         protocol = choice(raw.get("protocol", FINAL_PROTOCOLS[0]), "final.protocol", FINAL_PROTOCOLS)
         return cls(tuple(field_number(s, "final.seeds", StageConfig, "seed") for s in seeds), tuple(variants), tuple(splits), protocol,
                    _folds(raw.get("folds"), task, protocol),
-                   choice(raw.get("gad_std", GAD_STD[0]), "final.gad_std", GAD_STD))
+                   choice(raw.get("gad_std", GAD_STD[0]), "final.gad_std", GAD_STD),
+                   boolean(raw.get("beside_abd", True), "final.beside_abd"))
 
 
 def _folds(raw: Any, task: str, protocol: str) -> tuple[int, ...] | None:

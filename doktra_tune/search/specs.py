@@ -143,17 +143,19 @@ class StageSpecs:
         return explicit_runs(spec, runs, tuple(prefix.keys) or ("gamma",))
 
     def final_builder(self, specs: list[RunSpec], bases: dict[str, StageConfig]) -> SpecBuilder:
-        """One Tuner over every final run; `DependentRuns` starts each distillation as soon as its
-        teacher and student are published. After an interruption: the runs still missing."""
+        """One Tuner over final runs; `DependentRuns` starts each distillation as soon as its teacher
+        and student are published (by a run of this Tuner, or by a finished earlier one: the runs
+        beside ABD, an interrupted stage's). After an interruption: the runs still missing."""
         models_dir = self.run_dir / "final" / "models"
 
         def build(prior: list[TrialRecord]) -> StageSpec:
             todo = remaining_runs(specs, RUN_KEYS, prior) if prior else specs
+            published = {str(r.params["publish"]) for r in prior if r.status == "completed" and r.params.get("publish")}
             return StageSpec(
                 name="final", trainable=final_trainable,
                 trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
                 param_space={}, max_t=max(self.plan.stage_epochs.values()),
-                search_alg=DependentRuns(todo, models_dir), num_samples=len(todo),
+                search_alg=DependentRuns(todo, models_dir, published), num_samples=len(todo),
                 keep="best" if self.config.search.handoff == "best_epoch" else "last",
             )
 

@@ -9,7 +9,9 @@ what is left to run (the missing grid points, the rest of a TPE budget, the miss
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +47,38 @@ class StageSpec:
 
 
 SpecBuilder = Callable[[list[TrialRecord]], StageSpec]
+CANCELLED_FILE = "cancelled_trials.json"  # in an experiment's folder: trials stopped by a cancel, not finished
+
+
+class Cancel(tune.Stopper):
+    """Stops a Tuner's trials once `event` is set (the driver cancels a Tuner it runs beside another);
+    the trials that end after that are recorded as cancelled, so a resumed stage runs them again
+    (Tune marks a stopped trial TERMINATED, as it does a finished one)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self.cancelled: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Tune pickles its stopper with the experiment: a restored one never cancels
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.event, self.cancelled = threading.Event(), set()
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+
+class RecordCancelled(tune.Callback):
+    def __init__(self, cancel: Cancel) -> None:
+        self.cancel = cancel
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.cancel.event.is_set():
+            self.cancel.cancelled.add(str(trial.trial_id))
 
 
 class DropTrainingState(tune.Callback):
@@ -81,8 +115,12 @@ class StageRunner:
             tune.with_parameters(spec.trainable, **spec.trainable_kwargs), self.resources.per_trial
         )
 
-    def run(self, label: str, build: SpecBuilder) -> list[TrialRecord]:
+    def run(self, label: str, build: SpecBuilder, *, cancel: threading.Event | None = None,
+            continues: str | None = None) -> list[TrialRecord]:
         """Run stage `label`; after an interruption, keep the finished trials and run the rest.
+        `cancel`: once set, the Tuner stops (its unfinished trials run again on a resume);
+        `continues`: what an earlier experiment of the same name was, when it is expected (the
+        final stage's teacher and student runs, run beside ABD), for the line that keeps its trials.
 
         Resume: `Tuner.can_restore` finds the interrupted experiment, `Tuner.restore(...,
         resume_errored=False, restart_errored=False).get_results()` reads its trials; trials that
@@ -100,20 +138,26 @@ class StageRunner:
             name = f"{spec.name}-resume{attempt}"
         if attempt:
             log.info(
-                f"[{label}] resuming the interrupted stage from {self.storage / spec.name}: "
+                f"[{label}] {continues or 'resuming the interrupted stage'} from {self.storage / spec.name}: "
                 f"{len(prior)} finished trial(s) kept"
             )
             spec = dataclasses.replace(build(prior), name=name)
-        records = list(prior)
+        records, cancelled = list(prior), []
         if spec.num_samples > 0:
-            records += self._fit(spec, label)
-        self.tracker.record_outcomes(label, {r.trial_id: r.status for r in records})
+            fitted, cancelled = self._fit(spec, label, cancel)
+            records += fitted
+        self.tracker.record_outcomes(label, {**{r.trial_id: r.status for r in records},
+                                             **{trial_id: "cancelled" for trial_id in cancelled}})
         return records
 
-    def _fit(self, spec: StageSpec, label: str) -> list[TrialRecord]:
+    def _fit(self, spec: StageSpec, label: str,
+             cancel_event: threading.Event | None = None) -> tuple[list[TrialRecord], list[str]]:
+        """The stage's trials (a cancelled Tuner's: those that finished before the cancel) and the ids
+        of the trials the cancel stopped."""
         # A scheduler that pauses trials must not be capped by max_concurrent_trials (Tune's
         # ConcurrencyLimiter counts paused trials as running); the per-trial resources bound it.
         pauses = bool(getattr(spec.scheduler, "pauses_trials", False))  # SynchronousHalvingScheduler
+        cancel = Cancel(cancel_event) if cancel_event is not None else None
         tuner = tune.Tuner(
             self._trainable(spec),
             param_space=spec.param_space,
@@ -127,17 +171,23 @@ class StageRunner:
                 storage_path=str(self.storage),
                 checkpoint_config=checkpoint_config(spec.keep),
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                stop=cancel,
                 **RAY_SETTINGS.run_config_kwargs([
-                    *self._tracking(spec), StageProgress(label, spec.scheduler), DropTrainingState()]),
+                    *self._tracking(spec), StageProgress(label, spec.scheduler), DropTrainingState(),
+                    *([RecordCancelled(cancel)] if cancel else [])]),
             ),
         )
         results = tuner.fit()
+        cancelled = sorted(cancel.cancelled) if cancel is not None else []
+        if cancelled:
+            (self.storage / spec.name / CANCELLED_FILE).write_text(json.dumps(cancelled))
+            results = [r for r in results if str((r.metrics or {}).get("trial_id", "")) not in cancelled]
         pruned: set[str] = set()
         if spec.pruner_on:  # the pruners' own record (the Optuna bridge is loaded only with a pruner)
             from doktra_tune.search.optuna_searcher import pruned_trial_ids
 
             pruned = pruned_trial_ids(spec.scheduler)
-        return collect_trials(results, spec.max_t, pruned, spec.pruner_on)
+        return collect_trials(results, spec.max_t, pruned, spec.pruner_on), cancelled
 
     def _tracking(self, spec: StageSpec) -> list[TrialTracking]:
         """The callback that writes the trials' MLflow runs (the driver is the only writer)."""
@@ -153,6 +203,7 @@ class StageRunner:
         except RuntimeError:  # Tune could not read the experiment (killed before a trial had a result): none finished
             return []
         states = experiment_trial_states(exp_path)
-        done = [r for r in results
-                if states.get(str((r.metrics or {}).get("trial_id", ""))) in ("TERMINATED", "ERROR")]
+        cancelled = set(json.loads((exp_path / CANCELLED_FILE).read_text())) if (exp_path / CANCELLED_FILE).is_file() else set()
+        done = [r for r in results if str((r.metrics or {}).get("trial_id", "")) not in cancelled
+                and states.get(str((r.metrics or {}).get("trial_id", ""))) in ("TERMINATED", "ERROR")]
         return collect_trials(done, spec.max_t, set(), spec.pruner_on)

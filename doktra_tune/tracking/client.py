@@ -10,9 +10,11 @@ between parallel trial processes, which is retried.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -98,6 +100,18 @@ def _filter(tags: Mapping[str, str]) -> str:
     return " and ".join(f"tags.`{k}` = {quote(v)}" for k, v in tags.items())
 
 
+def serialized(method: Callable[..., T]) -> Callable[..., T]:
+    """One write at a time per client: the driver runs two Tuners at once (the final stage's
+    teacher and student runs beside ABD), whose callbacks write from two threads."""
+
+    @functools.wraps(method)
+    def locked(self: TrackingClient, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class TrackingClient:
     """The MLflow client of one process: writes addressed by `RunKey`, bounded waits, an outbox."""
 
@@ -113,6 +127,7 @@ class TrackingClient:
         self._steps: dict[str, set[tuple[str, int]]] = {}  # run id -> (metric, step) already on the run
         self._params: dict[str, set[str]] = {}  # run id -> param keys already on the run
         self._away_since: float | None = None
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ reads (no outbox)
     def find_run(self, experiment_id: str, tags: Mapping[str, str]) -> Any:
@@ -166,6 +181,7 @@ class TrackingClient:
         `only_if_running`, a run that already ended is left as it is."""
         self._write(key, "terminate", {"status": status, "only_if_running": only_if_running})
 
+    @serialized
     def flush(self, own_only: bool = True) -> int:
         """Send what waits in the outbox (this process's, or every process's); 0 if the server is away."""
         if self.outbox is None:
@@ -181,6 +197,7 @@ class TrackingClient:
         return sent
 
     # ------------------------------------------------------------------ internals
+    @serialized
     def _write(self, key: RunKey, op: str, args: dict[str, Any]) -> None:
         if self.outbox is not None and self._away_since is not None:
             if time.monotonic() - self._away_since >= RETRY_AFTER_S:

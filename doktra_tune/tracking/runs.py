@@ -55,7 +55,7 @@ SEARCH_ID = "doktra.search_id"
 STATUS = "doktra.status"
 TRIAL_ID = "ray.trial_id"
 
-OUTCOME_TO_RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "errored": "FAILED"}
+OUTCOME_TO_RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "errored": "FAILED", "cancelled": "KILLED"}
 STEP_KEY = "epoch"  # the step of every per-epoch metric; not logged as a metric of its own
 LEAD_METRICS = ("dev_f1", "dev_ece", "dev_lat")  # logged first: what MLflow's views show first
 
@@ -203,7 +203,7 @@ class SearchTracker:
 
     def record_outcomes(self, stage: str, outcomes: dict[str, str]) -> None:
         """Ray's verdict per trial id: sets `doktra.status` and terminates the trial run
-        (completed -> FINISHED, pruned -> KILLED, errored -> FAILED). A trial that died before
+        (completed -> FINISHED, pruned or cancelled -> KILLED, errored -> FAILED). A trial that died before
         opening its run gets an (empty) run so it stays visible."""
         for trial_id, outcome in outcomes.items():
             if outcome not in OUTCOME_TO_RUN_STATUS:

@@ -83,10 +83,10 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(name: str, tmp_path: 
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("DOKTRA_DATA_ROOT", str(DATA_ROOT))
-    monkeypatch.setattr(sys, "argv", [sys.argv[0], *argv])  # main() sets it for Hydra: restored after the test
+    monkeypatch.setattr(sys, "argv", ["doktra_tune.search", *argv])  # what Hydra reads
     capfd.readouterr()
     with pytest.raises(SystemExit) as info:
-        main(argv)
+        main()
     out, err = capfd.readouterr()
     _check(name, info.value.code, out, err, runs, cwd)
     assert list(cwd.iterdir()) == []
@@ -110,17 +110,17 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0
     assert "preset: cpu, paper, proxy, tiny" in help_.stdout and "chemprot" in help_.stdout
-    job = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=gad", "preset=cpu", "--cfg", "job"],
+    job = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=gad", "preset=cpu", "--cfg", "job", "--resolve"],
                          cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert job.returncode == 0, job.stderr
     assert "teacher_model: minilm" in job.stdout and "name: gad" in job.stdout
     assert "ctt_epochs: 3" in job.stdout  # Table A1: GAD's CTT runs 3 epochs
-    chemprot = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=chemprot", "--cfg", "job"],
+    chemprot = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=chemprot", "--cfg", "job", "--resolve"],
                               cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert chemprot.returncode == 0, chemprot.stderr  # the paper preset reads BLUE's ChemProt
     assert "  data_copy: paper\n" in chemprot.stdout
     assert "  data_subdir: chemprot\n  data_format: blue_tsv\n" in chemprot.stdout
-    fpb = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=fpb", "--cfg", "job"], cwd=tmp_path,
+    fpb = subprocess.run([sys.executable, "-m", "doktra_tune.search", "task=fpb", "--cfg", "job", "--resolve"], cwd=tmp_path,
                          env=cli_env(), capture_output=True, text=True, timeout=120)
     assert fpb.returncode == 0, fpb.stderr  # the paper preset, resolved: FinBERT-base teaches FPB (§4.7)
     assert "teacher_model: yiyanghkust/finbert-pretrain" in fpb.stdout

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
 from doktra_tune.compose import CONF_DIR, known_choices
 from doktra_tune.search.cli import main
-from doktra_tune.search.multirun import jobs, sweeps
+from doktra_tune.search.multirun import expand
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"  # the default data_root, found without any setting
@@ -36,15 +39,30 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m doktra_tune.search <argv>` in this process: Hydra reads sys.argv."""
+    monkeypatch.setattr(sys, "argv", ["doktra_tune.search", *argv])
+    main()
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """`expand` with the config directory's groups answering `glob()`, as inside the running CLI."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return expand(overrides, GlobalHydra.instance().config_loader())
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def test_sweeps_expand_as_hydra_does() -> None:
-    assert jobs(["task=chemprot,fpb", "preset=tiny"], CONF_DIR) == [
+    assert jobs(["task=chemprot,fpb", "preset=tiny"]) == [
         ["task=chemprot", "preset=tiny"], ["task=fpb", "preset=tiny"]]
-    assert [job[0] for job in jobs(["task=glob(*)"], CONF_DIR)] == [f"task={t}" for t in known_choices("task")]
-    assert jobs(["train.seed=range(1,4)", "task=fpb"], CONF_DIR) == [
+    assert [job[0] for job in jobs(["task=glob(*)"])] == [f"task={t}" for t in known_choices("task")]
+    assert jobs(["train.seed=range(1,4)", "task=fpb"]) == [
         ["train.seed=1", "task=fpb"], ["train.seed=2", "task=fpb"], ["train.seed=3", "task=fpb"]]
-    assert jobs(["task=fpb"], CONF_DIR) == [["task=fpb"]]  # -m without a sweep: one search
-    assert jobs(["stages.abd.grid.gamma=[0.5,0.7]"], CONF_DIR) == [["stages.abd.grid.gamma=[0.5,0.7]"]]  # a list
-    assert sweeps(["task=chemprot,fpb", "preset=tiny", "stages.ctt.grid.beta=[0,0.5]"]) == ["task=chemprot,fpb"]
+    assert jobs(["task=fpb"]) == [["task=fpb"]]  # -m without a sweep: one search
+    assert jobs(["stages.abd.grid.gamma=[0.5,0.7]"]) == [["stages.abd.grid.gamma=[0.5,0.7]"]]  # a list
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -60,11 +78,13 @@ def test_sweeps_expand_as_hydra_does() -> None:
     (["-m", "task=chemprot,fpb", "--cfg", "job"],
      "error: --cfg shows one config and -m runs several; drop -m and give one value per key"),
 ])
-def test_bad_sweeps_are_one_line_before_hydra(argv: list[str], expected: str, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_sweeps_are_one_line_before_any_search(argv: list[str], expected: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     runs = tmp_path / "runs"
     with pytest.raises(SystemExit) as info:
-        main([*argv, f"runs_root={runs}"])
+        shows = [a for a in argv if a in ("--cfg", "job")]  # Hydra's flags after the overrides, as argparse reads them
+        _main([*(a for a in argv if a not in shows), f"runs_root={runs}", *shows], monkeypatch)
     err = capsys.readouterr().err
     assert info.value.code == 2 and len(_error_lines(err)) == 1 and err.startswith(expected.format(runs=runs)), err
     assert not (tmp_path / "runs").exists()
@@ -90,7 +110,7 @@ def test_a_task_without_data_stops_the_sweep_before_the_first_search(tmp_path: P
     """ddi has no data here: the sweep stops before fpb (search 1) runs, not after it."""
     monkeypatch.delenv("DOKTRA_DATA_ROOT", raising=False)
     with pytest.raises(SystemExit) as info:
-        main(["-m", "task=fpb,ddi", "preset=tiny", f"runs_root={tmp_path / 'runs'}"])
+        _main(["-m", "task=fpb,ddi", "preset=tiny", f"runs_root={tmp_path / 'runs'}"], monkeypatch)
     err = capsys.readouterr().err
     assert info.value.code == 2 and len(_error_lines(err)) == 1
     assert err.startswith(f"error: multirun search 2 (task=ddi preset=tiny runs_root={tmp_path / 'runs'}): no ddi "

@@ -272,7 +272,8 @@ def test_a_beta0_ctt_winner_trains_each_shared_run_once(tmp_path) -> None:
     run_dir, _, lines = run_tiny_search(tmp_path, "stages.ctt.grid.beta=[0.0]", "final.seeds=[1,2]", task="hoc")
     results = read_run_json(run_dir / "final" / "results.json", run_dir)
     assert results["protocol"] == "shared_models"
-    trials = [d for d in (run_dir / "ray" / "final").iterdir() if d.is_dir() and (d / "params.json").is_file()]
+    trials = [d for exp in (run_dir / "ray").glob("final*") for d in exp.iterdir()
+              if d.is_dir() and (d / "params.json").is_file()]  # final: the runs beside ABD; final-resume1: the rest
     assert len(trials) == 6  # de-duplicated: 2 seeds x (teacher_ctt, student_ft, doktra)
     runs = results["runs"]
     variants = ("teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt")

@@ -282,7 +282,7 @@ def _user_env() -> dict[str, str]:
 def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, task: str) -> None:
     runs = tmp_path / "runs"
     code = ("import sys\nfrom doktra_tune.search import main\n"
-            f"main(['task={task}', 'search.dry_run=true', 'runs_root={runs}'])\n"
+            f"sys.argv = ['doktra_tune.search', 'task={task}', 'search.dry_run=true', 'runs_root={runs}']\nmain()\n"
             "print('heavy imports:', sorted(m for m in ('torch', 'ray', 'mlflow', 'transformers')\n"
             "                               if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_user_env(), capture_output=True, text=True,

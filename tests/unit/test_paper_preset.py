@@ -24,7 +24,7 @@ def test_cfg_job_shows_tf32_random_batches_blue_hoc_and_fts_beta2_grid() -> None
     """The issue's check, through the real CLI: `--cfg job` of the paper preset."""
 
     def job(task: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "doktra_tune.search", f"task={task}", "--cfg", "job"],
+        done = subprocess.run([sys.executable, "-m", "doktra_tune.search", f"task={task}", "--cfg", "job", "--resolve"],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout
