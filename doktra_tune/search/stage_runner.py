@@ -51,19 +51,21 @@ CANCELLED_FILE = "cancelled_trials.json"  # in an experiment's folder: trials st
 
 
 class Cancel(tune.Stopper):
-    """Stops a Tuner's trials once `event` is set (the driver cancels a Tuner it runs beside another);
-    the trials that end after that are recorded as cancelled, so a resumed stage runs them again
-    (Tune marks a stopped trial TERMINATED, as it does a finished one)."""
+    """Stops a Tuner's trials once `event` is set (the driver cancels a Tuner it runs beside another).
+    `finished`: the trials that ended before the cancel; every other trial the Tuner started is
+    cancelled, so a resumed stage runs it again (Tune marks a stopped trial TERMINATED, as it does a
+    finished one, and a trial stopped before its first result has no metrics at all)."""
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event
-        self.cancelled: set[str] = set()
+        self.started: set[str] = set()
+        self.finished: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles its stopper with the experiment: a restored one never cancels
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.event, self.cancelled = threading.Event(), set()
+        self.event, self.started, self.finished = threading.Event(), set(), set()
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
@@ -71,14 +73,25 @@ class Cancel(tune.Stopper):
     def stop_all(self) -> bool:
         return self.event.is_set()
 
+    def cancelled(self) -> list[str]:
+        """The trials the cancel stopped (none if it never came)."""
+        return sorted(self.started - self.finished) if self.event.is_set() else []
 
-class RecordCancelled(tune.Callback):
+
+class WatchCancel(tune.Callback):
+    """Tells `Cancel` which trials started and which ended before the cancel."""
+
     def __init__(self, cancel: Cancel) -> None:
         self.cancel = cancel
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.cancel.started.add(str(trial.trial_id))
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.cancel.event.is_set():
-            self.cancel.cancelled.add(str(trial.trial_id))
+        if not self.cancel.event.is_set():
+            self.cancel.finished.add(str(trial.trial_id))
+
+    on_trial_error = on_trial_complete
 
 
 class DropTrainingState(tune.Callback):
@@ -174,14 +187,14 @@ class StageRunner:
                 stop=cancel,
                 **RAY_SETTINGS.run_config_kwargs([
                     *self._tracking(spec), StageProgress(label, spec.scheduler), DropTrainingState(),
-                    *([RecordCancelled(cancel)] if cancel else [])]),
+                    *([WatchCancel(cancel)] if cancel else [])]),
             ),
         )
         results = tuner.fit()
-        cancelled = sorted(cancel.cancelled) if cancel is not None else []
-        if cancelled:
+        cancelled = cancel.cancelled() if cancel is not None else []
+        if cancel is not None and cancel.event.is_set():  # keep only what ended before the cancel
             (self.storage / spec.name / CANCELLED_FILE).write_text(json.dumps(cancelled))
-            results = [r for r in results if str((r.metrics or {}).get("trial_id", "")) not in cancelled]
+            results = [r for r in results if str((r.metrics or {}).get("trial_id", "")) in cancel.finished]
         pruned: set[str] = set()
         if spec.pruner_on:  # the pruners' own record (the Optuna bridge is loaded only with a pruner)
             from doktra_tune.search.optuna_searcher import pruned_trial_ids
