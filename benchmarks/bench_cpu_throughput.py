@@ -1,5 +1,5 @@
 """FLOP/s one torch thread sustains on this CPU, training and evaluating the cpu preset's models on its
-batches: the measured rate `doktra_tune/search/estimate.py: CPU_REFERENCE` turns the FLOP model into
+batches: the measured rate `doktra_tune/plan/estimate.py: CPU_REFERENCE` turns the FLOP model into
 a predicted time per stage (the dry run's CPU column), which the README sets beside measured stage times.
 
 Each of `--processes` worker processes (one torch thread each, fp32, ATen/oneDNN pinned to AVX2 as
@@ -39,7 +39,7 @@ def _worker(spec: str, steps: int, warmup: int, data_root: str, start: "mp.synch
     from doktra_tune.config import DataConfig
     from doktra_tune.encoding import collate, make_batches
     from doktra_tune.models import load_classifier
-    from doktra_tune.search.estimate import architecture
+    from doktra_tune.plan.estimate import architecture
     from doktra_tune.stages.splits import load_encoded
 
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from doktra_tune.search.disk import dir_bytes, fmt_bytes  # noqa: E402
+from doktra_tune.cluster.disk import dir_bytes, fmt_bytes  # noqa: E402
 
 GB = 1024**3
 # fp32 parameters x 4 bytes (safetensors): BioBERT-base 108M, ALBERT-xlarge 59M, RoBERTa-large 355M

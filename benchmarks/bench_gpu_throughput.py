@@ -14,12 +14,12 @@ A training step is forward, cross-entropy, backward, AdamW step, zero_grad(set_t
 step one forward pass under torch.no_grad(). After `--warmup` steps of each, `--train-steps` and `--eval-steps`
 are timed (time.perf_counter, the device synchronised before and after). Each (model, precision) row gets a
 fresh model and optimizer and prints train steps/s and sequences/s, eval sequences/s, MFU (achieved FLOP/s /
-the card's dense peak in that precision; FLOPs per sequence are `doktra_tune.search.estimate`'s own,
+the card's dense peak in that precision; FLOPs per sequence are `doktra_tune.plan.estimate`'s own,
 `architecture(spec).train_flops` / `.forward_flops`) and the peak of torch.cuda.max_memory_allocated. A row
 that runs out of memory prints OOM and the run goes on. The last line is `RESULT {json}` (card, torch, date,
 settings, every row); `--json-out PATH` writes the same JSON to a file.
 
-These figures feed `doktra_tune/search/estimate.py`'s measured table (`UTILISATION`: the share of the peak a
+These figures feed `doktra_tune/plan/estimate.py`'s measured table (`UTILISATION`: the share of the peak a
 fine-tuning step reaches, each entry with its card and date) in place of its assumed shares.
 
     python benchmarks/bench_gpu_throughput.py --json-out gpu_throughput.json     # one GPU, < 5 min on an H100
@@ -49,7 +49,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from doktra_tune.search.estimate import architecture
+from doktra_tune.plan.estimate import architecture
 
 NUM_LABELS = 6
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -375,7 +375,7 @@ def main() -> None:
         "batch_size": args.batch_size, "seq_len": args.seq_len, "warmup": args.warmup,
         "train_steps": args.train_steps, "eval_steps": args.eval_steps,
         "peak_flops_per_s": peaks, "peak_source": peak_source,
-        "flops_source": "doktra_tune.search.estimate.architecture(spec).train_flops / forward_flops per sequence",
+        "flops_source": "doktra_tune.plan.estimate.architecture(spec).train_flops / forward_flops per sequence",
         "rows": [],
     }
     print(f"== bench_gpu_throughput: {name} ({device}), torch {torch.__version__}, batch {args.batch_size} x "
@@ -393,7 +393,7 @@ def main() -> None:
     result["wall_s"] = time.perf_counter() - wall
     print(f"   (train/s: steps/s; seq: sequences/s; TF: achieved TFLOP/s by the estimator's FLOP count; "
           f"{result['wall_s']:.0f} s in all)")
-    print("   parameters, HF model vs doktra_tune.search.estimate.architecture(spec).params:")
+    print("   parameters, HF model vs doktra_tune.plan.estimate.architecture(spec).params:")
     for key in models:
         row = next((r for r in result["rows"] if r["model"] == key and "params_hf" in r), None)
         if row is not None:

@@ -50,12 +50,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from doktra_tune.cluster.disk import dir_bytes, fmt_bytes  # noqa: E402
 from doktra_tune.metrics import SHARED_METRIC  # noqa: E402
+from doktra_tune.plan.budget import PlanBudget, StageBudget, plan_budget  # noqa: E402
+from doktra_tune.plan.search_plan import Plan, build_plan  # noqa: E402
 from doktra_tune.run_spec import trial_record  # noqa: E402
 from doktra_tune.search import compose_config  # noqa: E402
-from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget  # noqa: E402
-from doktra_tune.search.disk import dir_bytes, fmt_bytes  # noqa: E402
-from doktra_tune.search.plan import Plan, build_plan  # noqa: E402
 from doktra_tune.search.trials import experiment_trial_states  # noqa: E402
 
 STAGES = ("ctt", "student", "abd", "final")

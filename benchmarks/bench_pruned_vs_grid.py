@@ -27,9 +27,8 @@ cached under --workdir), then the stage under test:
 
 from __future__ import annotations
 
-import dataclasses
-
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -155,11 +154,11 @@ def run_search(label: str, stage: str, prep: dict, grid: dict, epochs: int, stor
                replay: dict | None = None, replay_epoch_s: float = 0.3) -> dict:
     from ray import tune
 
+    from doktra_tune.cluster.ray_session import RAY_SETTINGS
     from doktra_tune.config import DistillConfig, StageConfig
     from doktra_tune.metrics import SEARCH_METRIC
+    from doktra_tune.plan.schema import PAUSING_PRUNERS
     from doktra_tune.search.pruning import pruned_trial_ids
-    from doktra_tune.search.ray_session import RAY_SETTINGS
-    from doktra_tune.search.schema import PAUSING_PRUNERS
     from doktra_tune.search.search_algorithms import build_search
     from doktra_tune.search_space import SearchSpace
     from trainables.abd import abd_trainable
@@ -267,7 +266,7 @@ def main() -> None:
         parser.error("--replay needs --grid-json (a grid run's figures with per-epoch curves)")
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from doktra_tune.search.ray_session import RAY_SETTINGS
+    from doktra_tune.cluster.ray_session import RAY_SETTINGS
 
     RAY_SETTINGS.apply_env()
     import ray

@@ -1,4 +1,4 @@
-"""Ray Tune overhead per trial: stock Tuner set-up vs `doktra_tune.search.ray_session.RAY_SETTINGS`.
+"""Ray Tune overhead per trial: stock Tuner set-up vs `doktra_tune.cluster.ray_session.RAY_SETTINGS`.
 
 Runs N trivial function trials (one report each, no work) under each set-up, each variant in a
 fresh Python process (Ray reads its environment variables once), and prints seconds per trial:
@@ -27,7 +27,7 @@ def trivial(config: dict) -> None:
 
 def run_variant(variant: str, trials: int, extra_env: list[str]) -> dict[str, float]:
     """One timed experiment; run in its own process."""
-    from doktra_tune.search.ray_session import RAY_SETTINGS
+    from doktra_tune.cluster.ray_session import RAY_SETTINGS
 
     if variant == "tuned":
         RAY_SETTINGS.apply_env()

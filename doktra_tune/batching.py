@@ -1,5 +1,5 @@
 """Which examples share a training step (`StageConfig.batching`, README: Protocol), from their token
-lengths alone: numpy only, so the dry run's estimate (`search.estimate`) counts the very batches a
+lengths alone: numpy only, so the dry run's estimate (`plan.estimate`) counts the very batches a
 stage trains on.
 
 * `random` (the authors' `RandomSampler` over the training set): a seeded permutation cut into

@@ -143,7 +143,7 @@ def ruled(default: Any, *, range: Range | None = None, choices: tuple[str, ...] 
 
 def field_rule(cls: type, name: str) -> FieldRule:
     """The rule of field `name` of config dataclass `cls`: the one validator of that field, read by
-    the stage configs, the CLI schema (doktra_tune.search.schema) and the grid files (search_space)."""
+    the stage configs, the CLI schema (doktra_tune.plan.schema) and the grid files (search_space)."""
     for f in dataclasses.fields(cls):
         if f.name == name and "rule" in f.metadata:
             return f.metadata["rule"]

@@ -1,4 +1,4 @@
-"""Ray worker setup hook (`search.ray_session.WORKER_SETUP_HOOK`)."""
+"""Ray worker setup hook (`cluster.ray_session.WORKER_SETUP_HOOK`)."""
 
 from __future__ import annotations
 

@@ -10,17 +10,17 @@ Data flow (docs/DESIGN.md has the picture):
 |---|---|
 | `cli` | the `@hydra.main` entry point; Hydra's and the search's errors as one line, exit 2 |
 | `multirun` | Hydra sweeps (`-m`): a Hydra callback that checks every job up front and reports each search |
-| `schema` | the typed configuration (`SearchConfig`) and its value checks |
-| `plan` | `build_plan`: grids, data config, search id, run directory |
-| `budget`, `estimate`, `dry_run` | what a plan trains (trials, epoch-units), its GPU-hours, `search.dry_run` |
-| `preflight` | the I/O checks before anything is written |
-| `ray_session` | Ray settings, connect once / shut down once, per-trial resources |
 | `search_algorithms`, `optuna_searcher` | one stage's searcher + scheduler; the Optuna study as a Tune searcher |
 | `pruning`, `synchronous_halving` | the pruners inside Tune (imported only when `search.pruner` is not `none`) |
 | `stage_runner`, `trials` | one stage = one Tuner: fit, resume, collect `TrialRecord`s |
-| `winners`, `final` | winner selection and files; the final runs' specs and summary |
-| `progress` | the progress lines (logged to `doktra_tune.*`; doktra_tune.console prints them) |
+| `beside` | a stage's Tuner run in a thread beside the current one (`final.beside_abd`) |
+| `specs`, `dependent_runs` | a stage's Tune param space and trainable; runs that start when their inputs exist |
+| `winners`, `outcome` | winner selection and files; the tables and the MLflow outcome |
+| `progress`, `trial_tracking` | the progress lines; the trials' MLflow runs (the driver is the only writer) |
 | `driver` | `SearchDriver` and `run_search` |
+
+The plan it runs is data built without Ray (`doktra_tune.plan`); where it runs (Ray session,
+nodes, run-directory lease) is `doktra_tune.cluster`.
 """
 
 from __future__ import annotations

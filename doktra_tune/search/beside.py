@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from doktra_tune.search.trials import TrialRecord
+from doktra_tune.trial_record import TrialRecord
 
 
 class BesideStage:

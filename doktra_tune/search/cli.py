@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 from doktra_tune.compose import CONF_DIR, composition_error
 from doktra_tune.console import console_logging
 from doktra_tune.errors import ConfigError, DoktraError
+from doktra_tune.plan.search_plan import build_plan
 from doktra_tune.search.multirun import fail
-from doktra_tune.search.plan import build_plan
 
 HYDRA_COMMANDS_CLASH = "Only one of --run, --multirun, --cfg"  # Hydra's ValueError for `-m --cfg job`
 SHOW_FLAGS = ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")  # Hydra's: show, run nothing
@@ -52,7 +52,7 @@ def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig]
 def hydra_main(cfg: DictConfig) -> None:
     """Run the search for the composed config (search.dry_run=true: print its plan only)."""
     if cfg.search.get("dry_run", False) is True:  # no Ray, torch, download or run directory
-        from doktra_tune.search.dry_run import print_dry_run
+        from doktra_tune.plan.dry_run import print_dry_run
 
         print_dry_run(cfg)
         return

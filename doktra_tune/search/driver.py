@@ -6,7 +6,7 @@
    (`stages.student.e1_mode=grid`, App. A); or one run per lr₁ whose best epoch is e₁ (`best_epoch`).
 3. ABD: a Tuner over lr₂ × β₂ × γ whose trials all start from the student winner and distil from
    the CTT winner.
-4. Final: the winners re-run with every seed (`final.protocol`, `doktra_tune.search.final`), scored
+4. Final: the winners re-run with every seed (`final.protocol`, `doktra_tune.plan.final`), scored
    on dev and test (`final/results.json`).
 
 A trial's model is its last epoch (`search.handoff=final_epoch`, as the authors' scripts save it:
@@ -14,7 +14,7 @@ Tune keeps the latest checkpoint) or its best dev-F1 epoch (`best_epoch`); winne
 metrics of exactly that epoch, and that checkpoint is handed to the next stage.
 
 Run directory `<runs_root>/<search_id>/`: `lease.json` (the running search's lease,
-`search/lease.py`: one search per run directory), `config.yaml`, `mlflow.db`, `ray/<stage>/` (Tune),
+`cluster/lease.py`: one search per run directory), `config.yaml`, `mlflow.db`, `ray/<stage>/` (Tune),
 `trials/<stage>/<trial id>/` (a trial's evaluation files until the driver logged them),
 `stages/<stage>/{winner.json,winner/}`, `final/{results.json,models/}`. A stage whose `winner.json`
 exists is skipped; an interrupted stage is resumed (`StageRunner.run`). Every input is checked
@@ -30,21 +30,22 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from doktra_tune.config import DistillConfig, StageConfig
-from doktra_tune.console import console_logging, lines_are_handled
-from doktra_tune.device import CPU_KERNEL_ENV
-from doktra_tune.errors import DoktraError, first_line
-from doktra_tune.models import copy_checkpoint
-from doktra_tune.prefix import SharedPrefix
-from doktra_tune.run_spec import RunSpec
-from doktra_tune.search.disk import (
+from doktra_tune.cluster.disk import (
     disk_line,
     fmt_bytes,
     free_final,
     free_stage,
     free_winners,
 )
-from doktra_tune.search.final import (
+from doktra_tune.cluster.lease import RunDirLease
+from doktra_tune.cluster.node_check import check_nodes
+from doktra_tune.cluster.ray_session import RaySession, Resources, stop_recorded_ray
+from doktra_tune.config import DistillConfig, StageConfig
+from doktra_tune.console import console_logging, lines_are_handled
+from doktra_tune.device import CPU_KERNEL_ENV
+from doktra_tune.errors import DoktraError, first_line
+from doktra_tune.models import copy_checkpoint
+from doktra_tune.plan.final import (
     BASELINE_VARIANTS,
     RUN_KEYS,
     FinalPlan,
@@ -52,19 +53,18 @@ from doktra_tune.search.final import (
     missing_runs,
     summarize,
 )
+from doktra_tune.plan.preflight import preflight
+from doktra_tune.plan.schema import SEARCH_STAGES
+from doktra_tune.plan.search_plan import Plan, build_plan, shared_prefix
+from doktra_tune.prefix import SharedPrefix
+from doktra_tune.run_spec import RunSpec
 from doktra_tune.search.beside import BesideStage
-from doktra_tune.search.lease import RunDirLease
-from doktra_tune.search.node_check import check_nodes
 from doktra_tune.search.outcome import outcome_done, publish_outcome
-from doktra_tune.search.plan import Plan, build_plan, shared_prefix
-from doktra_tune.search.preflight import preflight
 from doktra_tune.search.progress import fmt_mean_std, stage_end_line
-from doktra_tune.search.ray_session import RaySession, Resources, stop_recorded_ray
-from doktra_tune.search.schema import SEARCH_STAGES
 from doktra_tune.search.search_algorithms import pruning_grace_period
 from doktra_tune.search.specs import StageSpecs, explicit_runs
 from doktra_tune.search.stage_runner import StageRunner, StageSpec
-from doktra_tune.search.trials import TrialRecord, clean
+from doktra_tune.search.trials import clean
 from doktra_tune.search.winners import (
     atomic_write_json,
     holes,
@@ -78,6 +78,7 @@ from doktra_tune.search.winners import (
 )
 from doktra_tune.tracking import SearchTracker, default_tracking_uri
 from doktra_tune.tracking.client import is_outage
+from doktra_tune.trial_record import TrialRecord
 from trainables import STAGE_TRAINABLES
 
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray processes of the running driver
@@ -353,7 +354,7 @@ def run_search(
     cfg: Plan | DictConfig | dict[str, Any], overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the search of `cfg` (a checked `Plan`, or a composed config it is built from): preflight,
-    the run directory's lease (`search.lease`: one search per run directory), Ray, the stages.
+    the run directory's lease (`cluster.lease`: one search per run directory), Ray, the stages.
     `overrides`: the command line's (for the outcome's "reproduce" line). Its lines go to the
     `doktra_tune` logger (doktra_tune.console: to stdout unless something handles them already)."""
     if not lines_are_handled():
@@ -361,7 +362,7 @@ def run_search(
     _quiet_libraries()
     plan = cfg if isinstance(cfg, Plan) else build_plan(cfg)
     if plan.config.search.dry_run:  # the plan, printed: no preflight (downloads), Ray or run directory
-        from doktra_tune.search.dry_run import dry_run_lines
+        from doktra_tune.plan.dry_run import dry_run_lines
 
         for line in dry_run_lines(plan):
             log.info(line)

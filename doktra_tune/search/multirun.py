@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from doktra_tune.compose import compose_config
 from doktra_tune.errors import ConfigError, DoktraError, first_line
-from doktra_tune.search.plan import Plan, build_plan
+from doktra_tune.plan.search_plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ def check_jobs(todo: list[list[str]]) -> dict[int, Plan]:
         seen[plan.run_dir] = num
     running = {num: plan for num, plan in plans.items() if not plan.raw["search"].get("dry_run")}
     if len(running) > 1:  # a task without data fails here, not after the searches before it (hours)
-        from doktra_tune.search.preflight import check_data  # loads torch and Ray, which the searches need next
+        from doktra_tune.plan.preflight import (
+            check_data,  # loads torch and Ray, which the searches need next
+        )
 
         for num, plan in running.items():
             try:

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from analysis.report import write_report
 from analysis.runs import SearchSource
 from doktra_tune.models import load_checkpoint
-from doktra_tune.search.plan import Plan
+from doktra_tune.plan.search_plan import Plan
 from doktra_tune.search.winners import atomic_write_json
 from doktra_tune.tracking import SearchTracker
 from doktra_tune.tracking.datasets import dataset_inputs

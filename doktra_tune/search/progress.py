@@ -11,7 +11,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.schedulers import TrialScheduler
 
-from doktra_tune.search.disk import disk_line
+from doktra_tune.cluster.disk import disk_line
 
 log = logging.getLogger(__name__)
 

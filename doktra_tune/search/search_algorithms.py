@@ -11,14 +11,12 @@ and the pruner the config names. `doktra_tune.search.pruning` (and through it
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from doktra_tune.errors import ConfigError
-from doktra_tune.search.schema import MODES, PRUNERS, check_schedule_grouping
+from doktra_tune.plan.schema import MODES, PRUNERS, check_schedule_grouping
 from doktra_tune.search_space import SearchSpace
 from doktra_tune.stages.step_losses import switch_epoch
 
@@ -125,7 +123,9 @@ def build_search(
     )
     if pruner == "none":
         return searcher, FIFOScheduler(), num_samples
-    from doktra_tune.search.pruning import pruning_scheduler  # the pruners: loaded only when one is on
+    from doktra_tune.search.pruning import (
+        pruning_scheduler,  # the pruners: loaded only when one is on
+    )
 
     scheduler = pruning_scheduler(
         pruner, searcher, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor,

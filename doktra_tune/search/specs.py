@@ -10,18 +10,24 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from doktra_tune.cluster.ray_session import Resources
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
+from doktra_tune.plan.final import RUN_KEYS
+from doktra_tune.plan.search_plan import Plan, schedule_group
 from doktra_tune.prefix import SharedPrefix
-from doktra_tune.search.dependent_runs import DependentRuns
 from doktra_tune.run_spec import RUN_FIELD, RunSpec
-from doktra_tune.search.final import RUN_KEYS
-from doktra_tune.search.plan import Plan, schedule_group
-from doktra_tune.search.ray_session import Resources
-from doktra_tune.search.search_algorithms import build_search, grid_queue, pruning_grace_period, uses_optuna
+from doktra_tune.search.dependent_runs import DependentRuns
+from doktra_tune.search.search_algorithms import (
+    build_search,
+    grid_queue,
+    pruning_grace_period,
+    uses_optuna,
+)
 from doktra_tune.search.stage_runner import SpecBuilder, StageSpec
-from doktra_tune.search.trials import TrialRecord, remaining_grid_points, remaining_runs
+from doktra_tune.search.trials import remaining_grid_points, remaining_runs
 from doktra_tune.tracking import SearchTracker
+from doktra_tune.trial_record import TrialRecord
 from trainables import STAGE_TRAINABLES, abd_trunk_trainable, final_trainable
 
 

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from ray import tune
 
+from doktra_tune.cluster.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.progress import StageProgress
-from doktra_tune.search.ray_session import RAY_SETTINGS, Resources
 from doktra_tune.search.trial_tracking import TrialTracking
 from doktra_tune.search.trials import (
     TrialRecord,

@@ -16,12 +16,13 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from doktra_tune.selection import SelectionRule, select_winner
 from doktra_tune.errors import DoktraError
 from doktra_tune.models import copy_checkpoint
-from doktra_tune.search.paths import run_absolute, run_relative
-from doktra_tune.search.schema import SelectionOptions
-from doktra_tune.search.trials import TrialRecord, clean
+from doktra_tune.plan.paths import run_absolute, run_relative
+from doktra_tune.plan.schema import SelectionOptions
+from doktra_tune.search.trials import clean
+from doktra_tune.selection import SelectionRule, select_winner
+from doktra_tune.trial_record import TrialRecord
 
 WINNER_FILE = "winner.json"
 

@@ -16,11 +16,11 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from doktra_tune.cluster.ray_session import Resources
 from doktra_tune.search.beside import BesideStage
-from doktra_tune.search.ray_session import Resources
 from doktra_tune.search.stage_runner import CANCELLED_FILE, StageRunner, StageSpec
-from doktra_tune.search.trials import TrialRecord
 from doktra_tune.tracking import TRIAL_ID, SearchTracker
+from doktra_tune.trial_record import TrialRecord
 from tests.helpers.tracking_store import new_store
 
 

@@ -199,7 +199,7 @@ print(json.dumps(out))
 
 
 def test_fetch_model_downloads_each_paper_model_once_and_the_trials_load_it_offline(repos, tmp_path) -> None:
-    from doktra_tune.search.ray_session import WORKER_ENV
+    from doktra_tune.cluster.ray_session import WORKER_ENV
 
     ids = list(PAPER_MODEL_IDS)
     with LocalHub(repos) as hub:

@@ -1,4 +1,4 @@
-"""One search per run directory (`doktra_tune.search.lease`): the lease file, its owner's message, the
+"""One search per run directory (`doktra_tune.cluster.lease`): the lease file, its owner's message, the
 takeovers of a stale lease (dead pid, reused pid, silent heartbeat, unreadable file), contenders
 racing for one, the heartbeat, the release; then the real CLI started twice on one run directory, and
 `kill -9` then the same command again.
@@ -20,14 +20,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from doktra_tune.errors import ConfigError
-from doktra_tune.search.lease import (
+from doktra_tune.cluster.lease import (
     LEASE_FILE,
     LeaseOwner,
     RunDirLease,
     machine_identity,
     read_owner,
 )
+from doktra_tune.errors import ConfigError
 from tests.helpers.search import DATA_ROOT, cli_env
 
 HOST = socket.gethostname()
@@ -187,7 +187,7 @@ _CONTENDER = """
 import sys, time
 from pathlib import Path
 from doktra_tune.errors import ConfigError
-from doktra_tune.search.lease import RunDirLease
+from doktra_tune.cluster.lease import RunDirLease
 run_dir, at = Path(sys.argv[1]), float(sys.argv[2])
 time.sleep(max(0.0, at - time.time()))
 try:

@@ -1,5 +1,5 @@
-"""The node check before the first trial (`doktra_tune.search.node_check`, its node side
-`doktra_tune.node_probe`): on a local one-CPU Ray whose workers get their own, nearly empty Hugging
+"""The node check before the first trial (`doktra_tune.cluster.node_check`, its node side
+`doktra_tune.cluster.node_probe`): on a local one-CPU Ray whose workers get their own, nearly empty Hugging
 Face cache (HF_HOME in the job's runtime_env, as a node's environment would give it), a good plan
 passes in one "[nodes]" line; each kind of missing thing is one line naming the node, what is missing
 and the fix. The node-side checks are also called directly (a token written elsewhere, a faked
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from doktra_tune import node_probe
-from doktra_tune.errors import ConfigError
-from doktra_tune.node_probe import (
+from doktra_tune.cluster import node_check
+from doktra_tune.cluster.node_check import NodeCheckError, check_nodes, model_needs
+from doktra_tune.cluster.node_probe import (
     NodeNeeds,
     probe,
     run_dir_problem,
@@ -25,9 +26,9 @@ from doktra_tune.node_probe import (
     versions,
     writable_problem,
 )
-from doktra_tune.search import compose_config, node_check
-from doktra_tune.search.node_check import NodeCheckError, check_nodes, model_needs
-from doktra_tune.search.plan import build_plan
+from doktra_tune.errors import ConfigError
+from doktra_tune.plan.search_plan import build_plan
+from doktra_tune.search import compose_config
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DATA = {"train.jsonl": '{"text": "a", "label": "CPR:3"}\n' * 3, "dev.jsonl": "{}\n", "test.jsonl": "{}\n{}\n"}

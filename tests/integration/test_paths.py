@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from doktra_tune.errors import ConfigError
-from doktra_tune.search import compose_config
-from doktra_tune.search.paths import (
+from doktra_tune.plan.paths import (
     absolute_model_spec,
     absolute_tracking_uri,
     run_absolute,
     run_relative,
 )
-from doktra_tune.search.plan import build_plan
+from doktra_tune.plan.search_plan import build_plan
+from doktra_tune.search import compose_config
 from tests.helpers.search import DATA_ROOT, cli_env
 
 needs_chemprot = pytest.mark.skipif(not (DATA_ROOT / "chemprot_scibert").is_dir(),
@@ -138,7 +138,7 @@ def test_ray_client_is_refused_with_the_ray_jobs_command() -> None:
 
 
 def test_ray_client_from_ray_address_is_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    from doktra_tune.search.preflight import check_ray_address
+    from doktra_tune.plan.preflight import check_ray_address
 
     monkeypatch.setenv("RAY_ADDRESS", "ray://10.0.0.1:10001")
     with pytest.raises(ConfigError, match=r"^RAY_ADDRESS=ray://10.0.0.1:10001 is Ray Client.*ray job submit "
@@ -180,9 +180,9 @@ def test_run_dir_json_stores_paths_relative_and_reads_them_absolute(tmp_path: Pa
 
 
 def test_winner_json_stores_a_relative_checkpoint_and_read_winner_resolves_it(tmp_path: Path) -> None:
-    from doktra_tune.search.trials import TrialRecord
     from doktra_tune.search.winners import read_winner, write_winner
     from doktra_tune.selection import SelectionRule
+    from doktra_tune.trial_record import TrialRecord
 
     run_dir = tmp_path / "runs" / "s"
     trial_ckpt = run_dir / "ray" / "ctt" / "trial_1" / "checkpoint_000001"

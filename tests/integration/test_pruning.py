@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 from optuna.trial import TrialState  # noqa: E402
 from ray import tune  # noqa: E402
 
+from doktra_tune.cluster.ray_session import RAY_SETTINGS  # noqa: E402
 from doktra_tune.errors import ConfigError  # noqa: E402
 from doktra_tune.metrics import search_score  # noqa: E402
 from doktra_tune.search.pruning import (  # noqa: E402
@@ -25,7 +26,6 @@ from doktra_tune.search.pruning import (  # noqa: E402
     SynchronousHalvingScheduler,
     pruned_trial_ids,
 )
-from doktra_tune.search.ray_session import RAY_SETTINGS  # noqa: E402
 from doktra_tune.search.search_algorithms import build_search  # noqa: E402
 from doktra_tune.search_space import SearchSpace  # noqa: E402
 

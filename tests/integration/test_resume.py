@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from doktra_tune.search.lease import LEASE_FILE, read_owner
+from doktra_tune.cluster.lease import LEASE_FILE, read_owner
 from tests.helpers.search import DATA_ROOT, cli_env
 
 pytestmark = [

@@ -313,8 +313,8 @@ def test_the_rehearsal_counting_agrees_with_a_finished_search(search) -> None:
 
     import yaml
 
-    from doktra_tune.search.budget import plan_budget
-    from doktra_tune.search.plan import build_plan
+    from doktra_tune.plan.budget import plan_budget
+    from doktra_tune.plan.search_plan import build_plan
 
     repo = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("bench_paper_rehearsal", repo / "benchmarks" / "bench_paper_rehearsal.py")

@@ -358,8 +358,8 @@ def test_ctt_selection_table_shows_which_beta1_each_rule_picks() -> None:
 
 
 def _config(*overrides: str) -> dict:
+    from doktra_tune.plan.search_plan import resolved_dict
     from doktra_tune.search import compose_config
-    from doktra_tune.search.plan import resolved_dict
 
     return resolved_dict(compose_config(list(overrides)))
 

@@ -15,9 +15,9 @@ import pytest
 from doktra_tune.compose import compose_config, known_choices
 from doktra_tune.data import MissingDataError
 from doktra_tune.errors import ConfigError, DataError
-from doktra_tune.search import plan as plan_module
-from doktra_tune.search import preflight
-from doktra_tune.search.plan import build_plan
+from doktra_tune.plan import preflight
+from doktra_tune.plan import search_plan as plan_module
+from doktra_tune.plan.search_plan import build_plan
 from doktra_tune.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -51,10 +51,10 @@ def test_avx2_cpu_kernels_reach_the_ray_workers():
     the cpu preset's fp32 numbers the same on any x86-64 CPU); with Ray already up the pin is refused."""
     import ray
 
+    from doktra_tune.cluster.ray_session import RaySession
     from doktra_tune.device import CPU_KERNEL_ENV
     from doktra_tune.errors import ConfigError
-    from doktra_tune.search.ray_session import RaySession
-    from doktra_tune.search.schema import RayOptions
+    from doktra_tune.plan.schema import RayOptions
 
     options = RayOptions(address=None, num_cpus=1, connect_timeout_s=10)
     with RaySession(options, worker_env=CPU_KERNEL_ENV["avx2"]):

@@ -1,5 +1,5 @@
-"""`search.dry_run=true`: the plan's budget (trials and epoch-units per stage, `search.budget`), its
-GPU-hours estimate (`search.estimate`) and the CLI that prints them without Ray, torch, downloads or
+"""`search.dry_run=true`: the plan's budget (trials and epoch-units per stage, `plan.budget`), its
+GPU-hours estimate (`plan.estimate`) and the CLI that prints them without Ray, torch, downloads or
 a run directory."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from doktra_tune.errors import ConfigError
+from doktra_tune.plan.budget import PlanBudget, StageBudget, plan_budget
+from doktra_tune.plan.dry_run import dry_run_lines
+from doktra_tune.plan.estimate import MODELS, architecture, estimate, throughput
+from doktra_tune.plan.search_plan import build_plan
 from doktra_tune.search import compose_config
-from doktra_tune.search.budget import PlanBudget, StageBudget, plan_budget
-from doktra_tune.search.dry_run import dry_run_lines
-from doktra_tune.search.estimate import MODELS, architecture, estimate, throughput
-from doktra_tune.search.plan import build_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TASK_CONF = REPO_ROOT / "doktra_tune" / "conf" / "task"
@@ -73,7 +73,7 @@ def test_without_the_shared_prefix_every_abd_point_trains_its_e2() -> None:
 def test_abd_budget_counts_the_trunks_and_branches_of_the_shared_prefix() -> None:
     """The budget reads the driver's own prefix (`plan.shared_prefix`, `SharedPrefix`, `switch_epoch`):
     trunks to the grid's latest switch, one branch per point from its own switch."""
-    from doktra_tune.search.plan import shared_prefix
+    from doktra_tune.plan.search_plan import shared_prefix
     from doktra_tune.switch import switch_epoch
 
     assert switch_epoch(5, 0.6) == 3 and switch_epoch(10, 0.9) == 9  # Alg. 1 line 3, int(e2 * gamma)
@@ -241,7 +241,7 @@ def test_a_hub_model_not_cached_is_counted_with_the_named_stand_in(data_root: Pa
 def test_cpu_prediction_shares_the_runs_over_the_local_slots(data_root: Path) -> None:
     """The CPU column: each run's FLOPs at the measured per-thread rate, the stage's runs over
     ray.num_cpus / cpus_per_trial slots, never less than its longest run."""
-    from doktra_tune.search.estimate import (
+    from doktra_tune.plan.estimate import (
         CPU_REFERENCE,
         cpu_stage_seconds,
         local_concurrency,

@@ -1,4 +1,4 @@
-"""The final runs' plan (`doktra_tune.search.final.FinalPlan`), in process and fast: no run trained
+"""The final runs' plan (`doktra_tune.plan.final.FinalPlan`), in process and fast: no run trained
 twice when β₁ = 0 wins CTT (the paper's HoC, Table A1), and the `shared_models` protocol (every
 DoKTra seed distils from the first seed's teacher into its student, Table 2's small DoKTra ±)."""
 
@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from doktra_tune.errors import ConfigError
+from doktra_tune.plan.budget import beta0_saving, plan_budget
+from doktra_tune.plan.final import FinalPlan, final_runs, missing_runs, summarize
+from doktra_tune.plan.search_plan import build_plan
 from doktra_tune.search import compose_config
-from doktra_tune.search.budget import beta0_saving, plan_budget
-from doktra_tune.search.final import FinalPlan, final_runs, missing_runs, summarize
-from doktra_tune.search.plan import build_plan
-from doktra_tune.search.trials import TrialRecord
+from doktra_tune.trial_record import TrialRecord
 
 DEFAULT_VARIANTS = ("teacher_ctt", "teacher_ft", "student_ft", "doktra", "doktra_no_ctt")  # config.yaml's final.variants
 ALL_VARIANTS = (*DEFAULT_VARIANTS, "kld", "ctt_kld", "student_ft_cpl")
@@ -212,7 +212,7 @@ def test_shared_models_is_the_default_and_checked() -> None:
         final("task=chemprot", "final.protocol=shared")
     assert str(err.value) == "final.protocol='shared' is unknown; use one of shared_models, chain, winners"
 
-    from doktra_tune.search.schema import FinalOptions
+    from doktra_tune.plan.schema import FinalOptions
 
     assert FinalOptions.from_raw({"seeds": [1], "variants": ["doktra"]}, "chemprot").protocol == "shared_models"
 

@@ -235,7 +235,7 @@ def test_hoc_metric_on_pair_decisions_hand_case() -> None:
 
 def test_task_config_sets_the_head() -> None:
     from doktra_tune.compose import compose_config
-    from doktra_tune.search.plan import build_plan
+    from doktra_tune.plan.search_plan import build_plan
 
     assert build_plan(compose_config(["task=hoc"])).data.hoc_head == "pairs20"
     assert build_plan(compose_config(["task=hoc", "preset=cpu"])).data.hoc_head == "pairs20"

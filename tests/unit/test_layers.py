@@ -6,9 +6,11 @@ Layers, bottom up (a module imports its own layer and those below, never one abo
   0 the method core: `doktra_tune` (config, tasks, data, models, losses, metrics, stages, selection,
     compose, ...), no Ray, Optuna or MLflow wrapping;
   1 `doktra_tune.tracking` (MLflow);
-  2 `analysis` (tables, plots, reports);
-  3 `trainables` (the Ray Tune trainables);
-  4 `doktra_tune.search` (the CLI and the driver).
+  2 `doktra_tune.plan` (the plan as data, its budget and the dry run: no Ray);
+  3 `doktra_tune.cluster` (the Ray session, the node check, the run directory's lease);
+  4 `analysis` (tables, plots, reports);
+  5 `trainables` (the Ray Tune trainables);
+  6 `doktra_tune.search` (the CLI and the driver).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("doktra_tune", "trainables", "analysis")
-LAYERS = ("core", "doktra_tune.tracking", "analysis", "trainables", "doktra_tune.search")
+LAYERS = ("core", "doktra_tune.tracking", "doktra_tune.plan", "doktra_tune.cluster", "analysis", "trainables",
+          "doktra_tune.search")
 LIBRARIES = ("ray", "hydra", "mlflow", "optuna")
 COMPAT = {"doktra_tune.ray_compat"}
 

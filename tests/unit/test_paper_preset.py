@@ -12,8 +12,8 @@ import pytest
 from doktra_tune.batching import MEGA_BATCHES, batch_indices, padding_tokens
 from doktra_tune.config import DataConfig, StageConfig
 from doktra_tune.errors import ConfigError
+from doktra_tune.plan.search_plan import build_plan
 from doktra_tune.search import compose_config
-from doktra_tune.search.plan import build_plan
 
 
 def _plan(*overrides: str):
@@ -80,7 +80,7 @@ def test_random_batches_are_a_permutation_and_bucketed_ones_sort_within_mega_bat
 
 def test_caveats_name_bucketed_batches_and_the_precision() -> None:
     from analysis.caveats import comparison_caveats
-    from doktra_tune.search.plan import resolved_dict
+    from doktra_tune.plan.search_plan import resolved_dict
 
     def caveats(*overrides: str) -> list[str]:
         return comparison_caveats(resolved_dict(compose_config(list(overrides))))

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from doktra_tune.errors import ConfigError
+from doktra_tune.plan.final import FinalPlan, final_runs, missing_runs, summarize
+from doktra_tune.plan.schema import SearchConfig
+from doktra_tune.plan.search_plan import build_plan, search_id_for
 from doktra_tune.run_spec import RunSpec
 from doktra_tune.search import compose_config
-from doktra_tune.search.final import FinalPlan, final_runs, missing_runs, summarize
-from doktra_tune.search.plan import build_plan, search_id_for
-from doktra_tune.search.schema import SearchConfig
 from doktra_tune.search.trials import (
     TrialRecord,
     collect_trials,
@@ -222,7 +222,7 @@ def test_a_resume_runs_only_the_missing_grid_points_and_runs() -> None:
 
 
 def test_winner_rule_per_stage(tmp_path: Path) -> None:
-    from doktra_tune.search.schema import SelectionOptions
+    from doktra_tune.plan.schema import SelectionOptions
 
     records = [_record("a", 0.80, 0.20, beta=0.0), _record("b", 0.80, 0.10, beta=0.5),
                _record("c", 0.90, 0.30, "pruned", beta=0.7), _record("d", 0.79, 0.01, beta=0.3)]
@@ -395,7 +395,7 @@ def test_protocol_options_are_checked(task: str, overrides: list[str], message: 
 
 
 def test_e1_grid_and_schedule_groups() -> None:
-    from doktra_tune.search.plan import schedule_group
+    from doktra_tune.plan.search_plan import schedule_group
 
     paper = _plan("preset=paper")
     assert paper.spaces["student"].params == {"lr": [6e-6, 8e-6, 1e-5], "epochs": [5, 6, 7, 8, 9, 10]}

@@ -1,4 +1,4 @@
-"""The tokens a search's batches really hold, for the dry run's estimate (`search.estimate`).
+"""The tokens a search's batches really hold, for the dry run's estimate (`plan.estimate`).
 
 Per model of the plan (teacher, student): each split is read from `data_root` as the stages read it
 (`data.load_split`, the same subsample), tokenised with the model's tokenizer (`truncation` at

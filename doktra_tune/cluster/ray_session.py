@@ -21,7 +21,7 @@ import ray
 from ray.tune.logger import JsonLoggerCallback
 
 from doktra_tune.errors import ConfigError, first_line
-from doktra_tune.search.schema import RayOptions, ResourceOptions
+from doktra_tune.plan.schema import RayOptions, ResourceOptions
 
 WORKER_SETUP_HOOK = "trainables.worker.preload"  # imports torch/transformers when a worker starts
 # Trials never touch the Hugging Face Hub: the driver fetched every model before any trial
@@ -197,7 +197,10 @@ class RaySession:
             return self
         address = self.options.address
         if address == "auto":  # the cluster on this machine, found as the preflight found it
-            from doktra_tune.ray_compat import enable_token_auth_as_auto_does, local_cluster_addresses  # private Ray names
+            from doktra_tune.ray_compat import (  # private Ray names
+                enable_token_auth_as_auto_does,
+                local_cluster_addresses,
+            )
 
             address = os.environ.get("RAY_ADDRESS") or next(iter(local_cluster_addresses()), "auto")
             enable_token_auth_as_auto_does()  # `ray start` clusters use token auth by default

@@ -39,9 +39,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from doktra_tune.data import gad_fold_format
+from doktra_tune.plan.schema import GAD_STD
 from doktra_tune.run_spec import LABEL_TAGS, RunSpec
-from doktra_tune.search.schema import GAD_STD
-from doktra_tune.search.trials import TrialRecord
+from doktra_tune.trial_record import TrialRecord
 
 RUN_KEYS = ("variant", "seed", "fold")  # what identifies a final run spec
 TEACHERS = ("teacher_ctt", "teacher_ft")

@@ -1,4 +1,4 @@
-"""One node's side of the search's node check (`doktra_tune.search.node_check`): does this host have
+"""One node's side of the search's node check (`doktra_tune.cluster.node_check`): does this host have
 what a trial needs? The driver sends `NodeNeeds`; `probe` answers with a `NodeReport` whose problems
 are each one "<what is missing>; <fix>".
 

@@ -32,10 +32,15 @@ import re
 from dataclasses import dataclass, field
 
 from doktra_tune.data import parse_gad_format
-from doktra_tune.search.budget import Job, stage_jobs
-from doktra_tune.search.final import DISTILLATIONS, TEACHERS
-from doktra_tune.search.plan import Plan
-from doktra_tune.search.token_counts import ModelTokens, SplitBatches, TokenCounts, count_tokens
+from doktra_tune.plan.budget import Job, stage_jobs
+from doktra_tune.plan.final import DISTILLATIONS, TEACHERS
+from doktra_tune.plan.search_plan import Plan
+from doktra_tune.plan.token_counts import (
+    ModelTokens,
+    SplitBatches,
+    TokenCounts,
+    count_tokens,
+)
 
 REFERENCE_GPU = "NVIDIA A100-SXM4-40GB"
 GPU_PRECISIONS = ("fp32", "tf32", "bf16")

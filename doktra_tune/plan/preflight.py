@@ -13,8 +13,8 @@ from pathlib import Path
 from doktra_tune.data import MissingDataError, gad_fold_format, load_split
 from doktra_tune.errors import ConfigError, DataError
 from doktra_tune.models import fetch_model, max_positions
-from doktra_tune.search.plan import REPO_ROOT, Plan
-from doktra_tune.search.schema import is_ray_client, ray_client_line
+from doktra_tune.plan.schema import is_ray_client, ray_client_line
+from doktra_tune.plan.search_plan import REPO_ROOT, Plan
 from doktra_tune.tasks import get_task
 from doktra_tune.tracking import check_tracking_uri
 
@@ -75,7 +75,9 @@ def check_ray_address(address: str, timeout: float) -> None:
     (`ray://`, also as auto's $RAY_ADDRESS) is refused with the Ray Jobs command (`ray_client_line`)."""
     setting = "ray.address"
     if address == "auto":
-        from doktra_tune.ray_compat import local_cluster_addresses  # a private Ray name: loaded only for auto
+        from doktra_tune.ray_compat import (
+            local_cluster_addresses,  # a private Ray name: loaded only for auto
+        )
 
         env = os.environ.get("RAY_ADDRESS")
         found = [env] if env else local_cluster_addresses()

@@ -22,14 +22,14 @@ from omegaconf import DictConfig
 from doktra_tune.compose import resolved_dict
 from doktra_tune.config import DataConfig, DistillConfig, StageConfig, from_section
 from doktra_tune.data import gad_fold_format
-from doktra_tune.prefix import SharedPrefix
 from doktra_tune.errors import ConfigError
-from doktra_tune.search.paths import absolute, absolute_settings, local_path
-from doktra_tune.search.schema import (
+from doktra_tune.plan.paths import absolute, absolute_settings, local_path
+from doktra_tune.plan.schema import (
     SEARCH_STAGES,
     SearchConfig,
     check_schedule_grouping,
 )
+from doktra_tune.prefix import SharedPrefix
 from doktra_tune.search_space import SearchSpace, load_search_space
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

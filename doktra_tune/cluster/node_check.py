@@ -5,7 +5,7 @@ Hugging Face cache), the data files are there with the driver's sizes, `runs_roo
 torch, transformers and ray are the driver's versions; and how many CUDA devices torch sees there.
 
 A node that fails is one line: its address, what is missing, the fix. The lines of all failing nodes
-make one `NodeCheckError` (exit 2), before any trial. The node's side is `doktra_tune.node_probe`
+make one `NodeCheckError` (exit 2), before any trial. The node's side is `doktra_tune.cluster.node_probe`
 (standard library only at import, so the check costs a worker start per node, not an import of the
 search).
 """
@@ -21,10 +21,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from doktra_tune.cluster.node_probe import NodeNeeds, NodeReport, probe, versions
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.models import MINILM_SPEC, parse_random_spec, split_truncation
-from doktra_tune.node_probe import NodeNeeds, NodeReport, probe, versions
-from doktra_tune.search.plan import Plan
+from doktra_tune.plan.search_plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ The counts follow what the driver runs:
   the searched keys other than beta and gamma (lr2), trained up to the grid's latest switch
   int(gamma * e2), then each grid point's branch trains e2 - int(gamma * e2) epochs from its
   trunk (paper grid: 3 x (9 + 4 x (4 + 3 + 2 + 1)) = 147 instead of 3 x 4 x 4 x 10 = 480).
-* final: the run specs of `FinalPlan.runs` (`doktra_tune.search.final`) for every variant, seed
+* final: the run specs of `FinalPlan.runs` (`doktra_tune.plan.final`) for every variant, seed
   and GAD fold (shared_models and chain alike: only which models a distillation reads differs);
   the student's e1 is the student winner's, known only after its search, so it is counted at its
   largest (an upper bound unless the e1 grid has one value). A run two variants share when β₁ = 0
@@ -27,9 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from doktra_tune.config import DistillConfig
-from doktra_tune.search.final import BASELINE_VARIANTS, DISTILLATIONS, FinalPlan, alias_words
-from doktra_tune.search.plan import Plan, shared_prefix
-from doktra_tune.search.schema import SEARCH_STAGES
+from doktra_tune.plan.final import (
+    BASELINE_VARIANTS,
+    DISTILLATIONS,
+    FinalPlan,
+    alias_words,
+)
+from doktra_tune.plan.schema import SEARCH_STAGES
+from doktra_tune.plan.search_plan import Plan, shared_prefix
 from doktra_tune.search_space import grid_points
 from doktra_tune.switch import switch_epoch
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from doktra_tune.search.budget import is_upper_bound, plan_budget, stage_jobs
-from doktra_tune.search.estimate import (
+from doktra_tune.plan.budget import is_upper_bound, plan_budget, stage_jobs
+from doktra_tune.plan.estimate import (
     CPU_REFERENCE,
     GPU_PRECISIONS,
     REFERENCE_GPU,
@@ -29,7 +29,7 @@ from doktra_tune.search.estimate import (
     task_sizes,
     throughput,
 )
-from doktra_tune.search.plan import Plan, build_plan
+from doktra_tune.plan.search_plan import Plan, build_plan
 from doktra_tune.tasks import get_task
 
 
@@ -168,7 +168,7 @@ def dry_run_lines(plan: Plan) -> list[str]:
                      "FLOP model alone: trial start-up, model loading and saving are left out")
     if gpu.missing:
         lines.append(f"GPU-hours n/a: no throughput figure for {', '.join(gpu.missing)} "
-                     "(doktra_tune/search/estimate.py MODELS)")
+                     "(doktra_tune/plan/estimate.py MODELS)")
     for role, spec, stage in (("teacher", c.teacher_model, "ctt"), ("student", c.student_model, "student")):
         arch = architecture(spec)
         if arch is None:

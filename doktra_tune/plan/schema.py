@@ -4,7 +4,7 @@ dict, `doktra_tune/conf/config.yaml` + task + preset + overrides) into frozen da
 Every check that needs no I/O happens here, against the ranges and value sets of
 `doktra_tune.config` (shared with the stages and the grid files) and the search's own value sets
 below. A bad value raises a one-line `ConfigError` naming the override and the fix. The I/O checks
-(data files, models, Ray address, MLflow URI, run directory) are `doktra_tune.search.preflight`'s.
+(data files, models, Ray address, MLflow URI, run directory) are `doktra_tune.plan.preflight`'s.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, get_args
 
-from doktra_tune.selection import SELECTION_KINDS, SelectionKind
 from doktra_tune.config import (
     CPU_KERNELS,
     DEFAULT_CACHE_DIR,
+    POSITIVE,
     CpuKernels,
     DataConfig,
-    POSITIVE,
     DistillConfig,
     Precision,
     Projection,
@@ -28,6 +27,7 @@ from doktra_tune.config import (
     from_section,
 )
 from doktra_tune.errors import ConfigError
+from doktra_tune.selection import SELECTION_KINDS, SelectionKind
 from doktra_tune.tasks import get_task
 from search_spaces import STAGES
 
@@ -37,7 +37,7 @@ Handoff = Literal["final_epoch", "best_epoch"]
 HANDOFFS: tuple[str, ...] = get_args(Handoff)
 KeepPolicy = Literal["needed", "all"]
 KEEP_POLICIES: tuple[str, ...] = get_args(KeepPolicy)
-FinalProtocol = Literal["shared_models", "chain", "winners"]  # final.protocol (search.final); the first: default
+FinalProtocol = Literal["shared_models", "chain", "winners"]  # final.protocol (plan.final); the first: default
 FINAL_PROTOCOLS: tuple[str, ...] = get_args(FinalProtocol)
 GAD_FOLDS: tuple[int, ...] = tuple(range(1, 11))  # BioBERT's 10-fold GAD
 GadStd = Literal["over_seeds", "over_runs"]  # final.gad_std: what GAD's ± is over (final.summarize)
