@@ -6,9 +6,9 @@ import importlib
 
 
 def preload() -> None:
-    """Import the heavy modules (torch, transformers' BERT/ALBERT/RoBERTa, the stages, MLflow,
+    """Import the heavy modules (torch, transformers' BERT/ALBERT/RoBERTa, the stages,
     matplotlib) when a worker process starts, not when a trial starts."""
-    for name in ("doktra_tune.stages", "doktra_tune.tracking", "analysis.plots",
+    for name in ("doktra_tune.stages", "doktra_tune.tracking.datasets", "analysis.plots",
                  "transformers.models.bert.modeling_bert", "transformers.models.albert.modeling_albert",
                  "transformers.models.roberta.modeling_roberta"):
         try:

@@ -78,14 +78,6 @@ def param_text(value: Any) -> str:
     return text[:_PARAM_VALUE_MAX]
 
 
-def dataset_input(name: str, source: str, digest: str, context: str, schema: dict[str, Any] | None = None,
-                  profile: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A dataset input as plain values (what the outbox stores): name, where it came from, a digest
-    of the exact examples used, and the split it served as (train/dev/test)."""
-    return {"name": name, "source": source, "digest": digest, "context": context,
-            "schema": schema or {}, "profile": profile or {}}
-
-
 def dataset_input_entity(data: Mapping[str, Any]) -> DatasetInput:
     dataset = Dataset(name=data["name"], digest=data["digest"], source_type="local",
                       source=json.dumps({"uri": data["source"]}), schema=json.dumps(data.get("schema") or {}),

@@ -1,6 +1,7 @@
 """MLflow dataset inputs of a run: per split, the examples actually used (subsample included), a
 digest of their texts and labels, where they came from and their label counts, so the runs list's
-Dataset column is filled and two searches on different data are never confused."""
+Dataset column is filled and two searches on different data are never confused. Plain values: the
+trials build them without importing MLflow, the driver's client turns them into MLflow entities."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from doktra_tune.config import DataConfig
 from doktra_tune.data import label_counts, split_digest
 from doktra_tune.stages.splits import load_examples, split_limit
 from doktra_tune.tasks import get_task
-from doktra_tune.tracking.client import dataset_input
+
+
+def dataset_input(name: str, source: str, digest: str, context: str, schema: dict[str, Any] | None = None,
+                  profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A dataset input as plain values (what the outbox stores): name, where it came from, a digest
+    of the exact examples used, and the split it served as (train/dev/test)."""
+    return {"name": name, "source": source, "digest": digest, "context": context,
+            "schema": schema or {}, "profile": profile or {}}
 
 
 def dataset_inputs(data: DataConfig, splits: Sequence[str]) -> list[dict[str, Any]]:

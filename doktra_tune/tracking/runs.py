@@ -32,7 +32,6 @@ from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.jsonable import jsonable
 from doktra_tune.tracking.client import (
     TrackingClient,
-    dataset_input,
     is_remote,
     retry_locked,
 )
@@ -398,4 +397,4 @@ def trial_run(tracker: SearchTracker, handle: Mapping[str, Any], params: Mapping
         runs.complete(trial_id)
 
 
-__all__ = ["SearchTracker", "TrialLogger", "TrialRuns", "dataset_input", "flatten", "run_name", "trial_run"]
+__all__ = ["SearchTracker", "TrialLogger", "TrialRuns", "flatten", "run_name", "trial_run"]
