@@ -47,6 +47,7 @@ class StageSpec:
 
 
 SpecBuilder = Callable[[list[TrialRecord]], StageSpec]
+_REGISTRY_LOCK = threading.Lock()  # Tune's trainable registry, shared by the Tuners of one process
 CANCELLED_FILE = "cancelled_trials.json"  # in an experiment's folder: trials stopped by a cancel, not finished
 
 
@@ -123,10 +124,17 @@ class StageRunner:
         self.tracker = tracker
         self.max_failures = max_failures
 
-    def _trainable(self, spec: StageSpec) -> Any:
-        return tune.with_resources(
+    def _trainable(self, spec: StageSpec) -> str:
+        """The stage's trainable, registered under the name Tune would give it. Registered here, under
+        a lock, because Tune's registry is not thread-safe and two Tuners start in one process when the
+        final runs go beside ABD (`final.beside_abd`); a Tuner given the name registers nothing."""
+        trainable = tune.with_resources(
             tune.with_parameters(spec.trainable, **spec.trainable_kwargs), self.resources.per_trial
         )
+        name = tune.Experiment.get_trainable_name(trainable)
+        with _REGISTRY_LOCK:
+            tune.register_trainable(name, trainable)
+        return name
 
     def run(self, label: str, build: SpecBuilder, *, cancel: threading.Event | None = None,
             continues: str | None = None) -> list[TrialRecord]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from doktra_tune import node_probe
+from doktra_tune.cluster import node_probe
 from doktra_tune.cluster import node_check
 from doktra_tune.cluster.node_check import NodeCheckError, check_nodes, model_needs
 from doktra_tune.cluster.node_probe import (
