@@ -5,12 +5,20 @@ fresh Python process (Ray reads its environment variables once), and prints seco
 `Tuner.fit()` wall time / N, and the same including `ray.init`. Goal (issue 3): <= 1.0 s/trial for
 8 trials on the 2-core box (stock: about 1.9 s/trial on ray 2.60).
 
+`--trial-imports --work-s S` makes each trial a short real one: it imports what a trial process
+imports (every `trainables` module: torch, transformers, sklearn, matplotlib; ~7 s in a new
+worker process) and then works S seconds. That is where the pending-placement-group limit shows:
+`--env TUNE_MAX_PENDING_TRIALS_PG=1` (the setting before) against the tuned default (Tune's
+"auto": a placement group per grid trial ahead).
+
     python benchmarks/bench_ray_overhead.py [--trials 8] [--repeats 1] [--env KEY=VALUE ...]
+        [--trial-imports] [--work-s 0] [--tuners 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,11 +30,21 @@ import time
 def trivial(config: dict) -> None:
     from ray import tune
 
+    if config.get("trial_imports"):
+        import importlib
+        from pathlib import Path
+
+        import trainables
+
+        for path in sorted(Path(trainables.__file__).parent.glob("*.py")):
+            importlib.import_module(f"trainables.{path.stem}")
+    time.sleep(float(config.get("work_s", 0.0)))
     tune.report({"dev_f1": float(config["x"])})
 
 
-def run_variant(variant: str, trials: int, extra_env: list[str]) -> dict[str, float]:
-    """One timed experiment; run in its own process."""
+def run_variant(variant: str, trials: int, extra_env: list[str], *, trial_imports: bool = False,
+                work_s: float = 0.0, tuners: int = 1) -> dict[str, float]:
+    """One timed experiment (`tuners` Tuners one after another, as a search's stages); run in its own process."""
     from doktra_tune.cluster.ray_session import RAY_SETTINGS
 
     if variant == "tuned":
@@ -50,20 +68,23 @@ def run_variant(variant: str, trials: int, extra_env: list[str]) -> dict[str, fl
         else:
             tune_config = tune.TuneConfig(num_samples=1)
             run_config = tune.RunConfig(name="bench", storage_path=storage)
-        tuner = tune.Tuner(
-            trivial,
-            param_space={"x": tune.grid_search(list(range(trials)))},
-            tune_config=tune_config,
-            run_config=run_config,
-        )
         t1 = time.perf_counter()
-        results = tuner.fit()
-        t_fit = time.perf_counter() - t1
-    assert len(results) == trials and not results.errors
+        for index in range(tuners):
+            tuner = tune.Tuner(
+                trivial,
+                param_space={"x": tune.grid_search(list(range(trials))), "trial_imports": trial_imports,
+                             "work_s": work_s},
+                tune_config=tune_config,
+                run_config=dataclasses.replace(run_config, name=f"bench{index}"),
+            )
+            results = tuner.fit()
+            assert len(results) == trials and not results.errors
+        t_fit = (time.perf_counter() - t1) / tuners
     ray.shutdown()
     return {
         "variant": variant,
         "trials": trials,
+        "tuners": tuners,
         "init_s": t_init,
         "fit_s": t_fit,
         "fit_s_per_trial": t_fit / trials,
@@ -77,16 +98,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment variable for both variants (ablations)")
+    parser.add_argument("--trial-imports", action="store_true",
+                        help="each trial imports what a real trial process imports (torch, transformers, ...)")
+    parser.add_argument("--work-s", type=float, default=0.0, help="seconds each trial works after its imports")
+    parser.add_argument("--tuners", type=int, default=1, help="Tuners one after another (fit time is per Tuner)")
     parser.add_argument("--variant", choices=["stock", "tuned"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape = ["--trials", str(args.trials), "--work-s", str(args.work_s), "--tuners", str(args.tuners),
+             *(["--trial-imports"] if args.trial_imports else [])]
     if args.variant:  # child process
-        print("RESULT " + json.dumps(run_variant(args.variant, args.trials, args.env)))
+        print("RESULT " + json.dumps(run_variant(args.variant, args.trials, args.env, trial_imports=args.trial_imports,
+                                                 work_s=args.work_s, tuners=args.tuners)))
         return
     rows = []
     for _ in range(args.repeats):
         for variant in ("stock", "tuned"):
             out = subprocess.run(
-                [sys.executable, __file__, "--variant", variant, "--trials", str(args.trials)]
+                [sys.executable, __file__, "--variant", variant, *shape]
                 + [f"--env={item}" for item in args.env],
                 capture_output=True, text=True, check=True,
             ).stdout
@@ -95,7 +123,7 @@ def main() -> None:
             r = rows[-1]
             print(
                 f"{r['variant']:>5}: {r['trials']} trials, ray.init {r['init_s']:.2f} s, "
-                f"fit {r['fit_s']:.2f} s -> {r['fit_s_per_trial']:.2f} s/trial "
+                f"fit {r['fit_s']:.2f} s{' per Tuner' if r['tuners'] > 1 else ''} -> {r['fit_s_per_trial']:.2f} s/trial "
                 f"({r['total_s_per_trial']:.2f} s/trial with ray.init)",
                 flush=True,
             )

@@ -7,6 +7,7 @@ below 1 s on the 2-core box); the driver, the tests and the benchmarks all take 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -19,11 +20,11 @@ from typing import Any, Mapping
 import psutil
 import ray
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from doktra_tune.errors import ConfigError, first_line
 from doktra_tune.plan.schema import RayOptions, ResourceOptions
 
-WORKER_SETUP_HOOK = "trainables.worker.preload"  # imports torch/transformers when a worker starts
 # Trials never touch the Hugging Face Hub: the driver fetched every model before any trial
 # (preflight.fetch_models); on a cluster the nodes share the cache (HF_HOME on shared storage).
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -41,9 +42,18 @@ class RaySettings:
       RAY_AIR_NEW_OUTPUT=0 + verbose=0: no console reporter work.
     * TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0: no warning each time
       `CheckpointConfig(num_to_keep=1)` forces an experiment snapshot (expected here).
-    * TUNE_MAX_PENDING_TRIALS_PG=1 on a local Ray: no placement groups requested ahead for trials
-      that cannot run. On a cluster (`ray.address`) Tune's own default stands, so that the pending
-      trials' resource requests are the demand an autoscaler sees.
+    * TUNE_MAX_PENDING_TRIALS_PG is left to Tune ("auto"): a grid Tuner may ask for a placement
+      group per trial ahead; Ray starts an actor only for those the resources fit. The setting
+      before, 1, started the second slot's actor only after the first had booted (~7 s of imports):
+      a short trial ended first, took the next trial into its reused actor, and the other actor
+      booted for nothing, which Tune's cleanup then waited for (up to 5 s a Tuner; benchmarks/
+      README.md, "Trial slots"). For a searcher of its own Tune's "auto" is 1 unless the searcher
+      is wrapped in a `ConcurrencyLimiter`, so the final runs' `DependentRuns` gets one of
+      `Resources.local_slots` on a local Ray (`limit_to_slots`); the Optuna searchers (TPE, the
+      pruners) keep 1.
+    * No worker setup hook: a trial actor always starts a new worker process, so a hook that
+      imports torch/transformers there only moves the trial's imports earlier, and it made every
+      other task (the node check's probe) pay them too (~6 s).
     * TUNE_GLOBAL_CHECKPOINT_S is left at "auto" on purpose: a longer period measured no faster
       here, and Tune does not save the experiment state when a trial ends, so a long period could
       lose finished trials on `kill -9` before `Tuner.restore`.
@@ -53,18 +63,15 @@ class RaySettings:
     env: dict[str, str] = field(default_factory=lambda: {
         "RAY_AIR_NEW_OUTPUT": "0",
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-        "TUNE_MAX_PENDING_TRIALS_PG": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
         "RAY_TRAIN_V2_ENABLED": "0",
         "TOKENIZERS_PARALLELISM": "false",
     })
 
-    def apply_env(self, *, on_cluster: bool = False) -> None:
+    def apply_env(self) -> None:
         """Set the environment variables (best before `import ray`; a user's own values win)."""
         for key, value in self.env.items():
-            if on_cluster and key == "TUNE_MAX_PENDING_TRIALS_PG":
-                continue
             os.environ.setdefault(key, value)
 
     def init_kwargs(self, *, address: str | None = None, num_cpus: int | None = None,
@@ -75,7 +82,6 @@ class RaySettings:
                                   "runtime_env": {"env_vars": {**WORKER_ENV, **(worker_env or {})}}}
         if address:
             return {"address": address, **kwargs}
-        kwargs["runtime_env"]["worker_process_setup_hook"] = WORKER_SETUP_HOOK
         return {**kwargs, "num_cpus": int(num_cpus or os.cpu_count() or 1), "include_dashboard": False}
 
     def tune_config_kwargs(self) -> dict[str, Any]:
@@ -94,12 +100,29 @@ class Resources:
     per_trial: dict[str, float]  # Tune's per-trial resource request
     max_concurrent: int | None  # resources.max_concurrent_trials; None: as many as the cluster's resources allow
     torch_threads: int  # intra-op threads of one trial
+    local_slots: int | None = None  # on a local Ray: trials its resources run at once; None on a cluster
 
     def describe(self) -> str:
         """The concurrency in words, for the search's first lines."""
         cap = (f"at most {self.max_concurrent} concurrent trial(s)" if self.max_concurrent
                else "as many concurrent trials as the cluster's free resources allow (nodes that join are used)")
         return f"{cap}, each {self.per_trial}"
+
+
+def slots(per_trial: Mapping[str, float], cluster: Mapping[str, float], cap: int | None = None) -> int:
+    """How many trials of `per_trial` resources `cluster`'s run at once (at least 1; `cap` bounds it)."""
+    fits = [int(float(cluster.get(name.upper(), 0) or 0) // need) for name, need in per_trial.items() if need > 0]
+    count = max(1, min(fits, default=1))
+    return min(count, cap) if cap else count
+
+
+def limit_to_slots(searcher: Searcher, resources: Resources) -> Searcher:
+    """`searcher` in a ConcurrencyLimiter of `resources.local_slots` on a local Ray (as is, on a
+    cluster): Tune then asks for that many placement groups ahead, so every free slot's trial starts
+    at once (Tune's "auto" for a searcher of its own is 1; see `RaySettings`)."""
+    if resources.local_slots is None:
+        return searcher
+    return ConcurrencyLimiter(searcher, max_concurrent=resources.local_slots)
 
 
 def trial_resources(options: ResourceOptions, cluster: Mapping[str, float]) -> Resources:
@@ -187,7 +210,7 @@ class RaySession:
         self.record_path: Path | None = None
 
     def __enter__(self) -> RaySession:
-        self.settings.apply_env(on_cluster=bool(self.options.address))
+        self.settings.apply_env()
         if ray.is_initialized():
             if self.worker_env:
                 raise ConfigError(
@@ -233,5 +256,10 @@ class RaySession:
         return f"on {self.options.address}" if self.options.address else "(local)"
 
     def resources(self, options: ResourceOptions) -> Resources:
-        """Per-trial resources from the connected cluster (`trial_resources`)."""
-        return trial_resources(options, ray.cluster_resources())
+        """Per-trial resources from the connected cluster (`trial_resources`); on a local Ray, with
+        the number of trials it runs at once (`local_slots`)."""
+        cluster = ray.cluster_resources()
+        resources = trial_resources(options, cluster)
+        if self.options.address:
+            return resources
+        return dataclasses.replace(resources, local_slots=slots(resources.per_trial, cluster, resources.max_concurrent))

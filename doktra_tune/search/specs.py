@@ -10,7 +10,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from doktra_tune.cluster.ray_session import Resources
+from doktra_tune.cluster.ray_session import Resources, limit_to_slots
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
 from doktra_tune.plan.final import RUN_KEYS
@@ -161,7 +161,7 @@ class StageSpecs:
                 name="final", trainable=final_trainable,
                 trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
                 param_space={}, max_t=max(self.plan.stage_epochs.values()),
-                search_alg=DependentRuns(todo, models_dir, published), num_samples=len(todo),
+                search_alg=limit_to_slots(DependentRuns(todo, models_dir, published), self.resources), num_samples=len(todo),
                 keep="best" if self.config.search.handoff == "best_epoch" else "last",
             )
 
