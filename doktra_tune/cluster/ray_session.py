@@ -49,8 +49,9 @@ class RaySettings:
       booted for nothing, which Tune's cleanup then waited for (up to 5 s a Tuner; benchmarks/
       README.md, "Trial slots"). For a searcher of its own Tune's "auto" is 1 unless the searcher
       is wrapped in a `ConcurrencyLimiter`, so the final runs' `DependentRuns` gets one of
-      `Resources.local_slots` on a local Ray (`limit_to_slots`); the Optuna searchers (TPE, the
-      pruners) keep 1.
+      `Resources.local_slots` on a local Ray (`limit_to_slots`; the runs beside ABD one slot fewer,
+      so that the ABD search, on the way to the final distillations, always has one); the Optuna
+      searchers (TPE, the pruners) keep 1.
     * No worker setup hook: a trial actor always starts a new worker process, so a hook that
       imports torch/transformers there only moves the trial's imports earlier, and it made every
       other task (the node check's probe) pay them too (~6 s).
@@ -116,13 +117,14 @@ def slots(per_trial: Mapping[str, float], cluster: Mapping[str, float], cap: int
     return min(count, cap) if cap else count
 
 
-def limit_to_slots(searcher: Searcher, resources: Resources) -> Searcher:
-    """`searcher` in a ConcurrencyLimiter of `resources.local_slots` on a local Ray (as is, on a
-    cluster): Tune then asks for that many placement groups ahead, so every free slot's trial starts
-    at once (Tune's "auto" for a searcher of its own is 1; see `RaySettings`)."""
+def limit_to_slots(searcher: Searcher, resources: Resources, *, leave: int = 0) -> Searcher:
+    """`searcher` in a ConcurrencyLimiter of `resources.local_slots` less `leave` (at least 1) on a
+    local Ray (as is, on a cluster): Tune then asks for that many placement groups ahead, so every
+    free slot's trial starts at once (Tune's "auto" for a searcher of its own is 1; see
+    `RaySettings`); `leave` keeps slots for another Tuner running beside this one."""
     if resources.local_slots is None:
         return searcher
-    return ConcurrencyLimiter(searcher, max_concurrent=resources.local_slots)
+    return ConcurrencyLimiter(searcher, max_concurrent=max(1, resources.local_slots - leave))
 
 
 def trial_resources(options: ResourceOptions, cluster: Mapping[str, float]) -> Resources:

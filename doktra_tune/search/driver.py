@@ -243,7 +243,8 @@ class SearchDriver:
             return None
         specs = self.final_plan(winners).wave1()
         log.info(f"[final] {len(specs)} teacher/student runs start beside the ABD search (final.beside_abd=true)")
-        build = self.specs.final_builder(specs, self.final_bases(winners))
+        # one slot kept for the ABD search: the final distillations wait for its winner
+        build = self.specs.final_builder(specs, self.final_bases(winners), leave_slots=1)
         return BesideStage("final-beside-abd", lambda cancel: self.runner.run("final", build, cancel=cancel))
 
     def final_stage(self, winners: dict[str, dict[str, Any]], beside: BesideStage | None = None) -> dict[str, Any]:

@@ -148,10 +148,11 @@ class StageSpecs:
         )
         return explicit_runs(spec, runs, tuple(prefix.keys) or ("gamma",))
 
-    def final_builder(self, specs: list[RunSpec], bases: dict[str, StageConfig]) -> SpecBuilder:
+    def final_builder(self, specs: list[RunSpec], bases: dict[str, StageConfig], *, leave_slots: int = 0) -> SpecBuilder:
         """One Tuner over final runs; `DependentRuns` starts each distillation as soon as its teacher
         and student are published (by a run of this Tuner, or by a finished earlier one: the runs
-        beside ABD, an interrupted stage's). After an interruption: the runs still missing."""
+        beside ABD, an interrupted stage's). After an interruption: the runs still missing. On a
+        local Ray it runs on the free slots less `leave_slots` (`limit_to_slots`)."""
         models_dir = self.run_dir / "final" / "models"
 
         def build(prior: list[TrialRecord]) -> StageSpec:
@@ -161,7 +162,8 @@ class StageSpecs:
                 name="final", trainable=final_trainable,
                 trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
                 param_space={}, max_t=max(self.plan.stage_epochs.values()),
-                search_alg=limit_to_slots(DependentRuns(todo, models_dir, published), self.resources), num_samples=len(todo),
+                search_alg=limit_to_slots(DependentRuns(todo, models_dir, published), self.resources, leave=leave_slots),
+                num_samples=len(todo),
                 keep="best" if self.config.search.handoff == "best_epoch" else "last",
             )
 
