@@ -127,6 +127,27 @@ def limit_to_slots(searcher: Searcher, resources: Resources, *, leave: int = 0) 
     return ConcurrencyLimiter(searcher, max_concurrent=max(1, resources.local_slots - leave))
 
 
+class SlotsBeside:
+    """The slots of a local Ray that a Tuner running beside another leaves to it (`leave`) until
+    `release` gives it them all (the other Tuner ended): `limit` wraps each of its searchers."""
+
+    def __init__(self, resources: Resources, leave: int) -> None:
+        self.resources = resources
+        self.leave = leave
+        self.limiters: list[ConcurrencyLimiter] = []
+
+    def limit(self, searcher: Searcher) -> Searcher:
+        limited = limit_to_slots(searcher, self.resources, leave=self.leave)
+        if isinstance(limited, ConcurrencyLimiter):
+            self.limiters.append(limited)
+        return limited
+
+    def release(self) -> None:
+        self.leave = 0
+        for limiter in self.limiters:  # read by Tune's thread at its next suggest
+            limiter.set_max_concurrency(max(1, self.resources.local_slots or 1))
+
+
 def trial_resources(options: ResourceOptions, cluster: Mapping[str, float]) -> Resources:
     """Per-trial resources from the cluster's, not the driver's, hardware (a CPU-only head or a
     laptop driver still gives every trial on a GPU node its own GPU): `gpus_per_trial` when the

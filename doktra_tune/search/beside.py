@@ -13,9 +13,12 @@ from doktra_tune.trial_record import TrialRecord
 
 class BesideStage:
     """Runs `run(cancel)` in a thread at once; `join` waits for its trials (re-raising its error),
-    `cancel` stops it (its unfinished trials run again when the search is resumed)."""
+    `cancel` stops it (its unfinished trials run again when the search is resumed). `join` first
+    calls `on_other_end` (the work it ran beside has ended: e.g. give it the slots it left)."""
 
-    def __init__(self, name: str, run: Callable[[threading.Event], list[TrialRecord]]) -> None:
+    def __init__(self, name: str, run: Callable[[threading.Event], list[TrialRecord]],
+                 on_other_end: Callable[[], None] | None = None) -> None:
+        self.on_other_end = on_other_end
         self.cancel_event = threading.Event()
         self.records: list[TrialRecord] = []
         self.error: BaseException | None = None
@@ -29,6 +32,8 @@ class BesideStage:
             self.error = err
 
     def join(self) -> list[TrialRecord]:
+        if self.on_other_end is not None:
+            self.on_other_end()
         self.thread.join()
         if self.error is not None:
             raise self.error

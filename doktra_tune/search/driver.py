@@ -39,7 +39,7 @@ from doktra_tune.cluster.disk import (
 )
 from doktra_tune.cluster.lease import RunDirLease
 from doktra_tune.cluster.node_check import check_nodes
-from doktra_tune.cluster.ray_session import RaySession, Resources, stop_recorded_ray
+from doktra_tune.cluster.ray_session import RaySession, Resources, SlotsBeside, stop_recorded_ray
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.console import console_logging, lines_are_handled
 from doktra_tune.device import CPU_KERNEL_ENV
@@ -243,9 +243,11 @@ class SearchDriver:
             return None
         specs = self.final_plan(winners).wave1()
         log.info(f"[final] {len(specs)} teacher/student runs start beside the ABD search (final.beside_abd=true)")
-        # one slot kept for the ABD search: the final distillations wait for its winner
-        build = self.specs.final_builder(specs, self.final_bases(winners), leave_slots=1)
-        return BesideStage("final-beside-abd", lambda cancel: self.runner.run("final", build, cancel=cancel))
+        # one slot kept for the ABD search while it runs: the final distillations wait for its winner
+        slots = SlotsBeside(self.resources, leave=1)
+        build = self.specs.final_builder(specs, self.final_bases(winners), slots=slots)
+        return BesideStage("final-beside-abd", lambda cancel: self.runner.run("final", build, cancel=cancel),
+                           on_other_end=slots.release)
 
     def final_stage(self, winners: dict[str, dict[str, Any]], beside: BesideStage | None = None) -> dict[str, Any]:
         """The final runs (`final.protocol`): the teachers and students are trained (or scored), each

@@ -5,12 +5,13 @@ specs of the final stage, and what an interrupted stage still has to run (`SpecB
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from doktra_tune.cluster.ray_session import Resources, limit_to_slots
+from doktra_tune.cluster.ray_session import Resources, SlotsBeside, limit_to_slots
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
 from doktra_tune.plan.final import RUN_KEYS
@@ -148,11 +149,12 @@ class StageSpecs:
         )
         return explicit_runs(spec, runs, tuple(prefix.keys) or ("gamma",))
 
-    def final_builder(self, specs: list[RunSpec], bases: dict[str, StageConfig], *, leave_slots: int = 0) -> SpecBuilder:
+    def final_builder(self, specs: list[RunSpec], bases: dict[str, StageConfig], *,
+                      slots: SlotsBeside | None = None) -> SpecBuilder:
         """One Tuner over final runs; `DependentRuns` starts each distillation as soon as its teacher
         and student are published (by a run of this Tuner, or by a finished earlier one: the runs
         beside ABD, an interrupted stage's). After an interruption: the runs still missing. On a
-        local Ray it runs on the free slots less `leave_slots` (`limit_to_slots`)."""
+        local Ray it runs on all free slots (`limit_to_slots`), or on those `slots` leaves it."""
         models_dir = self.run_dir / "final" / "models"
 
         def build(prior: list[TrialRecord]) -> StageSpec:
@@ -162,7 +164,8 @@ class StageSpecs:
                 name="final", trainable=final_trainable,
                 trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
                 param_space={}, max_t=max(self.plan.stage_epochs.values()),
-                search_alg=limit_to_slots(DependentRuns(todo, models_dir, published), self.resources, leave=leave_slots),
+                search_alg=(slots.limit if slots else partial(limit_to_slots, resources=self.resources))(
+                    DependentRuns(todo, models_dir, published)),
                 num_samples=len(todo),
                 keep="best" if self.config.search.handoff == "best_epoch" else "last",
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune.search import ConcurrencyLimiter
 
-from doktra_tune.cluster.ray_session import Resources, limit_to_slots, slots
+from doktra_tune.cluster.ray_session import Resources, SlotsBeside, limit_to_slots, slots
 from doktra_tune.search.dependent_runs import DependentRuns
 
 
@@ -31,3 +31,17 @@ def test_the_limiter_is_the_local_slots_less_those_left_and_nothing_on_a_cluster
     assert limit_to_slots(runs, two, leave=1).max_concurrent == 1  # never below one
     cluster = Resources(per_trial={"cpu": 1.0, "gpu": 0.0}, max_concurrent=None, torch_threads=1)
     assert limit_to_slots(runs, cluster) is runs  # Tune's own default: nodes that join get trials
+
+
+def test_slots_left_beside_another_tuner_come_back_when_it_ends(tmp_path: Path) -> None:
+    local = Resources(per_trial={"cpu": 1.0, "gpu": 0.0}, max_concurrent=None, torch_threads=1, local_slots=2)
+    beside = SlotsBeside(local, leave=1)
+    first, second = beside.limit(DependentRuns([], tmp_path)), beside.limit(DependentRuns([], tmp_path))
+    assert first.max_concurrent == second.max_concurrent == 1  # one slot for the ABD search
+    beside.release()
+    assert first.max_concurrent == second.max_concurrent == 2
+    assert beside.limit(DependentRuns([], tmp_path)).max_concurrent == 2  # a Tuner built after the release
+    on_cluster = SlotsBeside(Resources(per_trial={"cpu": 1.0}, max_concurrent=None, torch_threads=1), leave=1)
+    runs = DependentRuns([], tmp_path)
+    assert on_cluster.limit(runs) is runs
+    on_cluster.release()
