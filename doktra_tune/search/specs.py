@@ -5,13 +5,12 @@ specs of the final stage, and what an interrupted stage still has to run (`SpecB
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from doktra_tune.cluster.ray_session import Resources, SlotsBeside, limit_to_slots
+from doktra_tune.cluster.ray_session import Resources, SlotsBeside
 from doktra_tune.config import DistillConfig, StageConfig
 from doktra_tune.metrics import SEARCH_METRIC
 from doktra_tune.plan.final import RUN_KEYS
@@ -154,7 +153,7 @@ class StageSpecs:
         """One Tuner over final runs; `DependentRuns` starts each distillation as soon as its teacher
         and student are published (by a run of this Tuner, or by a finished earlier one: the runs
         beside ABD, an interrupted stage's). After an interruption: the runs still missing. On a
-        local Ray it runs on all free slots (`limit_to_slots`), or on those `slots` leaves it."""
+        local Ray it runs on all free slots, or on those `slots` leaves it (`SlotsBeside`)."""
         models_dir = self.run_dir / "final" / "models"
 
         def build(prior: list[TrialRecord]) -> StageSpec:
@@ -164,8 +163,7 @@ class StageSpecs:
                 name="final", trainable=final_trainable,
                 trainable_kwargs={"bases": bases, "tracking": self.tracking("final"), "models_dir": str(models_dir)},
                 param_space={}, max_t=max(self.plan.stage_epochs.values()),
-                search_alg=(slots.limit if slots else partial(limit_to_slots, resources=self.resources))(
-                    DependentRuns(todo, models_dir, published)),
+                search_alg=(slots or SlotsBeside(self.resources, leave=0)).limit(DependentRuns(todo, models_dir, published)),
                 num_samples=len(todo),
                 keep="best" if self.config.search.handoff == "best_epoch" else "last",
             )
